@@ -1,0 +1,21 @@
+"""cikg: Collaborative Interest Knowledge Graphs.
+
+An LLM infers what each user is interested in, the interests are clustered into graph nodes, and a graph
+neural network (CIKGRec, arXiv 2412.13544) learns from users, items, the item knowledge graph and the
+interests together.
+
+Layers (a lower one never imports a higher one)::
+
+    cikg.data -> cikg.llm -> cikg.interests -> cikg.graph -> cikg.models -> cikg.train / cikg.eval
+                      \\-> cikg.augment (node features)
+"""
+from __future__ import annotations
+
+import logging
+
+from .errors import CikgError, ConfigError, DatasetError, GraphError, LLMError
+
+__version__ = "0.1.0"
+__all__ = ["CikgError", "ConfigError", "DatasetError", "GraphError", "LLMError", "__version__"]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

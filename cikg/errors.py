@@ -1,0 +1,55 @@
+"""One exception family for everything a user can get wrong or the world can break.
+
+Every error carries enough context (file, line, field, user, item, key) for a one-line message that a
+shell user can act on; the CLI prints ``str(err)`` and exits with status 2.
+"""
+from __future__ import annotations
+
+from os import PathLike
+from typing import Optional, Union
+
+PathType = Union[str, "PathLike[str]"]
+
+
+class CikgError(Exception):
+    """Base class of every error cikg raises on purpose."""
+
+
+class DatasetError(CikgError):
+    """A dataset file is missing, malformed or inconsistent.
+
+    Args:
+        message: what is wrong, in words.
+        path: the file concerned, when there is one.
+        line: the 1-based line number inside ``path``, when known.
+    """
+
+    def __init__(self, message: str, path: Optional[PathType] = None, line: Optional[int] = None):
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = self.path if line is None else f"{self.path}:{line}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class ConfigError(CikgError):
+    """A configuration key is unknown, has the wrong type or an out-of-range value."""
+
+    def __init__(self, message: str, key: Optional[str] = None):
+        self.key = key
+        super().__init__(f"config key {key!r}: {message}" if key else message)
+
+
+class GraphError(CikgError):
+    """A graph artifact is missing, inconsistent with its dataset, or of the wrong version."""
+
+
+class LLMError(CikgError):
+    """An LLM request failed for good (after retries) or its answer could not be used."""
+
+
+class CheckpointError(CikgError):
+    """A checkpoint or run directory is missing, incomplete or does not match the configuration."""
