@@ -1,0 +1,128 @@
+"""The one model contract every recommender in cikg follows.
+
+A model is a ``torch.nn.Module`` built from a :class:`~cikg.graph.GraphViews` (or just counts) and a typed
+config dataclass. The framework owns sampling, training and evaluation; a model only says how to embed,
+score and compute its loss::
+
+    total, terms = model.loss(batch)           # terms: {"bpr": ..., "l2": ..., "uir": ..., "cl": ...}
+    user_emb, item_emb = model.embed()         # [n_users, d], [n_items, d]
+    scores = model.score(users)                # [len(users), n_items]
+    top = model.recommend(users, k=20)         # [len(users), k] item ids (train items not removed here)
+
+Optional hooks: :meth:`Recommender.on_epoch_start` (schedules such as the UIR mask rate, edge dropout
+resampling) and :meth:`Recommender.auxiliary_tasks` (alternating objectives with their own optimiser, such
+as TransE on KG triples).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class BPRBatch:
+    """A mini-batch of BPR triples: ``users``, ``pos`` and ``neg`` items, each ``LongTensor [B]``."""
+
+    users: Tensor
+    pos: Tensor
+    neg: Tensor
+    epoch: int = 0
+
+    def to(self, device: torch.device | str) -> "BPRBatch":
+        return BPRBatch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.epoch)
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+
+LossTerms = Dict[str, Tensor]
+
+
+@dataclass
+class AuxiliaryTask:
+    """An objective trained in an alternating step with its own optimiser (e.g. TransE on the KG).
+
+    Attributes:
+        name: the loss-term name used in logs (``"transe"``).
+        lr: learning rate of its Adam optimiser.
+        parameters: the parameters it updates.
+        batches: ``batches(generator, epoch)`` yields whatever ``loss`` takes, for one epoch.
+        loss: ``loss(batch) -> (total, terms)``.
+        weight_decay: L2 of its optimiser.
+    """
+
+    name: str
+    lr: float
+    parameters: List[nn.Parameter]
+    batches: "callable"
+    loss: "callable"
+    weight_decay: float = 0.0
+
+
+class Recommender(nn.Module):
+    """Base class of cikg models: ``n_users`` × ``n_items`` scoring by inner products of embeddings."""
+
+    n_users: int
+    n_items: int
+
+    def reset_parameters(self) -> None:  # pragma: no cover - every model overrides
+        raise NotImplementedError
+
+    def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:  # pragma: no cover
+        raise NotImplementedError
+
+    def embed(self) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+        """Final user and item embeddings ``([n_users, d], [n_items, d])`` used for scoring."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, users: Tensor, embeddings: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        """Scores ``[len(users), n_items]``; pass ``embeddings`` from :meth:`embed` to score many blocks."""
+        user_emb, item_emb = self.embed() if embeddings is None else embeddings
+        return user_emb[users] @ item_emb.t()
+
+    @torch.no_grad()
+    def recommend(self, users: Tensor, k: int = 20, exclude: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        """Top-``k`` item ids ``[len(users), k]``; ``exclude`` is a CSR ``(indptr, indices)`` of items to skip
+        (typically the train items), indexed by user id."""
+        if not 0 < k <= self.n_items:
+            raise ValueError(f"k must be in 1..{self.n_items}, got {k}")
+        scores = self.score(users)
+        if exclude is not None:
+            indptr, indices = exclude
+            starts, ends = indptr[users], indptr[users + 1]
+            counts = ends - starts
+            rows = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
+            offsets = torch.arange(int(counts.sum()), device=scores.device) - torch.repeat_interleave(
+                torch.cumsum(counts, 0) - counts, counts)
+            scores[rows, indices[torch.repeat_interleave(starts, counts) + offsets]] = float("-inf")
+        return torch.topk(scores, k, dim=1).indices
+
+    def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+        """Called by the trainer before each epoch; returns values to log (e.g. ``{"mask_rate": 0.1}``)."""
+        return {}
+
+    def auxiliary_tasks(self) -> List[AuxiliaryTask]:
+        """Alternating objectives with their own optimisers (none by default)."""
+        return []
+
+    def state_for_checkpoint(self) -> Dict[str, object]:
+        """Non-parameter state a resume needs (schedules); restored by :meth:`load_checkpoint_state`."""
+        return {}
+
+    def load_checkpoint_state(self, state: Dict[str, object]) -> None:
+        pass
+
+
+def l2_reg(*tensors: Tensor) -> Tensor:
+    """Half the squared L2 norm of the rows used in a batch, averaged over the batch (LightGCN convention)."""
+    batch = tensors[0].size(0)
+    return sum(t.pow(2).sum() for t in tensors) / (2 * batch)
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    """:math:`-\\mathrm{mean}\\,\\log\\sigma(s^+ - s^-)`, computed stably with ``softplus``."""
+    return torch.nn.functional.softplus(neg_scores - pos_scores).mean()
