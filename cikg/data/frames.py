@@ -17,7 +17,7 @@ _FRAME = "interactions frame"
 
 def to_pandas(dataset: Dataset) -> Dict[str, pd.DataFrame]:
     """Frames with original ids: ``interactions`` (user, item, split), ``kg`` (head, relation, tail),
-    ``user_interest`` (user, interest), ``items`` (item, text) and ``users`` (user).
+    ``user_interest`` (user, interest), ``items`` (item, text), ``users`` (user), ``interests`` (interest).
 
     ``from_pandas(**to_pandas(ds))`` rebuilds ``ds`` (same tensors and id maps).
     """
@@ -31,7 +31,8 @@ def to_pandas(dataset: Dataset) -> Dict[str, pd.DataFrame]:
               "items": pd.DataFrame({"item": item_ids, "text": dataset.item_text}),
               "users": pd.DataFrame({"user": user_ids})}
     if dataset.has_kg:
-        entity_ids = np.asarray(dataset.entity_ids, dtype=object)
+        # items are named by their item id, other entities by their entity id
+        entity_ids = np.asarray(list(dataset.item_ids) + dataset.entity_ids[dataset.n_items:], dtype=object)
         relations = np.asarray(dataset.relation_ids, dtype=object)
         kg = dataset.kg.numpy()
         frames["kg"] = pd.DataFrame({"head": entity_ids[kg[0]], "relation": relations[kg[1]],
@@ -41,6 +42,7 @@ def to_pandas(dataset: Dataset) -> Dict[str, pd.DataFrame]:
         labels = dataset.interest_labels or [str(i) for i in dataset.interest_ids]
         frames["user_interest"] = pd.DataFrame({"user": user_ids[ui[0]],
                                                 "interest": np.asarray(labels, dtype=object)[ui[1]]})
+        frames["interests"] = pd.DataFrame({"interest": labels})
     return frames
 
 
@@ -65,7 +67,7 @@ def _sorted_pairs(users: np.ndarray, items: np.ndarray) -> torch.Tensor:
 
 def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None,
                 user_interest: Optional[pd.DataFrame] = None, items: Optional[pd.DataFrame] = None,
-                users: Optional[pd.DataFrame] = None, name: str = "custom", test_fraction: float = 0.2,
+                users: Optional[pd.DataFrame] = None, interests: Optional[pd.DataFrame] = None, name: str = "custom", test_fraction: float = 0.2,
                 valid_fraction: float = 1 / 8, seed: int = 2024) -> Dataset:
     """Build a :class:`Dataset` from pandas frames with original ids.
 
@@ -78,6 +80,7 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
         user_interest: columns ``user``, ``interest`` (a label or id per interest).
         items: column ``item`` (the id order) and optionally ``text`` (titles).
         users: column ``user`` (the id order, to keep users without interactions).
+        interests: column ``interest`` (the id order of interests).
     """
     for column in ("user", "item"):
         if column not in interactions.columns:
@@ -130,7 +133,8 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
     interest_tensor, interest_labels = torch.empty((2, 0), dtype=torch.long), None
     if user_interest is not None and len(user_interest):
         ui_users, _ = _factorize(user_interest["user"], user_ids)
-        codes, interest_labels = _factorize(user_interest["interest"])
+        codes, interest_labels = _factorize(user_interest["interest"],
+                                            None if interests is None else interests["interest"].tolist())
         interest_tensor = _sorted_pairs(ui_users, codes)
     n_entities = len(entity_ids)
     return Dataset(

@@ -443,11 +443,10 @@ def save_dataset(dataset: Dataset, path: PathLike) -> Path:
     _write_adjacency(out / "test.txt", dataset.test, dataset.n_users, all_users=True)
     _write_list(out / "user_list.txt", "org_id remap_id", dataset.user_ids, None)
     _write_list(out / "item_list.txt", "org_id remap_id item_name", dataset.item_ids, dataset.item_text)
-    if dataset.has_kg or dataset.n_entities > dataset.n_items:
-        _write_list(out / "entity_list.txt", "org_id remap_id entity_name", dataset.entity_ids, dataset.entity_text)
-        _write_list(out / "relation_list.txt", "org_id remap_id", dataset.relation_ids, None)
-        if dataset.has_kg:
-            _write_rows(out / "kg_final.txt", numpy_pairs(dataset.kg))
+    _write_list(out / "entity_list.txt", "org_id remap_id entity_name", dataset.entity_ids, dataset.entity_text)
+    _write_list(out / "relation_list.txt", "org_id remap_id", dataset.relation_ids, None)
+    if dataset.has_kg:
+        _write_rows(out / "kg_final.txt", numpy_pairs(dataset.kg))
     if dataset.has_interests:
         original = torch.tensor(dataset.interest_ids, dtype=torch.long)
         table = numpy_pairs(torch.stack([dataset.user_interest[0], original[dataset.user_interest[1]]]))
