@@ -298,7 +298,7 @@ def load_dataset(path_or_name: PathLike, *, root: Optional[PathLike] = None, val
         ui, ui_lines = ui[users_sorted], ui_lines[users_sorted]
         a, b, _ = _drop_duplicate_pairs(ui[:, 0], ui[:, 1], ui_lines, ui_path)
         interest_ids, dense = np.unique(b, return_inverse=True)
-        ui = np.stack([a, dense], axis=1)
+        ui = np.stack([a, dense], axis=1)[np.argsort(a * interest_ids.size + dense, kind="stable")]
 
     test_only = np.setdiff1d(np.unique(test_i), np.unique(train_i))
     if test_only.size:
@@ -458,3 +458,19 @@ def save_dataset(dataset: Dataset, path: PathLike) -> Path:
     meta["name"] = dataset.name
     write_json_atomic(out / "meta.json", meta)
     return out
+
+
+def load_interests(dataset: Dataset, path: PathLike) -> Dataset:
+    """Replace ``dataset``'s interests with those of a ``user_interest_clustered.txt`` (or a directory holding
+    one, and optionally its ``interest_list.txt`` labels), e.g. the output of ``cikg interests cluster``."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    file = path / "user_interest_clustered.txt" if path.is_dir() else path
+    table, lines = read_int_table(file, 2)
+    _check_range(file, table[:, 0], lines, dataset.n_users, "user")
+    order = np.argsort(table[:, 0], kind="stable")
+    users, originals, _ = _drop_duplicate_pairs(table[order, 0], table[order, 1], lines[order], file)
+    interest_ids, dense = np.unique(originals, return_inverse=True)
+    labels = _interest_labels(directory, interest_ids)
+    return dataset.with_interests(torch.from_numpy(np.stack([users, dense])), interest_ids.tolist(), labels,
+                                  source=str(file))

@@ -1,0 +1,388 @@
+"""The ``cikg`` command.
+
+Every subcommand returns an exit code: 0 on success, 2 for a user-side error (bad path, bad dataset, bad
+config, unreachable server), printed as one line naming the file, line, key or server; ``--debug`` shows
+the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from .errors import CikgError
+
+logger = logging.getLogger("cikg")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _parser_kwargs(help_text: str, *examples: str) -> dict:
+    return {"help": help_text, "description": help_text, "epilog": _examples(*examples) if examples else None,
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .data import load_dataset
+    from .graph import build_cikg, graph_stats
+
+    dataset = load_dataset(args.dataset, root=args.root)
+    with pd.option_context("display.max_rows", 200, "display.width", 120):
+        print(repr(dataset))
+        print(dataset.stats().to_string())
+        print()
+        print("CIKG node and edge counts")
+        print(graph_stats(build_cikg(dataset)).to_string(index=False))
+    for warning in dataset.meta.get("warnings", []):
+        print(f"warning: {warning}")
+    return 0
+
+
+def _cmd_data_split(args: argparse.Namespace) -> int:
+    from .data import load_dataset, save_dataset
+
+    dataset = load_dataset(args.dataset, root=args.root, valid_fraction=args.valid_fraction, seed=args.seed)
+    out = save_dataset(dataset, args.output)
+    print(f"wrote {dataset!r} with valid.txt ({dataset.valid.size(1)} pairs, seed {args.seed}) to {out}")
+    return 0
+
+
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .data import from_pandas, save_dataset
+
+    path = Path(args.csv)
+    if not path.exists():
+        raise CikgError(f"{path}: no such file")
+    try:
+        frame = pd.read_csv(path, sep=args.sep, dtype=str)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise CikgError(f"{path}: cannot parse as CSV ({err})") from None
+    columns = {args.user_col: "user", args.item_col: "item"}
+    if args.split_col:
+        columns[args.split_col] = "split"
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CikgError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    if args.time_col:
+        if args.time_col not in frame.columns:
+            raise CikgError(f"{path}: missing time column {args.time_col!r}")
+        frame = frame.sort_values(args.time_col, kind="stable")
+    dataset = from_pandas(frame.rename(columns=columns)[list(columns.values())], name=args.name or path.stem,
+                          test_fraction=args.test_fraction, seed=args.seed)
+    out = save_dataset(dataset, args.output)
+    print(f"wrote {dataset!r} to {out}")
+    return 0
+
+
+def _register_data(sub) -> None:
+    data = sub.add_parser("data", **_parser_kwargs("dataset statistics, splits and conversion"))
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{stats,split,convert}")
+    p = dsub.add_parser("stats", **_parser_kwargs("print a dataset's statistics and its CIKG's node/edge counts",
+                                                  "cikg data stats dbbook2014", "cikg data stats ./my_data"))
+    p.add_argument("dataset", help="a dataset directory, or a name under $CIKG_DATA (default ../shared/data)")
+    p.add_argument("--root", help="directory that bare names resolve in")
+    p.set_defaults(func=_cmd_data_stats)
+    p = dsub.add_parser("split", **_parser_kwargs("carve a seeded validation split and write the dataset with valid.txt",
+                                                  "cikg data split book-crossing -o data/bc --seed 7"))
+    p.add_argument("dataset")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--root")
+    p.add_argument("--valid-fraction", type=float, default=1 / 8)
+    p.add_argument("--seed", type=int, default=2024)
+    p.set_defaults(func=_cmd_data_split)
+    p = dsub.add_parser("convert", **_parser_kwargs(
+        "convert a CSV of interactions into the cikg dataset format",
+        "cikg data convert ratings.csv --user-col userId --item-col movieId --time-col timestamp -o data/mine"))
+    p.add_argument("csv")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--sep", default=",")
+    p.add_argument("--user-col", default="user")
+    p.add_argument("--item-col", default="item")
+    p.add_argument("--split-col", help="column with train/valid/test (else test and valid are carved per user)")
+    p.add_argument("--time-col", help="sort by this column first, so the carved test holds each user's latest items")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--name")
+    p.set_defaults(func=_cmd_data_convert)
+
+
+# ---------------------------------------------------------------------------------------------- graph
+def _load_graph_arg(value: str, root: Optional[str]):
+    from .data import load_dataset
+    from .graph import build_cikg, load_graph
+
+    path = Path(value)
+    if path.is_file():
+        return load_graph(path)
+    return build_cikg(load_dataset(value, root=root))
+
+
+def _cmd_graph_build(args: argparse.Namespace) -> int:
+    from .data import load_dataset, load_interests
+    from .graph import build_cikg, graph_stats, save_graph
+
+    dataset = load_dataset(args.dataset, root=args.root)
+    if args.interests:
+        dataset = load_interests(dataset, args.interests)
+    graph = build_cikg(dataset, include_kg=not args.no_kg, include_interests=not args.no_interests)
+    save_graph(graph, args.output)
+    print(graph_stats(graph).to_string(index=False))
+    print(f"saved the CIKG of {dataset.name} to {args.output}")
+    return 0
+
+
+def _cmd_graph_stats(args: argparse.Namespace) -> int:
+    from .graph import graph_stats
+
+    print(graph_stats(_load_graph_arg(args.graph, args.root)).to_string(index=False))
+    return 0
+
+
+def _cmd_graph_export(args: argparse.Namespace) -> int:
+    import networkx as nx
+
+    from .graph import to_networkx
+
+    graph = _load_graph_arg(args.graph, args.root)
+    if args.user is None and sum(graph[t].num_nodes for t in graph.node_types) > 200_000:
+        raise CikgError("the whole graph is too large for networkx export; pass --user U for a neighbourhood")
+    nx_graph = to_networkx(graph, user=args.user, max_items=args.max_items)
+    relabelled = nx.relabel_nodes(nx_graph, {n: f"{n[0]}:{n[1]}" for n in nx_graph.nodes})
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".gexf":
+        nx.write_gexf(relabelled, out)
+    else:
+        nx.write_graphml(relabelled, out)
+    print(f"wrote {nx_graph.number_of_nodes()} nodes and {nx_graph.number_of_edges()} edges to {out}")
+    return 0
+
+
+def _register_graph(sub) -> None:
+    graph = sub.add_parser("graph", **_parser_kwargs("build, inspect and export the CIKG"))
+    gsub = graph.add_subparsers(dest="graph_command", required=True, metavar="{build,stats,export}")
+    p = gsub.add_parser("build", **_parser_kwargs("build the CIKG of a dataset and save it (torch.save of plain tensors)",
+                                                  "cikg graph build dbbook2014 -o runs/dbbook.pt",
+                                                  "cikg graph build book-crossing --interests out/bc -o bc.pt"))
+    p.add_argument("dataset")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--root")
+    p.add_argument("--interests", help="directory or user_interest_clustered.txt replacing the dataset's interests")
+    p.add_argument("--no-kg", action="store_true")
+    p.add_argument("--no-interests", action="store_true")
+    p.set_defaults(func=_cmd_graph_build)
+    p = gsub.add_parser("stats", **_parser_kwargs("node and edge counts per type", "cikg graph stats dbbook2014",
+                                                  "cikg graph stats runs/dbbook.pt"))
+    p.add_argument("graph", help="a saved graph file or a dataset")
+    p.add_argument("--root")
+    p.set_defaults(func=_cmd_graph_stats)
+    p = gsub.add_parser("export", **_parser_kwargs("export (a user's neighbourhood of) the CIKG to GraphML or GEXF",
+                                                   "cikg graph export dbbook2014 --user 0 -o user0.graphml"))
+    p.add_argument("graph", help="a saved graph file or a dataset")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--user", type=int)
+    p.add_argument("--max-items", type=int)
+    p.add_argument("--root")
+    p.set_defaults(func=_cmd_graph_export)
+
+
+# ---------------------------------------------------------------------------------------------- train/evaluate
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import Trainer, load_run_config
+
+    config = load_run_config(args.config, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / (
+        config.name or f"{config.model_name}-{Path(config.data.dataset).name}-seed{config.train.seed}")
+    trainer = Trainer(config, run_dir)
+    result = trainer.fit(resume=not args.no_resume)
+    _print_metrics(f"{config.model_name} on {trainer.dataset.name} (seed {config.train.seed}, best epoch "
+                   f"{result.best_epoch} of {result.epochs_run}, selected on valid)", result.valid, result.test)
+    if args.plots:
+        from .viz import plot_run
+
+        for path in plot_run(run_dir):
+            print(f"plot: {path}")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .eval import activity_groups
+    from .train import load_run
+
+    trainer = load_run(args.run_dir)
+    valid, test = trainer.evaluate("valid"), trainer.evaluate("test")
+    _print_metrics(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}",
+                   valid.to_dict(), test.to_dict())
+    print()
+    print("test metrics per user-activity group")
+    print(activity_groups(test, trainer.dataset.degrees("train")).to_string(index=False, float_format="%.4f"))
+    return 0
+
+
+def _print_metrics(title: str, valid: dict, test: dict) -> None:
+    import pandas as pd
+
+    print(title)
+    frame = pd.DataFrame({"valid": valid, "test": test})
+    print(frame.to_string(float_format="%.4f"))
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser("train", **_parser_kwargs(
+        "train a model from a YAML config with key=value overrides (resumes a killed run)",
+        "cikg train experiments/dbbook2014/cikgrec.yaml", "cikg train experiments/dbbook2014/lightgcn.yaml train.seed=1",
+        "cikg train - model.name=lightgcn data.dataset=synthetic train.epochs=5   # no file: defaults + overrides"))
+    p.add_argument("config", help="a YAML run config, or - for the defaults")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=5e-4")
+    p.add_argument("--run-dir", help="run directory (default runs/<model>-<dataset>-seed<seed>)")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run directory")
+    p.add_argument("--plots", action="store_true", help="write loss and metric plots as PNG into the run directory")
+    p.set_defaults(func=lambda a: _cmd_train(_dash_config(a)))
+    p = sub.add_parser("evaluate", **_parser_kwargs("evaluate a run's selected model on valid and test, with user groups",
+                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024"))
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _dash_config(args: argparse.Namespace) -> argparse.Namespace:
+    if args.config == "-":
+        args.config = None
+    elif "=" in args.config:  # `cikg train key=value ...` with no file
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- demo/bench
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, n_users=args.users, n_items=args.items, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+def _register_demo(sub) -> None:
+    p = sub.add_parser("demo", **_parser_kwargs(
+        "the whole pipeline on synthetic data: data, interests, clustering, CIKG, CIKGRec vs LightGCN, report",
+        "cikg demo", "cikg demo --out runs/demo --epochs 10"))
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--users", type=int, default=1500)
+    p.add_argument("--items", type=int, default=400)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(p.stem.removeprefix("bench_") for p in root.glob("bench_*.py"))
+    if args.name not in scripts:
+        raise CikgError(f"no benchmark {args.name!r}; available: {', '.join(scripts) or 'none (benchmarks/ missing)'}")
+    sys.argv = [str(root / f"bench_{args.name}.py"), *args.args]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    return 0
+
+
+def _register_bench(sub) -> None:
+    p = sub.add_parser("bench", **_parser_kwargs("run one of the benchmark scripts in benchmarks/",
+                                                 "cikg bench propagation", "cikg bench eval -- --users 10000"))
+    p.add_argument("name")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+
+
+# ---------------------------------------------------------------------------------------------- assembly
+_OPTIONAL_GROUPS = {
+    # module: (function name, group) — modules of other layers register their own subcommands
+    "cikg.llm.commands": ("register_llm", None),
+    "cikg.augment.commands": ("register", None),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cikg", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="cikg: Collaborative Interest Knowledge Graphs (LLM interests + item KG + graph recommenders).",
+        epilog=textwrap.dedent("""\
+            start here:
+              cikg demo                                   the whole pipeline on synthetic data
+              cikg data stats dbbook2014                  a real dataset and its CIKG
+              cikg train experiments/dbbook2014/cikgrec.yaml
+            docs: README.md and docs/ (tutorial.md, llm.md, architecture.md)"""))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _register_demo(sub)
+    _register_data(sub)
+    _register_interests(sub)
+    _register_graph(sub)
+    _register_train(sub)
+    for module_name, (function, _) in _OPTIONAL_GROUPS.items():
+        register = _optional(module_name, function)
+        if register is not None:
+            register(sub)
+    _register_bench(sub)
+    return parser
+
+
+def _register_interests(sub) -> None:
+    interests = sub.add_parser("interests", **_parser_kwargs("infer user interests with an LLM and cluster them"))
+    isub = interests.add_subparsers(dest="interests_command", required=True, metavar="{infer,cluster}")
+    for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster")):
+        register = _optional(module_name, function)
+        if register is not None:
+            register(isub)
+
+
+def _optional(module_name: str, function: str) -> Optional[Callable]:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            return None
+        raise
+    return getattr(module, function, None)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        logging.getLogger("cikg").setLevel(logging.INFO)
+        logging.getLogger("cikg.data.io").setLevel(logging.ERROR)  # load warnings are printed by the commands
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    _configure_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except CikgError as err:
+        if args.debug:
+            raise
+        print(f"cikg: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cikg: interrupted (a re-run resumes from the last checkpoint / cache)", file=sys.stderr)
+        return 130
+
+
+__all__: List[str] = ["build_parser", "main"]

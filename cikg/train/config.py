@@ -1,0 +1,152 @@
+"""The run configuration: data, model and training settings as typed dataclasses.
+
+YAML layout (every key optional; ``model.name`` picks the model's config class)::
+
+    data:  {dataset: dbbook2014, valid_fraction: 0.125, split_seed: 2024}
+    model: {name: cikgrec, layers: 3, cf_weight: 1.5}
+    train: {epochs: 300, batch_size: 1024, lr: 8.0e-4, patience: 10, seed: 2024}
+
+Command-line overrides use dotted keys: ``cikg train run.yaml train.lr=5e-4 model.layers=2``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from ..config import dump_yaml, from_dict, load_yaml, merge, parse_overrides, to_dict
+from ..errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, and how it is split and turned into a CIKG.
+
+    ``dataset`` is a name under ``$CIKG_DATA`` / ``../shared/data``, a directory, or ``synthetic``.
+    ``interests`` optionally points to a directory or ``user_interest_clustered.txt`` produced by
+    ``cikg interests cluster`` that replaces the dataset's own interests.
+    """
+
+    dataset: str = "synthetic"
+    root: Optional[str] = None
+    valid_fraction: float = 0.125
+    split_seed: int = 2024
+    interests: Optional[str] = None
+    include_kg: bool = True
+    include_interests: bool = True
+    synthetic_users: int = 2000
+    synthetic_items: int = 600
+    synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ConfigError(f"expected a fraction in [0, 1), got {self.valid_fraction}", "valid_fraction")
+        if self.synthetic_users < 1 or self.synthetic_items < 12:
+            raise ConfigError("synthetic datasets need >= 1 user and >= 12 items", "synthetic_users")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, early stopping and evaluation settings (framework-owned, the same for every model)."""
+
+    epochs: int = 300
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    eval_every: int = 1
+    select: Tuple[str, ...] = ("recall@20", "ndcg@20")
+    ks: Tuple[int, ...] = (20, 50, 100)
+    eval_block_size: int = 2048
+    sparse_groups: Tuple[int, ...] = (5, 10)
+    seed: int = 2024
+    device: str = "cpu"
+    threads: Optional[int] = None
+    max_batches: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
+                    "eval_block_size": self.eval_block_size}
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"expected a positive integer, got {value}", key)
+        if not self.lr > 0:
+            raise ConfigError(f"expected a positive learning rate, got {self.lr}", "lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"expected a non-negative weight decay, got {self.weight_decay}", "weight_decay")
+        if self.patience < 0:
+            raise ConfigError(f"expected patience >= 0, got {self.patience}", "patience")
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"expected cut-offs >= 1, got {self.ks}", "ks")
+        for name in self.select:
+            metric, _, k = name.partition("@")
+            if metric not in ("recall", "ndcg", "precision", "hit") or not k.isdigit() or int(k) not in self.ks:
+                raise ConfigError(f"{name!r} is not a metric@K with K in ks={self.ks}", "select")
+        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "auto"):
+            raise ConfigError(f"expected cpu, cuda, cuda:N or auto, got {self.device!r}", "device")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ConfigError(f"expected a positive integer, got {self.max_batches}", "max_batches")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; ``model`` is the model's own config dataclass."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            from ..models import MODEL_CONFIGS
+
+            self.model = MODEL_CONFIGS["lightgcn"]()
+
+    @property
+    def model_name(self) -> str:
+        return model_name(self.model)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = to_dict(self)
+        out["model"] = {"name": self.model_name, **to_dict(self.model)}
+        return out
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+
+def model_name(model_config: Any) -> str:
+    from ..models import MODEL_CONFIGS
+
+    for name, cls in MODEL_CONFIGS.items():
+        if type(model_config) is cls:
+            return name
+    raise ConfigError(f"{type(model_config).__name__} is not a registered model config", "model")
+
+
+def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig` strictly from a nested mapping (as read from YAML)."""
+    from ..models import MODEL_CONFIGS
+
+    data = dict(data)
+    unknown = [k for k in data if k not in ("data", "model", "train", "name")]
+    if unknown:
+        raise ConfigError("unknown key; expected data, model, train or name", unknown[0])
+    model_data = dict(data.get("model") or {})
+    name = model_data.pop("name", "lightgcn")
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)}", "model.name")
+    return RunConfig(
+        data=from_dict(DataConfig, data.get("data") or {}, prefix="data"),
+        model=from_dict(MODEL_CONFIGS[name], model_data, prefix="model"),
+        train=from_dict(TrainConfig, data.get("train") or {}, prefix="train"),
+        name=str(data.get("name", "")),
+    )
+
+
+def load_run_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Load a YAML run config (or the defaults) and apply ``key=value`` overrides."""
+    base = load_yaml(path) if path is not None else {}
+    return run_config_from_dict(merge(base, parse_overrides(overrides)))

@@ -1,0 +1,324 @@
+"""The training loop: BPR epochs, validation-based early stopping, checkpoint/resume, run directories.
+
+A run directory holds::
+
+    config.yaml        the resolved configuration
+    checkpoint.pt      the last completed epoch: model, optimisers, schedules, RNG states, history
+    best_model.pt      model weights of the best validation epoch
+    metrics.jsonl      one record per epoch: loss terms, validation metrics, schedules, seconds
+    metrics.json       final: best epoch, valid and test metrics (test only for the selected epoch)
+    groups.csv         test metrics per user-activity group (sparse users)
+
+Every epoch's randomness (negative sampling, dropout, noise) is derived from ``(seed, epoch)``, so a run
+killed at any moment and resumed from its last checkpoint ends with exactly the metrics of an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from .._io import torch_save_atomic, write_json_atomic, write_text_atomic
+from ..data import Dataset, load_dataset, load_interests, synthetic
+from ..errors import CheckpointError
+from ..eval import EvalResult, Evaluator, activity_groups
+from ..graph import GraphViews, build_cikg, build_views
+from ..models.base import BPRBatch, Recommender
+from .config import RunConfig, load_run_config, run_config_from_dict
+from .sampling import BPRSampler
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError(f"device {name!r} asked for but CUDA is not available (use device=cpu)")
+    return torch.device(name)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's randomness on one rank (independent of how the run got there)."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**62)
+
+
+def load_run_dataset(config: RunConfig) -> Dataset:
+    """The dataset a run config names (synthetic, a name or a path), with its interests override."""
+    data = config.data
+    if data.dataset == "synthetic":
+        dataset = synthetic(data.synthetic_users, data.synthetic_items, seed=data.synthetic_seed)
+    else:
+        dataset = load_dataset(data.dataset, root=data.root, valid_fraction=data.valid_fraction,
+                               seed=data.split_seed)
+    if data.interests:
+        dataset = load_interests(dataset, data.interests)
+    return dataset
+
+
+def build_run_graph(config: RunConfig, dataset: Dataset) -> GraphViews:
+    graph = build_cikg(dataset, include_kg=config.data.include_kg, include_interests=config.data.include_interests)
+    return build_views(graph, views=(), self_loops=False)
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns (also written to ``metrics.json``)."""
+
+    best_epoch: int
+    epochs_run: int
+    valid: Dict[str, float]
+    test: Dict[str, float]
+    groups: Any
+    run_dir: Path
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "valid": self.valid,
+                "test": self.test}
+
+
+class Trainer:
+    """Trains one model of a :class:`RunConfig` and evaluates it the framework's way.
+
+    Args:
+        config: the run configuration.
+        run_dir: where checkpoints, logs and metrics go (created).
+        dataset, views: pass them to reuse a loaded dataset / built graph (else built from ``config``).
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Union[str, Path], dataset: Optional[Dataset] = None,
+                 views: Optional[GraphViews] = None, rank: int = 0, world_size: int = 1):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.rank, self.world_size = rank, world_size
+        train = config.train
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        self.device = resolve_device(train.device)
+        self.dataset = dataset if dataset is not None else load_run_dataset(config)
+        views = views if views is not None else build_run_graph(config, self.dataset)
+        self.views = views.to(self.device)
+        torch.manual_seed(train.seed)
+        self.model: Recommender = config.model.build(self.views, self.dataset).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.aux_tasks = self.model.auxiliary_tasks()
+        self.aux_optimizers = [torch.optim.Adam(t.parameters, lr=t.lr, weight_decay=t.weight_decay)
+                               for t in self.aux_tasks]
+        self.sampler = BPRSampler(self.dataset.train, self.dataset.n_users, self.dataset.n_items,
+                                  batch_size=train.batch_size, rank=rank, world_size=world_size)
+        self.evaluator = Evaluator(ks=train.ks, block_size=train.eval_block_size, progress=False)
+        self.history: List[Dict[str, Any]] = []
+        self.epoch = 0
+        self.best_score = float("-inf")
+        self.best_epoch = 0
+        self.bad_evals = 0
+
+    def __repr__(self) -> str:
+        return (f"Trainer(model={type(self.model).__name__}, dataset={self.dataset.name!r}, "
+                f"device={self.device}, run_dir='{self.run_dir}')")
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best_model.pt"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        """One epoch of BPR batches (and auxiliary tasks); returns mean loss terms and schedule values."""
+        self.model.train()
+        seed = epoch_seed(self.config.train.seed, epoch)
+        torch.manual_seed(epoch_seed(self.config.train.seed, epoch, self.rank))
+        generator = torch.Generator().manual_seed(seed)
+        logged: Dict[str, float] = dict(self.model.on_epoch_start(epoch, generator))
+        sums: Dict[str, float] = defaultdict(float)
+        n_batches = len(self.sampler)
+        if self.config.train.max_batches:
+            n_batches = min(n_batches, self.config.train.max_batches)
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False,
+                   disable=not (self.config.train.progress and self.is_main))
+        for step, raw in enumerate(self.sampler.epoch(generator)):
+            if step >= n_batches:
+                break
+            batch = BPRBatch(raw.users, raw.pos_items, raw.neg_items, epoch).to(self.device)
+            total, terms = self.model.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            sums["loss"] += float(total.detach())
+            for name, value in terms.items():
+                sums[name] += float(value.detach()) if torch.is_tensor(value) else float(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
+        bar.close()
+        logged.update({name: value / max(n_batches, 1) for name, value in sums.items()})
+        for task, optimizer in zip(self.aux_tasks, self.aux_optimizers):
+            task_sums: Dict[str, float] = defaultdict(float)
+            count = 0
+            for aux_batch in task.batches(generator, epoch):
+                total, terms = task.loss(aux_batch)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                count += 1
+                task_sums[task.name] += float(total.detach())
+                for name, value in terms.items():
+                    if name != task.name:
+                        task_sums[name] += float(value.detach()) if torch.is_tensor(value) else float(value)
+            logged.update({name: value / max(count, 1) for name, value in task_sums.items()})
+        return logged
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "valid", users: Optional[torch.Tensor] = None) -> EvalResult:
+        """Full-ranking metrics on ``split`` (train items masked; for test, validation items too)."""
+        self.model.eval()
+        embeddings = self.model.embed()
+
+        def score(block: torch.Tensor) -> torch.Tensor:
+            return self.model.score(block.to(self.device), embeddings)
+
+        excludes = [self.dataset.csr("train")] + ([self.dataset.csr("valid")] if split == "test" else [])
+        return self.evaluator.evaluate(score, self.dataset.csr(split), excludes, users=users)
+
+    def selection_score(self, result: EvalResult) -> float:
+        return float(sum(result[name] for name in self.config.train.select))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        state = {
+            "version": CHECKPOINT_VERSION, "epoch": self.epoch, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizers": [o.state_dict() for o in self.aux_optimizers],
+            "model_state": self.model.state_for_checkpoint(), "best_score": self.best_score,
+            "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "history": self.history,
+            "torch_rng": torch.get_rng_state(), "config": self.config.to_dict(),
+        }
+        torch_save_atomic(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> bool:
+        """Restore the last checkpoint of ``run_dir`` if there is one; returns whether it did."""
+        if not self.checkpoint_path.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        except Exception as err:  # a foreign or corrupt file: say which
+            raise CheckpointError(f"{self.checkpoint_path}: cannot read checkpoint ({err})") from None
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{self.checkpoint_path}: checkpoint version {state.get('version')} is not "
+                                  f"{CHECKPOINT_VERSION}")
+        if state["config"] != self.config.to_dict():
+            raise CheckpointError(f"{self.checkpoint_path}: was written by a different configuration; use a new "
+                                  "run directory or the same config to resume")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for optimizer, saved in zip(self.aux_optimizers, state["aux_optimizers"]):
+            optimizer.load_state_dict(saved)
+        self.model.load_checkpoint_state(state["model_state"])
+        self.epoch, self.best_score = int(state["epoch"]), float(state["best_score"])
+        self.best_epoch, self.bad_evals = int(state["best_epoch"]), int(state["bad_evals"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed %s from epoch %d (best epoch %d)", self.run_dir, self.epoch, self.best_epoch)
+        return True
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, resume: bool = True) -> FitResult:
+        """Train until ``epochs`` or early stopping, then evaluate the best epoch on test."""
+        train = self.config.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+        if resume:
+            self.load_checkpoint()
+        elif self.checkpoint_path.exists():
+            raise CheckpointError(f"{self.run_dir} already holds a checkpoint; resume or choose another run dir")
+        stopped = bool(train.patience) and self.bad_evals >= train.patience
+        while self.epoch < train.epochs and not stopped:
+            epoch = self.epoch + 1
+            start = time.perf_counter()
+            record: Dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
+            record["train_seconds"] = time.perf_counter() - start
+            if epoch % train.eval_every == 0 or epoch == train.epochs:
+                result = self.evaluate("valid")
+                record.update({f"valid_{k}": v for k, v in result.to_dict().items()})
+                score = self.selection_score(result)
+                if score > self.best_score:
+                    self.best_score, self.best_epoch, self.bad_evals = score, epoch, 0
+                    if self.is_main:
+                        torch_save_atomic(self.model.state_dict(), self.best_path)
+                else:
+                    self.bad_evals += 1
+                stopped = bool(train.patience) and self.bad_evals >= train.patience
+            record["seconds"] = time.perf_counter() - start
+            self.epoch = epoch
+            self.history.append(record)
+            if self.is_main:
+                self.save_checkpoint()
+                self._write_history()
+            logger.info("epoch %d: %s", epoch, _format_record(record))
+        return self.finish()
+
+    def finish(self) -> FitResult:
+        """Load the best weights, evaluate valid and test, write ``metrics.json`` and ``groups.csv``."""
+        if self.best_path.exists():
+            self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
+        valid = self.evaluate("valid")
+        test = self.evaluate("test")
+        groups = activity_groups(test, self.dataset.degrees("train"), sparse_max=self.config.train.sparse_groups)
+        result = FitResult(self.best_epoch, self.epoch, valid.to_dict(), test.to_dict(), groups, self.run_dir)
+        if self.is_main:
+            payload = {**result.to_dict(), "model": self.config.model_name, "dataset": self.dataset.name,
+                       "seed": self.config.train.seed, "split": self.dataset.meta.get("split", {}),
+                       "selected_on": "valid (" + " + ".join(self.config.train.select) + ")",
+                       "n_test_users": test.n_users}
+            write_json_atomic(self.run_dir / "metrics.json", payload)
+            write_text_atomic(self.run_dir / "groups.csv", groups.to_csv(index=False))
+        return result
+
+    def _write_history(self) -> None:
+        lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in self.history)
+        write_text_atomic(self.run_dir / "metrics.jsonl", lines)
+
+
+def _format_record(record: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                     if k != "epoch")
+
+
+def train_from_config(path: Optional[Union[str, Path]], overrides: Tuple[str, ...] = (),
+                      run_dir: Optional[Union[str, Path]] = None, resume: bool = True) -> FitResult:
+    """``cikg train CONFIG key=value ...`` as a function."""
+    config = load_run_config(path, overrides)
+    run_dir = Path(run_dir) if run_dir else Path("runs") / (config.name or f"{config.model_name}-{config.data.dataset}")
+    return Trainer(config, run_dir).fit(resume=resume)
+
+
+def load_run(run_dir: Union[str, Path]) -> Trainer:
+    """A trainer for an existing run directory with its best weights loaded (``cikg evaluate RUN_DIR``)."""
+    from ..config import load_yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
+    trainer = Trainer(run_config_from_dict(load_yaml(run_dir / "config.yaml")), run_dir)
+    weights = trainer.best_path if trainer.best_path.exists() else None
+    if weights is None:
+        raise CheckpointError(f"{run_dir}: no best_model.pt yet (has the run finished an evaluation?)")
+    trainer.model.load_state_dict(torch.load(weights, map_location=trainer.device, weights_only=True))
+    return trainer
