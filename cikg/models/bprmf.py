@@ -1,0 +1,64 @@
+"""BPR-MF: matrix factorisation trained with the BPR loss (Rendle et al., UAI 2009, arXiv 1205.2618).
+
+.. math::
+    \\hat{y}_{ui} = e_u^\\top e_i, \\qquad
+    L = -\\tfrac{1}{B} \\sum_{(u,i,j)} \\log \\sigma(\\hat{y}_{ui} - \\hat{y}_{uj})
+        + \\lambda \\tfrac{1}{2B} (\\lVert e_u \\rVert^2 + \\lVert e_i \\rVert^2 + \\lVert e_j \\rVert^2)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..data import Dataset
+from ..graph import GraphViews
+from . import _checks
+from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
+
+
+@dataclass
+class BPRMFConfig:
+    """Settings of :class:`BPRMF`: embedding size ``dim`` and L2 weight ``l2`` (:math:`\\lambda`)."""
+
+    dim: int = 64
+    l2: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _checks.positive_int(self, "dim")
+        _checks.non_negative(self, "l2")
+
+    def build(self, views: Optional[GraphViews], dataset: Dataset) -> "BPRMF":
+        return BPRMF(dataset.n_users, dataset.n_items, self)
+
+
+class BPRMF(Recommender):
+    """Users and items as free embeddings ``[n_users, dim]`` and ``[n_items, dim]``; score = inner product."""
+
+    def __init__(self, n_users: int, n_items: int, config: Optional[BPRMFConfig] = None):
+        super().__init__()
+        if n_users < 1 or n_items < 1:
+            raise ValueError(f"need at least one user and one item, got {n_users} users, {n_items} items")
+        self.config = config or BPRMFConfig()
+        self.n_users, self.n_items = n_users, n_items
+        self.user_emb = nn.Embedding(n_users, self.config.dim)
+        self.item_emb = nn.Embedding(n_items, self.config.dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+
+    def embed(self) -> Tuple[Tensor, Tensor]:
+        return self.user_emb.weight, self.item_emb.weight
+
+    def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
+        users, pos, neg = self.user_emb(batch.users), self.item_emb(batch.pos), self.item_emb(batch.neg)
+        bpr = bpr_loss((users * pos).sum(-1), (users * neg).sum(-1))
+        l2 = l2_reg(users, pos, neg)
+        return bpr + self.config.l2 * l2, {"bpr": bpr.detach(), "l2": l2.detach()}
+
+    def __repr__(self) -> str:
+        return f"BPRMF(users={self.n_users}, items={self.n_items}, dim={self.config.dim}, l2={self.config.l2})"

@@ -1,0 +1,468 @@
+"""CIKGRec: Collaborative Interest Knowledge Graph recommendation (arXiv 2412.13544).
+
+One embedding table ``E`` covers the global node index ``[users | items | entities | interests]`` of the
+CIKG. The model adds to a LightGCN encoder two self-supervised objectives and an optional KG embedding:
+
+* **Encoder + BPR.** :math:`Z = \\mathrm{mean}_k \\hat{A}^k E` over the CIKG (sparse SpMM);
+  :math:`L_{rec} = w_{cf} \\cdot \\mathrm{BPR}(Z) + \\lambda \\cdot \\mathrm{L2}(E_{batch})`.
+* **User-interest reconstruction (UIR)**, a graph masked autoencoder over interest nodes (GraphMAE style):
+  a share :math:`p_t` of interest rows of :math:`E` is masked (a learnable token; a ``replace_rate`` share of
+  them takes another interest's embedding instead), an ``encoder_layers`` propagation encodes the graph
+  (optionally with ``uir_edge_drop``), a linear map goes to the decoder space, masked rows are zeroed
+  again, a ``decoder_layers`` propagation decodes, and the scaled cosine error over masked rows
+
+  .. math:: L_{uir} = \\frac{1}{|M|} \\sum_{v \\in M} (1 - \\cos(e_v, \\hat{e}_v))^{\\alpha}
+
+  is the loss. :math:`p_t` grows per epoch from ``min_mask_rate`` to ``max_mask_rate`` over ``total_epoch``
+  epochs (:func:`mask_rate_schedule`).
+* **Cross-domain contrastive learning (CL).** View 1 is the anchor graph (``cl_anchor``) propagated with
+  SimGCL noise after every layer; view 2 is collaborative + interests; view 3 is collaborative + KG. With
+  :math:`\\tau` = ``gcl_temp``, :func:`info_nce` pulls a batch user's view-1 embedding towards its own view-2
+  embedding against all users of view 2, and a batch item's view-1 embedding towards its own view-3 node
+  against every *entity-space* node of view 3 (items and KG entities; users and interest nodes are not
+  candidates: an interest node is isolated in view 3 and is not a KG entity). The released code also lists
+  the (isolated) interest nodes among the item negatives; we leave them out on purpose.
+* **TransE** (optional, alternating step with its own optimiser, :meth:`CIKGRec.auxiliary_tasks`) on the KG
+  triples, their inverses and the user-item interactions as two extra relations (``interact`` /
+  ``interacted``); a corrupted tail is drawn among the nodes of the positive tail's domain: users for
+  ``interacted`` triples, otherwise the entity space (items + KG entities), never interests.
+
+Differences from the authors' release, on purpose: ``cl_anchor="collaborative"`` is what the paper
+describes, ``"full"`` (the default) is what the released code does (its view-1 edge list aliases the full
+CIKG's); edge dropout (encoder and UIR) is resampled once per epoch instead of per batch; interest ids are
+dense (no isolated ids of dropped clusters).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..graph import GraphViews, View
+from . import _checks
+from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
+from .propagation import (AdjacencyStore, EdgeDropout, LGPropagation, random_integers, random_permutation,
+                          simgcl_noise, uniform_random)
+
+logger = logging.getLogger(__name__)
+
+INTERACT, INTERACTED = 0, 1  # the two TransE relations added for user-item interactions
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass
+class CIKGRecConfig:
+    """Every setting of :class:`CIKGRec`; defaults are the authors' dbbook2014 values.
+
+    Encoder: ``dim``, ``layers``, ``l2`` (L2 weight on the batch's ego embeddings), ``cf_weight`` (BPR
+    weight), ``self_loops``, ``edge_dropout`` (per epoch), ``message_dropout``.
+    Parts (ablations): ``use_uir``, ``use_cl``, ``use_interests`` (interest nodes in the graphs),
+    ``use_kg`` (KG entities in the graphs), ``use_transe``. A part whose data the dataset lacks (no KG, no
+    interests) is off whatever its switch says (logged).
+    UIR: ``uir_weight``, ``encoder_layers``, ``decoder_layers``, ``replace_rate``, ``uir_edge_drop``,
+    ``sce_alpha``, ``min_mask_rate``, ``max_mask_rate``, ``total_epoch``, ``increase_type`` (``exp`` |
+    ``linear``).
+    CL: ``cl_anchor`` (``collaborative`` = paper, ``full`` = released code), ``gcl_weight``, ``gcl_temp``,
+    ``eps`` (SimGCL noise magnitude).
+    TransE: ``transe_lr``, ``transe_l2`` (L2 weight inside its loss), ``transe_batch_size``,
+    ``transe_batches`` (per epoch; ``None`` = triples // batch size).
+    """
+
+    dim: int = 64
+    layers: int = 3
+    l2: float = 1e-5
+    cf_weight: float = 1.5
+    self_loops: bool = True
+    edge_dropout: float = 0.0
+    message_dropout: float = 0.0
+    use_uir: bool = True
+    use_cl: bool = True
+    use_interests: bool = True
+    use_kg: bool = True
+    use_transe: bool = True
+    uir_weight: float = 0.03
+    encoder_layers: int = 2
+    decoder_layers: int = 1
+    replace_rate: float = 0.15
+    uir_edge_drop: float = 0.2
+    sce_alpha: float = 2.0
+    min_mask_rate: float = 0.05
+    max_mask_rate: float = 0.75
+    total_epoch: int = 150
+    increase_type: Literal["exp", "linear"] = "exp"
+    cl_anchor: Literal["collaborative", "full"] = "full"
+    gcl_weight: float = 0.01
+    gcl_temp: float = 0.2
+    eps: float = 0.1
+    transe_lr: float = 2e-3
+    transe_l2: float = 1e-3
+    transe_batch_size: int = 4096
+    transe_batches: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size")
+        _checks.non_negative_int(self, "layers")
+        _checks.non_negative(self, "l2", "cf_weight", "uir_weight", "gcl_weight", "eps", "transe_l2")
+        _checks.positive(self, "gcl_temp", "sce_alpha", "transe_lr")
+        _checks.probability(self, "edge_dropout", "message_dropout", "replace_rate", "uir_edge_drop")
+        for key in ("min_mask_rate", "max_mask_rate"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                raise ConfigError(f"expected a mask rate in (0, 1], got {value!r}", key)
+        if self.min_mask_rate > self.max_mask_rate:
+            raise ConfigError(f"min_mask_rate ({self.min_mask_rate}) exceeds max_mask_rate "
+                              f"({self.max_mask_rate})", "min_mask_rate")
+        _checks.one_of(self, "increase_type", ("exp", "linear"))
+        _checks.one_of(self, "cl_anchor", ("collaborative", "full"))
+        if self.transe_batches is not None:
+            _checks.positive_int(self, "transe_batches")
+
+    def build(self, views: GraphViews, dataset: Dataset) -> "CIKGRec":
+        return CIKGRec(views, dataset, self)
+
+
+# ------------------------------------------------------------------------------------- loss functions
+def mask_rate_schedule(epoch: int, min_rate: float, max_rate: float, total_epoch: int,
+                       increase_type: str = "exp") -> float:
+    """UIR mask rate of ``epoch`` (0-based), capped at ``max_rate``.
+
+    ``exp``: :math:`p_{min} (p_{max}/p_{min})^{t/T}`; ``linear``: :math:`p_{min} + (p_{max}-p_{min}) t/T`.
+    """
+    if increase_type == "exp":
+        rate = min_rate * (max_rate / min_rate) ** (epoch / total_epoch)
+    elif increase_type == "linear":
+        rate = min_rate + (max_rate - min_rate) * epoch / total_epoch
+    else:
+        raise ValueError(f"increase_type must be 'exp' or 'linear', got {increase_type!r}")
+    return min(rate, max_rate)
+
+
+def sce_loss(reconstructed: Tensor, target: Tensor, alpha: float = 2.0) -> Tensor:
+    """Scaled cosine error (GraphMAE, Hou et al. KDD 2022): mean of :math:`(1 - \\cos(x, \\hat{x}))^{\\alpha}`.
+
+    Shapes: ``reconstructed``, ``target``: ``[M, d]``; returns a scalar.
+    """
+    cos = F.cosine_similarity(reconstructed, target, dim=-1)
+    return (1.0 - cos).pow(alpha).mean()
+
+
+def info_nce(anchor: Tensor, candidates: Tensor, positive: Tensor, temperature: float) -> Tensor:
+    """InfoNCE of each anchor against all candidates, its positive being ``candidates[positive]``.
+
+    .. math:: -\\frac{1}{B} \\sum_b \\log \\frac{\\exp(s_{b,p_b}/\\tau)}{\\sum_m \\exp(s_{b,m}/\\tau)},
+        \\qquad s = \\bar{a} \\bar{c}^\\top \\text{ (cosine)}
+
+    Shapes: ``anchor`` ``[B, d]``, ``candidates`` ``[M, d]``, ``positive`` ``LongTensor [B]`` in ``0..M-1``.
+    """
+    logits = F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).t() / temperature
+    return (torch.logsumexp(logits, dim=1) - logits.gather(1, positive.view(-1, 1)).squeeze(1)).mean()
+
+
+def transe_distance(head: Tensor, relation: Tensor, tail: Tensor) -> Tensor:
+    """:math:`\\lVert h + r - t \\rVert_2^2` per row (``[B, d]`` each -> ``[B]``)."""
+    return (head + relation - tail).pow(2).sum(-1)
+
+
+# ------------------------------------------------------------------------------------------- TransE
+class TransETriples:
+    """The triples TransE trains on, in global node ids, with vectorised head-uniform sampling.
+
+    Triples: KG ``(h, r, t)`` as relation ``2 + r`` and its inverse ``(t, 2 + R + r, h)``, plus every train
+    interaction as ``(u, interact, i)`` and ``(i, interacted, u)``. A batch draws heads uniformly among the
+    heads that have triples, then one of the head's triples uniformly (as the release does), and a corrupted
+    tail in the positive tail's domain (users, or items + KG entities), re-drawn while it forms a true triple.
+    """
+
+    def __init__(self, dataset: Dataset, views: GraphViews, use_kg: bool):
+        n_items = dataset.n_items
+        item_off, entity_off = views.offsets["item"], views.offsets["entity"]
+        users, items = dataset.train[0], dataset.train[1] + item_off
+        heads, rels, tails = [users, items], [torch.full_like(users, INTERACT), torch.full_like(users, INTERACTED)], \
+            [items, users]
+        n_kg_rel = 0
+        if use_kg and dataset.has_kg:
+            kg = torch.unique(dataset.kg, dim=1)
+            h, r, t = kg[0], kg[1], kg[2]
+            to_global = lambda e: torch.where(e < n_items, e + item_off, e - n_items + entity_off)  # noqa: E731
+            n_kg_rel = dataset.n_relations
+            heads += [to_global(h), to_global(t)]
+            rels += [r + 2, r + 2 + n_kg_rel]
+            tails += [to_global(t), to_global(h)]
+        self.n_relations = 2 + 2 * n_kg_rel
+        self.n_nodes = views.n_nodes
+        head, rel, tail = torch.cat(heads), torch.cat(rels), torch.cat(tails)
+        order = torch.argsort(head, stable=True)
+        self.head, self.rel, self.tail = head[order], rel[order], tail[order]
+        self.head_nodes, counts = torch.unique_consecutive(self.head, return_counts=True)
+        self.head_start = torch.cumsum(counts, 0) - counts
+        self.head_count = counts
+        self.keys = torch.sort(self._key(self.head, self.rel, self.tail)).values
+        self.user_range = (0, views.counts["user"])
+        self.entity_range = (item_off, entity_off + views.counts["entity"])  # items then KG entities
+
+    def __len__(self) -> int:
+        return int(self.head.numel())
+
+    def to(self, device: torch.device) -> "TransETriples":
+        for name in ("head", "rel", "tail", "head_nodes", "head_start", "head_count", "keys"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.device
+
+    def _key(self, head: Tensor, rel: Tensor, tail: Tensor) -> Tensor:
+        return (head * self.n_relations + rel) * self.n_nodes + tail
+
+    def is_true(self, head: Tensor, rel: Tensor, tail: Tensor) -> Tensor:
+        key = self._key(head, rel, tail)
+        pos = torch.searchsorted(self.keys, key).clamp_max(self.keys.numel() - 1)
+        return self.keys[pos] == key
+
+    def corrupt_tails(self, rel: Tensor, head: Tensor, generator: Optional[torch.Generator] = None,
+                      max_rounds: int = 20) -> Tensor:
+        """A tail per triple from the positive tail's domain (users for ``interacted``, else entity space)."""
+        is_user = rel == INTERACTED
+        low = torch.where(is_user, self.user_range[0], self.entity_range[0])
+        span = torch.where(is_user, self.user_range[1] - self.user_range[0],
+                           self.entity_range[1] - self.entity_range[0])
+        todo = torch.arange(rel.numel(), device=self.device)
+        tail = torch.empty_like(rel)
+        for _ in range(max_rounds):
+            u = uniform_random((todo.numel(),), self.device, generator, torch.float64)
+            tail[todo] = low[todo] + (u * span[todo]).long().clamp_max(span[todo] - 1)
+            todo = todo[self.is_true(head[todo], rel[todo], tail[todo])]
+            if todo.numel() == 0:
+                break
+        return tail
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator] = None
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(head, relation, tail, corrupted_tail)``, each ``LongTensor [batch_size]``."""
+        which = random_integers(self.head_nodes.numel(), batch_size, self.device, generator)
+        offset = (uniform_random((batch_size,), self.device, generator, torch.float64)
+                  * self.head_count[which]).long().clamp_max(self.head_count[which] - 1)
+        index = self.head_start[which] + offset
+        head, rel, tail = self.head[index], self.rel[index], self.tail[index]
+        return head, rel, tail, self.corrupt_tails(rel, head, generator)
+
+
+# -------------------------------------------------------------------------------------------- model
+class CIKGRec(Recommender):
+    """CIKGRec over the CIKG ``views`` of ``dataset`` (see the module docstring for the objectives).
+
+    Args:
+        views: the CIKG's node index and edges (:func:`cikg.graph.build_views`); adjacencies are built once.
+        dataset: the dataset the views were built from (TransE needs its typed KG triples).
+        config: :class:`CIKGRecConfig`.
+
+    Shapes:
+        ``embedding.weight``: ``[n_nodes, dim]``; ``relation_embedding.weight``: ``[2 + 2R, dim]``;
+        :meth:`embed` returns ``[n_users, dim]``, ``[n_items, dim]``.
+    """
+
+    def __init__(self, views: GraphViews, dataset: Dataset, config: Optional[CIKGRecConfig] = None):
+        super().__init__()
+        self.config = c = config or CIKGRecConfig()
+        if views.counts["user"] != dataset.n_users or views.counts["item"] != dataset.n_items:
+            raise ConfigError(f"views ({views.counts['user']} users, {views.counts['item']} items) do not match "
+                              f"dataset {dataset.name} ({dataset.n_users} users, {dataset.n_items} items)")
+        self.views = views
+        self.n_users, self.n_items = dataset.n_users, dataset.n_items
+        self.item_offset = views.offsets["item"]
+        self.interest_slice = views.node_slice("interest")
+        self.entity_space = slice(views.offsets["item"], views.offsets["entity"] + views.counts["entity"])
+        self.has_interests = bool(c.use_interests and "interest" in views.edges and views.counts["interest"] > 0)
+        self.has_kg = bool(c.use_kg and "kg" in views.edges and views.counts["entity"] + self.n_items > 0
+                           and views.edges["kg"].size(1) > 0)
+        for part, wanted, present in (("interests", c.use_interests, self.has_interests), ("kg", c.use_kg, self.has_kg)):
+            if wanted and not present:
+                logger.info("CIKGRec: %s requested but absent from the graph of %s; running without", part,
+                            dataset.name)
+        self.encoder_view = {(True, True): View.FULL, (True, False): View.INTEREST,
+                             (False, True): View.KG, (False, False): View.COLLABORATIVE}[(self.has_interests,
+                                                                                         self.has_kg)]
+        self.anchor_view = View.COLLABORATIVE if c.cl_anchor == "collaborative" else self.encoder_view
+        self.use_uir = c.use_uir and self.has_interests
+        self.use_cl_user = c.use_cl and self.has_interests
+        self.use_cl_item = c.use_cl and self.has_kg
+        self.adjacency = AdjacencyStore(views, c.self_loops)
+
+        self.embedding = nn.Embedding(views.n_nodes, c.dim)
+        self.propagation = LGPropagation(c.layers, message_dropout=c.message_dropout)
+        self.cl_propagation = LGPropagation(c.layers)
+        self.uir_encoder = LGPropagation(c.encoder_layers)
+        self.uir_decoder = LGPropagation(c.decoder_layers)
+        self.mask_token = nn.Parameter(torch.zeros(1, c.dim))
+        self.encoder_to_decoder = nn.Linear(c.dim, c.dim)
+        self.triples: Optional[TransETriples] = None
+        if c.use_transe:
+            self.triples = TransETriples(dataset, views, use_kg=self.has_kg)
+            self.relation_embedding = nn.Embedding(self.triples.n_relations, c.dim)
+
+        self.mask_rate = mask_rate_schedule(0, c.min_mask_rate, c.max_mask_rate, c.total_epoch, c.increase_type)
+        self.epoch = 0
+        self._generator: Optional[torch.Generator] = None
+        self._dropouts: Dict[str, EdgeDropout] = {}
+        self._epoch_adj: Dict[str, Tensor] = {}
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ parameters and state
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.embedding.weight)
+        nn.init.zeros_(self.mask_token)
+        nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
+        nn.init.zeros_(self.encoder_to_decoder.bias)
+        if self.triples is not None:
+            nn.init.xavier_uniform_(self.relation_embedding.weight)
+        self._epoch_adj = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+        """Set this epoch's UIR mask rate and resample the edge-dropped graphs; returns ``{"mask_rate": p}``."""
+        c = self.config
+        self.epoch, self._generator = epoch, generator
+        self.mask_rate = mask_rate_schedule(epoch, c.min_mask_rate, c.max_mask_rate, c.total_epoch,
+                                            c.increase_type)
+        self._epoch_adj = {}
+        if c.edge_dropout > 0.0:
+            self._epoch_adj["encoder"] = self._drop("encoder", c.edge_dropout)
+        if self.use_uir and c.uir_edge_drop > 0.0:
+            self._epoch_adj["uir"] = self._drop("uir", c.uir_edge_drop)
+        return {"mask_rate": self.mask_rate}
+
+    def state_for_checkpoint(self) -> Dict[str, object]:
+        return {"mask_rate": self.mask_rate, "epoch": self.epoch}
+
+    def load_checkpoint_state(self, state: Dict[str, object]) -> None:
+        self.mask_rate = float(state["mask_rate"])  # type: ignore[arg-type]
+        self.epoch = int(state.get("epoch", 0))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ graphs
+    def adj(self, view: View) -> Tensor:
+        return self.adjacency.get(view, self.device)
+
+    def _drop(self, name: str, p: float) -> Tensor:
+        full = self.adj(self.encoder_view)
+        dropout = self._dropouts.get(name)
+        if dropout is None or dropout.rows.device != full.device:
+            dropout = self._dropouts[name] = EdgeDropout(full)
+        return dropout.sample(p, self._generator)
+
+    def _training_adj(self, name: str, p: float) -> Tensor:
+        """This epoch's edge-dropped encoder graph (drawn once per epoch), or the full one."""
+        if not self.training or p == 0.0:
+            return self.adj(self.encoder_view)
+        adj = self._epoch_adj.get(name)
+        if adj is None or adj.device != self.device:
+            adj = self._epoch_adj[name] = self._drop(name, p)
+        return adj
+
+    # ------------------------------------------------------------------ scoring
+    def propagate(self) -> Tensor:
+        """Encoder output of every node ``[n_nodes, dim]`` over the full CIKG (no dropout in eval mode)."""
+        return self.propagation(self.embedding.weight, self.adj(self.encoder_view))
+
+    def embed(self) -> Tuple[Tensor, Tensor]:
+        out = self.propagate()
+        return out[: self.n_users], out[self.item_offset: self.item_offset + self.n_items]
+
+    # ------------------------------------------------------------------ objectives
+    def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
+        c = self.config
+        ego = self.embedding.weight
+        out = self.propagation(ego, self._training_adj("encoder", c.edge_dropout))
+        pos, neg = batch.pos + self.item_offset, batch.neg + self.item_offset
+        users = out[batch.users]
+        bpr = bpr_loss((users * out[pos]).sum(-1), (users * out[neg]).sum(-1))
+        l2 = l2_reg(ego[batch.users], ego[pos], ego[neg])
+        total = c.cf_weight * bpr + c.l2 * l2
+        terms: LossTerms = {"bpr": bpr, "l2": l2}
+        if self.use_uir:
+            terms["uir"] = self.interest_reconstruction_loss()
+            total = total + c.uir_weight * terms["uir"]
+        if self.use_cl_user or self.use_cl_item:
+            cl = self.contrastive_losses(batch.users, batch.pos)
+            total = total + c.gcl_weight * sum(cl.values())
+            terms.update(cl)
+        return total, {k: v.detach() for k, v in terms.items()}
+
+    def interest_reconstruction_loss(self) -> Tensor:
+        """SCE between masked interest rows of the ego table and their reconstruction (a scalar)."""
+        c = self.config
+        ego = self.embedding.weight
+        n_interests = self.interest_slice.stop - self.interest_slice.start
+        n_mask = int(self.mask_rate * n_interests)
+        if n_mask == 0:
+            return ego.sum() * 0.0
+        start = self.interest_slice.start
+        masked = random_permutation(n_interests, self.device, self._generator)[:n_mask] + start
+        n_noise = int(c.replace_rate * n_mask)
+        noise_nodes, token_nodes = masked[:n_noise], masked[n_noise:]
+        sources = random_permutation(n_interests, self.device, self._generator)[:n_noise] + start
+        x = ego.index_copy(0, noise_nodes, ego[sources])
+        x = x.index_copy(0, token_nodes, self.mask_token.expand(token_nodes.numel(), -1))
+        adj = self._training_adj("uir", c.uir_edge_drop)
+        hidden = self.encoder_to_decoder(self.uir_encoder(x, adj)).index_fill(0, masked, 0.0)
+        reconstructed = self.uir_decoder(hidden, adj)
+        return sce_loss(reconstructed[masked], ego[masked], c.sce_alpha)
+
+    def contrastive_losses(self, users: Tensor, items: Tensor) -> Dict[str, Tensor]:
+        """``{"cl_user": ..., "cl_item": ...}`` (those the enabled parts allow) for a batch's users and items."""
+        c = self.config
+        ego = self.embedding.weight
+        anchor = self.cl_propagation(ego, self.adj(self.anchor_view), perturb=simgcl_noise(c.eps, self._generator))
+        losses: Dict[str, Tensor] = {}
+        if self.use_cl_user:
+            view2 = self.cl_propagation(ego, self.adj(View.INTEREST))
+            losses["cl_user"] = info_nce(anchor[users], view2[: self.n_users], users, c.gcl_temp)
+        if self.use_cl_item:
+            view3 = self.cl_propagation(ego, self.adj(View.KG))
+            # items come first in the entity space, so item i is candidate i
+            losses["cl_item"] = info_nce(anchor[items + self.item_offset], view3[self.entity_space], items,
+                                         c.gcl_temp)
+        return losses
+
+    # ------------------------------------------------------------------ TransE
+    def transe_loss(self, batch: Tuple[Tensor, Tensor, Tensor, Tensor]) -> Tuple[Tensor, LossTerms]:
+        """TransE with BPR-style ranking, :math:`\\mathrm{softplus}(d(h,r,t) - d(h,r,t'))` + L2."""
+        head, rel, tail, corrupted = (t.to(self.device) for t in batch)
+        h, r = self.embedding(head), self.relation_embedding(rel)
+        t, t_neg = self.embedding(tail), self.embedding(corrupted)
+        loss = F.softplus(transe_distance(h, r, t) - transe_distance(h, r, t_neg)).mean()
+        l2 = sum(x.pow(2).sum(-1).mean() / 2 for x in (h, r, t, t_neg))
+        return loss + self.config.transe_l2 * l2, {"transe": loss.detach(), "transe_l2": l2.detach()}
+
+    def transe_batches(self, generator: Optional[torch.Generator] = None, epoch: int = 0
+                       ) -> Iterator[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+        assert self.triples is not None
+        if self.triples.device != self.device:
+            self.triples.to(self.device)
+        n = self.config.transe_batches or max(1, len(self.triples) // self.config.transe_batch_size)
+        for _ in range(n):
+            yield self.triples.sample(self.config.transe_batch_size, generator)
+
+    def auxiliary_tasks(self) -> List[AuxiliaryTask]:
+        if self.triples is None:
+            return []
+        return [AuxiliaryTask(name="transe", lr=self.config.transe_lr,
+                              parameters=[self.embedding.weight, self.relation_embedding.weight],
+                              batches=self.transe_batches, loss=self.transe_loss)]
+
+    def __repr__(self) -> str:
+        c = self.config
+        parts = [p for p, on in (("uir", self.use_uir), ("cl_user", self.use_cl_user), ("cl_item", self.use_cl_item),
+                                 ("transe", self.triples is not None)) if on]
+        return (f"CIKGRec(nodes={self.embedding.num_embeddings}, dim={c.dim}, layers={c.layers}, "
+                f"encoder_view={self.encoder_view.value}, cl_anchor={self.anchor_view.value}, "
+                f"parts={parts}, mask_rate={self.mask_rate:.4f})")

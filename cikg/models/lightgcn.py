@@ -1,0 +1,151 @@
+"""LightGCN (He et al., SIGIR 2020, arXiv 2002.02126) over any view of the CIKG.
+
+One embedding table covers the global node index of the views (``[users | items | entities |
+interests]``); propagation is :class:`~cikg.models.propagation.LGPropagation` over the view's normalised
+adjacency, so memory grows with nodes and edges, never users × items:
+
+.. math::
+    Z = \\frac{1}{K+1} \\sum_{k=0}^{K} \\hat{A}^k E, \\qquad \\hat{y}_{ui} = z_u^\\top z_i,
+
+trained with BPR plus :math:`\\lambda` times the L2 of the batch's ego embeddings. ``view="collaborative"``
+is the classic baseline (nodes outside the view are isolated and unused); ``view="full"`` is
+``LightGCN-CIKG``: users, items, KG entities and interests in one propagation.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..graph import GraphViews, View
+from . import _checks
+from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
+from .propagation import AdjacencyStore, EdgeDropout, LGPropagation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LightGCNConfig:
+    """Settings of :class:`LightGCN`.
+
+    Attributes:
+        dim: embedding size.
+        layers: propagation layers :math:`K`.
+        l2: weight :math:`\\lambda` of the L2 on the batch's ego embeddings.
+        view: the graph to propagate over: ``collaborative``, ``interest``, ``kg`` or ``full``.
+        self_loops: add :math:`I` to the adjacency before normalising.
+        edge_dropout: share of undirected edges dropped, resampled once per epoch (0 = off).
+        message_dropout: dropout on the ego embeddings before propagation (0 = off).
+    """
+
+    dim: int = 64
+    layers: int = 3
+    l2: float = 1e-4
+    view: str = "collaborative"
+    self_loops: bool = False
+    edge_dropout: float = 0.0
+    message_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _checks.positive_int(self, "dim")
+        _checks.non_negative_int(self, "layers")
+        _checks.non_negative(self, "l2")
+        _checks.one_of(self, "view", [v.value for v in View])
+        _checks.probability(self, "edge_dropout", "message_dropout")
+
+    def build(self, views: GraphViews, dataset: Optional[Dataset] = None) -> "LightGCN":
+        return LightGCN(views, self)
+
+
+@dataclass
+class LightGCNCIKGConfig(LightGCNConfig):
+    """``LightGCN-CIKG``: :class:`LightGCN` over the full CIKG (users, items, entities, interests)."""
+
+    view: str = "full"
+
+
+class LightGCN(Recommender):
+    """LightGCN over ``config.view`` of ``views``.
+
+    Args:
+        views: the CIKG's node index and edges (:func:`cikg.graph.build_views`); the adjacency is taken from
+            its cache (or built once when ``self_loops`` differs) on the device the model lives on.
+        config: :class:`LightGCNConfig`.
+
+    Shapes:
+        ``embedding.weight``: ``[views.n_nodes, dim]``; :meth:`embed` returns ``[n_users, dim]``,
+        ``[n_items, dim]``.
+    """
+
+    def __init__(self, views: GraphViews, config: Optional[LightGCNConfig] = None):
+        super().__init__()
+        self.config = config or LightGCNConfig()
+        self.view = View(self.config.view)
+        if self.view is not View.COLLABORATIVE and views.edge_index(self.view).size(1) == \
+                views.edge_index(View.COLLABORATIVE).size(1):
+            logger.warning("LightGCN view %r adds no edges to the collaborative graph here", self.view.value)
+        self.n_users, self.n_items = views.counts["user"], views.counts["item"]
+        if self.n_users < 1 or self.n_items < 1:
+            raise ConfigError(f"the graph has {self.n_users} users and {self.n_items} items", "view")
+        self.item_offset = views.offsets["item"]
+        self.adjacency = AdjacencyStore(views, self.config.self_loops)
+        self.embedding = nn.Embedding(views.n_nodes, self.config.dim)
+        self.propagation = LGPropagation(self.config.layers, message_dropout=self.config.message_dropout)
+        self._edge_dropout: Optional[EdgeDropout] = None
+        self._train_adj: Optional[Tensor] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.embedding.weight)
+        self._train_adj = None
+
+    def full_adjacency(self) -> Tensor:
+        return self.adjacency.get(self.view, self.embedding.weight.device)
+
+    def training_adjacency(self, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The adjacency of this epoch: the full one, or its edge-dropped sample (drawn once per epoch)."""
+        if self.config.edge_dropout == 0.0:
+            return self.full_adjacency()
+        if self._train_adj is None or self._train_adj.device != self.embedding.weight.device:
+            self.resample_edges(generator)
+        return self._train_adj
+
+    def resample_edges(self, generator: Optional[torch.Generator] = None) -> None:
+        full = self.full_adjacency()
+        if self._edge_dropout is None or self._edge_dropout.rows.device != full.device:
+            self._edge_dropout = EdgeDropout(full)
+        self._train_adj = self._edge_dropout.sample(self.config.edge_dropout, generator)
+
+    def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+        if self.config.edge_dropout > 0.0:
+            self.resample_edges(generator)
+        return {}
+
+    def propagate(self, adj: Optional[Tensor] = None) -> Tensor:
+        """Final embeddings of every node ``[n_nodes, dim]`` (over the full adjacency by default)."""
+        return self.propagation(self.embedding.weight, self.full_adjacency() if adj is None else adj)
+
+    def embed(self) -> Tuple[Tensor, Tensor]:
+        out = self.propagate()
+        return out[: self.n_users], out[self.item_offset: self.item_offset + self.n_items]
+
+    def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
+        out = self.propagate(self.training_adjacency() if self.training else None)
+        pos, neg = batch.pos + self.item_offset, batch.neg + self.item_offset
+        users = out[batch.users]
+        bpr = bpr_loss((users * out[pos]).sum(-1), (users * out[neg]).sum(-1))
+        ego = self.embedding.weight
+        l2 = l2_reg(ego[batch.users], ego[pos], ego[neg])
+        return bpr + self.config.l2 * l2, {"bpr": bpr.detach(), "l2": l2.detach()}
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"LightGCN(view={self.view.value}, nodes={self.embedding.num_embeddings}, dim={c.dim}, "
+                f"layers={c.layers}, l2={c.l2}, self_loops={c.self_loops}, edge_dropout={c.edge_dropout}, "
+                f"message_dropout={c.message_dropout})")
