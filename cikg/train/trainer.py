@@ -271,7 +271,7 @@ class Trainer:
             if self.is_main:
                 self.save_checkpoint()
                 self._write_history()
-            logger.info("epoch %d: %s", epoch, _format_record(record))
+            logger.info("epoch %d: %s", epoch, _format_record(record, train.select))
         return self.finish()
 
     def finish(self) -> FitResult:
@@ -296,9 +296,11 @@ class Trainer:
         write_text_atomic(self.run_dir / "metrics.jsonl", lines)
 
 
-def _format_record(record: Dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-                     if k != "epoch")
+def _format_record(record: Dict[str, Any], select: Tuple[str, ...]) -> str:
+    """Loss terms, schedules and the selection metrics of one epoch (the rest is in metrics.jsonl)."""
+    shown = {k: v for k, v in record.items()
+             if k != "epoch" and (not k.startswith("valid_") or k[len("valid_"):] in select)}
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
 def train_from_config(path: Optional[Union[str, Path]], overrides: Tuple[str, ...] = (),
