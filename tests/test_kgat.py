@@ -215,7 +215,7 @@ def _train(model, dataset, steps=40, lr=0.01, batch_size=1024, seed=0):
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
-        losses.append(float(terms["bpr"]))
+        losses.append(terms["bpr"].item())
         kg_total, _ = task.loss(model.sample_kg_batch(batch_size, generator))
         kg_optimiser.zero_grad()
         kg_total.backward()

@@ -186,8 +186,11 @@ def collaborative_kg_triples(views: GraphViews, dataset: Dataset) -> Tuple[Tenso
     users, items = interacts
     interact = torch.full_like(users, 2 * n_kg_relations)
     parts += [torch.stack([users, interact, items]), torch.stack([items, interact + 1, users])]
-    triples = torch.unique(torch.cat(parts, dim=1), dim=1)  # drop duplicate triples; sorted by head
-    return triples, 2 * n_kg_relations + 2, uses_kg
+    n_nodes, n_relations = n_users + (dataset.n_entities if uses_kg else n_items), 2 * n_kg_relations + 2
+    head, rel, tail = torch.cat(parts, dim=1)
+    keys = torch.unique((head * n_nodes + tail) * n_relations + rel)  # no duplicates; sorted by (head, tail)
+    pairs, rel = keys // n_relations, keys % n_relations
+    return torch.stack([pairs // n_nodes, rel, pairs % n_nodes]), n_relations, uses_kg
 
 
 class KGAT(Recommender):
@@ -308,8 +311,7 @@ class KGAT(Recommender):
         for start in range(0, self.n_triples, ATTENTION_CHUNK):
             part = slice(start, start + ATTENTION_CHUNK)
             rel = self.relations[part]
-            head = self.project(self.heads[part], rel)
-            tail = self.project(self.tails[part], rel)
+            head, tail = self.project(torch.cat([self.heads[part], self.tails[part]]), rel.repeat(2)).chunk(2)
             scores.append((tail * torch.tanh(head + self.relation_embedding[rel])).sum(-1))
         return torch.cat(scores) if scores else self.attention.new_zeros(0)
 
@@ -376,7 +378,8 @@ class KGAT(Recommender):
     def kg_loss(self, batch: KGBatch) -> Tuple[Tensor, LossTerms]:
         """TransR's pairwise loss on ``batch`` plus ``kg_l2`` times the L2 of the projected vectors."""
         rel = batch.relations
-        head, tail, neg = (self.project(nodes, rel) for nodes in (batch.heads, batch.tails, batch.neg_tails))
+        nodes = torch.cat([batch.heads, batch.tails, batch.neg_tails])
+        head, tail, neg = self.project(nodes, rel.repeat(3)).chunk(3)
         rel_emb = self.relation_embedding[rel]
         pos_dist = (head + rel_emb - tail).pow(2).sum(-1)
         neg_dist = (head + rel_emb - neg).pow(2).sum(-1)
