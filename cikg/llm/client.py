@@ -1,0 +1,333 @@
+"""The ``openai`` backend: any OpenAI-compatible server through the official ``AsyncOpenAI`` client.
+
+Requests run concurrently under an ``asyncio.Semaphore`` (``LLMConfig.concurrency``). The client's own
+retries are off (``max_retries=0``); :class:`RetryPolicy` retries 408/409/429/5xx, time-outs, connection
+errors and malformed bodies with exponential backoff and jitter, honouring ``Retry-After`` (seconds or an
+HTTP date). A request that still fails comes back ``failed`` with its reason and whatever body arrived; the
+run goes on. Every answer is committed to the :class:`~cikg.llm.cache.ResponseCache` as it arrives.
+
+The API key is read from the environment only (``LLMConfig.api_key_env``); it is never logged, cached or
+written. A local server (127.0.0.1, localhost) needs none: ``"EMPTY"`` is sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ..errors import ConfigError
+from .base import Completion, RunSummary
+from .cache import FAILED, OK, ResponseCache, cache_key
+from .prompts import Request
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+RETRYABLE_STATUS = (408, 409, 429)
+_REASON_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before trying a request again.
+
+    The wait before attempt ``n + 1`` is ``Retry-After`` when the server sent one (capped at
+    ``max_retry_after``), else ``min(max_delay, base_delay * 2 ** (n - 1))`` scaled by a uniform factor in
+    ``[1 - jitter, 1]``.
+    """
+
+    max_attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    jitter: float = 0.5
+    max_retry_after: float = 300.0
+    seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}", key="retry.max_attempts")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ConfigError("base_delay and max_delay must be >= 0", key="retry")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigError(f"jitter must be in [0, 1], got {self.jitter}", key="retry.jitter")
+
+    def delay(self, attempt: int, retry_after: Optional[float], rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return backoff * rng.uniform(1.0 - self.jitter, 1.0)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds from ``Retry-After`` (delta seconds or an HTTP date) or ``retry-after-ms``; ``None`` if absent."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return max(float(lowered["retry-after-ms"]) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Settings of the ``openai`` backend.
+
+    Args:
+        model: model name the server knows (``smollm2`` for ``cikg llm serve``, ``gpt-4o-mini``...).
+        base_url: server root ending in ``/v1``; ``None`` means api.openai.com.
+        temperature, max_tokens, seed: generation parameters (part of the cache key).
+        timeout: seconds per HTTP attempt.
+        concurrency: requests in flight at once.
+        api_key_env: environment variable holding the key (read at client creation, never stored).
+        retry: the :class:`RetryPolicy`.
+        progress: show a tqdm bar.
+    """
+
+    model: str = "smollm2"
+    base_url: Optional[str] = None
+    temperature: float = 0.0
+    max_tokens: int = 64
+    seed: Optional[int] = 2024
+    timeout: float = 60.0
+    concurrency: int = 16
+    api_key_env: str = "OPENAI_API_KEY"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model must be a non-empty name", key="model")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}", key="concurrency")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}", key="timeout")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}", key="max_tokens")
+        if self.base_url is not None and not urllib.parse.urlparse(self.base_url).scheme.startswith("http"):
+            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}",
+                              key="base_url")
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """Generation parameters sent with every request (and hashed into the cache key)."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+    @property
+    def is_local(self) -> bool:
+        return self.base_url is not None and urllib.parse.urlparse(self.base_url).hostname in LOCAL_HOSTS
+
+    def api_key(self) -> str:
+        """The key from ``api_key_env``; ``"EMPTY"`` for a local server without one."""
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.is_local:
+            return "EMPTY"
+        raise ConfigError(f"no API key: set the environment variable {self.api_key_env} "
+                          f"(needed for base_url {self.base_url or 'https://api.openai.com/v1'})", key="api_key_env")
+
+    def key_of(self, request: Request) -> str:
+        return cache_key(self.model, request.message_dicts, self.params, request.template, request.template_version)
+
+
+def completion_from_body(body: bytes) -> Tuple[Optional[str], Optional[str], int, int]:
+    """``(text, reason, prompt_tokens, completion_tokens)`` from a chat-completion body; never raises.
+
+    ``reason`` is ``None`` when the body holds a non-empty answer.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+        content = data["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as err:
+        return text, f"malformed response: {type(err).__name__}: {str(err)[:120]}", 0, 0
+    usage = data.get("usage") or {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0) if isinstance(usage, dict) else 0
+    completion_tokens = int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
+    if not isinstance(content, str) or not content.strip():
+        return text, "empty answer", prompt_tokens, completion_tokens
+    return content, None, prompt_tokens, completion_tokens
+
+
+class OpenAIBackend:
+    """The ``openai`` backend (see module docstring).
+
+    Args:
+        config: an :class:`LLMConfig`.
+        cache: a :class:`ResponseCache`, a path to one, or ``None`` for no cache.
+    """
+
+    not_an_llm = False
+
+    def __init__(self, config: LLMConfig, cache: Union[ResponseCache, str, Path, None] = None):
+        self.config = config
+        self.cache = ResponseCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.name = f"openai:{config.model}"
+        self._rng = random.Random(config.retry.seed)
+        self._summary: Optional[RunSummary] = None
+        config.api_key()  # fail early on a missing key, before any work
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBackend(model={self.config.model!r}, base_url={self.config.base_url!r}, "
+                f"concurrency={self.config.concurrency}, cache={self.cache!r})")
+
+    def summary(self) -> Optional[RunSummary]:
+        return self._summary
+
+    # ------------------------------------------------------------------ public
+    def complete_many(self, requests: Sequence[Request]) -> List[Completion]:
+        """Answer ``requests`` (in order), from the cache where possible; see :meth:`acomplete_many`."""
+        return asyncio.run(self.acomplete_many(requests))
+
+    async def acomplete_many(self, requests: Sequence[Request]) -> List[Completion]:
+        started = time.perf_counter()
+        keys = [self.config.key_of(r) for r in requests]
+        cached = self.cache.get_many(keys) if self.cache is not None else {}
+        done: Dict[str, Completion] = {}
+        for request, key in zip(requests, keys):
+            row = cached.get(key)
+            if row is not None and row.ok and key not in done:
+                done[key] = Completion(request, OK, row.text, source=row.source or self.name, cached=True,
+                                       key=key, prompt_tokens=row.prompt_tokens,
+                                       completion_tokens=row.completion_tokens)
+        pending: Dict[str, Request] = {}
+        for request, key in zip(requests, keys):
+            if key not in done and key not in pending:
+                pending[key] = request
+        log.info("%s: %d request(s), %d answered from the cache, %d to send", self.name, len(requests),
+                 len(done), len(pending))
+        if pending:
+            done.update(await self._send_all(pending, n_cached=len(done)))
+        out = [self._for_request(done[key], request) for request, key in zip(requests, keys)]
+        self._summary = RunSummary.of(self.name, out, started)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _for_request(completion: Completion, request: Request) -> Completion:
+        if completion.request is request:
+            return completion
+        # the same prompt from another user: the answer is shared, the request is this user's
+        return Completion(request, completion.status, completion.text, completion.reason, completion.source,
+                          cached=True, key=completion.key)
+
+    def _client(self) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(api_key=self.config.api_key(), base_url=self.config.base_url,
+                                  timeout=self.config.timeout, max_retries=0)
+
+    async def _send_all(self, pending: Dict[str, Request], n_cached: int) -> Dict[str, Completion]:
+        from tqdm.auto import tqdm
+
+        semaphore = asyncio.Semaphore(self.config.concurrency)
+        counts = {"cached": n_cached, "sent": 0, "failed": 0}
+        out: Dict[str, Completion] = {}
+        client = self._client()
+        bar = tqdm(total=len(pending) + n_cached, initial=n_cached, desc=f"LLM {self.config.model}",
+                   unit="req", disable=not self.config.progress, dynamic_ncols=True)
+        bar.set_postfix(counts)
+
+        async def run_one(key: str, request: Request) -> None:
+            completion = await self._send_one(client, semaphore, key, request)
+            self._store(completion)
+            out[key] = completion
+            counts["sent"] += 1
+            counts["failed"] += not completion.ok
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+
+        try:
+            await asyncio.gather(*(run_one(key, request) for key, request in pending.items()))
+        finally:
+            bar.close()
+            await client.close()
+        return out
+
+    def _store(self, c: Completion) -> None:
+        if self.cache is None:
+            return
+        self.cache.put(c.key, c.status, c.text, c.reason, user_id=c.request.user_id, model=self.config.model,
+                       source=c.source, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                       attempts=c.attempts)
+
+    async def _send_one(self, client: Any, semaphore: asyncio.Semaphore, key: str,
+                        request: Request) -> Completion:
+        import openai
+
+        policy = self.config.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: Optional[float] = None
+            body: Optional[str] = None
+            try:
+                async with semaphore:
+                    raw = await client.chat.completions.with_raw_response.create(
+                        model=self.config.model, messages=request.message_dicts, **self._params())
+                    content = raw.content
+                text, reason, p_tok, c_tok = completion_from_body(content)
+                if reason is None:
+                    return Completion(request, OK, text, source=self.name, key=key, prompt_tokens=p_tok,
+                                      completion_tokens=c_tok, attempts=attempt)
+                body, retryable = text, True
+            except openai.APIStatusError as err:
+                status = err.status_code
+                body = _safe_text(err.response)
+                reason = f"http {status}: {_short(err.message)}"
+                retry_after = parse_retry_after(err.response.headers)
+                retryable = status in RETRYABLE_STATUS or status >= 500
+            except openai.APITimeoutError:
+                reason, retryable = f"timeout: no answer within {self.config.timeout:g} s", True
+            except openai.APIConnectionError as err:
+                cause = err.__cause__ or err
+                reason, retryable = f"connection error: {type(cause).__name__}: {_short(str(cause))}", True
+            if not retryable or attempt >= policy.max_attempts:
+                log.warning("user %s: request failed after %d attempt(s): %s", request.user_id, attempt, reason)
+                return Completion(request, FAILED, body, reason, source=self.name, key=key, attempts=attempt)
+            wait = policy.delay(attempt, retry_after, self._rng)
+            log.debug("user %s: attempt %d failed (%s); retrying in %.3f s", request.user_id, attempt, reason, wait)
+            await asyncio.sleep(wait)
+
+    def _params(self) -> Dict[str, Any]:
+        params = {k: v for k, v in self.config.params.items() if v is not None}
+        return params
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "..."
+
+
+def _safe_text(response: Any) -> Optional[str]:
+    try:
+        return response.content.decode("utf-8", errors="replace")
+    except Exception:  # a body that cannot be read is no reason to lose the failure record
+        return None
