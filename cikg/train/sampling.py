@@ -67,7 +67,8 @@ class BPRSampler:
             raise CikgError(f"train pairs must have users in 0..{n_users - 1} and items in 0..{n_items - 1}")
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.batch_size, self.rank, self.world_size, self.max_rounds = batch_size, rank, world_size, max_rounds
-        self.users, self.items = train[0].contiguous(), train[1].contiguous()
+        by_user = torch.argsort(train[0], stable=True)  # keep the pairs grouped by user (see epoch)
+        self.users, self.items = train[0][by_user], train[1][by_user]
         # fitted state: sorted unique keys u * n_items + i, their per-user offsets and the users' degrees
         self.keys = torch.unique(self.users * self.n_items + self.items, sorted=True)
         key_users = torch.div(self.keys, self.n_items, rounding_mode="floor")
@@ -108,13 +109,20 @@ class BPRSampler:
         shard = perm[self.rank::self.world_size]
         base_seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         neg_gen = torch.Generator().manual_seed(base_seed + self.rank)
+        # draw negatives with the shard in stored (user-sorted) order: the membership searches then walk
+        # the sorted keys nearly in order, about 4x faster than in shuffled order
+        if self.world_size == 1:
+            neg = self.sample_negatives(self.users, neg_gen)[shard]
+        else:
+            ordered, order = torch.sort(shard)
+            neg = torch.empty_like(shard)
+            neg[order] = self.sample_negatives(self.users[ordered], neg_gen)
         users, pos = self.users[shard], self.items[shard]
-        neg = self.sample_negatives(users, neg_gen)
         n_batches = len(self)
         if n_batches == 0:
             return
-        for idx in torch.tensor_split(torch.arange(users.numel()), n_batches):
-            yield BPRBatch(users[idx], pos[idx], neg[idx])
+        for batch in zip(*(torch.tensor_split(t, n_batches) for t in (users, pos, neg))):
+            yield BPRBatch(*batch)
 
     # ------------------------------------------------------------------ negatives
     def sample_negatives(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
