@@ -259,6 +259,9 @@ class KGAT(Recommender):
         keys = (heads * self.n_relations + relations) * n + tails
         self.register_buffer("sorted_triple_keys", torch.sort(keys).values, persistent=False)
         self.register_buffer("heads_with_triples", torch.nonzero(out_degree).flatten(), persistent=False)
+        self.register_buffer("relation_order", torch.argsort(relations, stable=True), persistent=False)
+        present, sizes = torch.unique_consecutive(relations[self.relation_order], return_counts=True)
+        self.relation_ids, self.relation_sizes = present.tolist(), sizes.tolist()
 
     @staticmethod
     def _ptr(counts: Tensor) -> Tensor:
@@ -306,14 +309,23 @@ class KGAT(Recommender):
 
     @torch.no_grad()
     def attention_scores(self) -> Tensor:
-        """Unnormalised :math:`\\pi(h, r, t)` of every triple ``[T]`` (chunked to bound memory)."""
-        scores = []
-        for start in range(0, self.n_triples, ATTENTION_CHUNK):
-            part = slice(start, start + ATTENTION_CHUNK)
-            rel = self.relations[part]
-            head, tail = self.project(torch.cat([self.heads[part], self.tails[part]]), rel.repeat(2)).chunk(2)
-            scores.append((tail * torch.tanh(head + self.relation_embedding[rel])).sum(-1))
-        return torch.cat(scores) if scores else self.attention.new_zeros(0)
+        """Unnormalised :math:`\\pi(h, r, t)` of every triple ``[T]``.
+
+        One relation at a time, in chunks of at most :data:`ATTENTION_CHUNK` triples; a relation with more
+        end points than nodes projects the whole node table once and gathers from it.
+        """
+        scores = self.attention.new_empty(self.n_triples)
+        embedding, projection = self.node_embedding, self.relation_projection
+        for r, triples in zip(self.relation_ids, torch.split(self.relation_order, self.relation_sizes)):
+            table = embedding @ projection[r] if 2 * triples.numel() > self.n_nodes else None
+            for part in torch.split(triples, ATTENTION_CHUNK):
+                heads, tails = self.heads[part], self.tails[part]
+                if table is not None:
+                    head, tail = table[heads], table[tails]
+                else:
+                    head, tail = embedding[heads] @ projection[r], embedding[tails] @ projection[r]
+                scores[part] = (tail * torch.tanh(head + self.relation_embedding[r])).sum(-1)
+        return scores
 
     @torch.no_grad()
     def refresh_attention(self) -> Tensor:
