@@ -241,3 +241,13 @@ def test_dbbook2014_random_embeddings_against_reference():
     for name, by_user in expected.items():
         got = np.array([float(result.per_user[name][position[u]]) for u in by_user])
         np.testing.assert_allclose(got, np.array(list(by_user.values())), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_view_returned_by_score_fn_is_not_modified():
+    table = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    before = table.clone()
+    evaluator = Evaluator(ks=(2,), block_size=3, progress=False)
+    result = evaluator.evaluate(lambda u: table[int(u[0]):int(u[-1]) + 1], to_csr([{1}, {2}, {3}]),
+                                [to_csr([{3}, {3}, {0}])])
+    assert torch.equal(table, before)
+    assert result.per_user["hit@2"].tolist() == [1.0, 1.0, 1.0]

@@ -109,6 +109,8 @@ class Evaluator:
 
         Args:
             score_fn: ``score_fn(users LongTensor [b]) -> FloatTensor [b, n_items]`` (e.g. ``model.score``).
+                The block is masked in place, so return a fresh tensor; a view (e.g. a slice of a cached
+                score matrix) is detected and copied first.
             split_csr: ``(indptr [n_users + 1], indices)`` ground truth (the validation or test split).
             exclude_csrs: CSRs of items to mask per user (train; for test also validation).
             users: users to evaluate (default: all); users without ground truth are skipped and counted.
@@ -148,7 +150,9 @@ class Evaluator:
             if scores.shape != (block.numel(), n_items):
                 raise CikgError(f"score_fn returned shape {tuple(scores.shape)} for {block.numel()} users; "
                                 f"expected ({block.numel()}, {n_items})")
-            scores = scores.float().contiguous()
+            if scores._base is not None or not scores.is_contiguous():  # never mask the caller's storage
+                scores = scores.clone(memory_format=torch.contiguous_format)
+            scores = scores.float()
             for ex_indptr, ex_indices in excludes:
                 mask_excluded_(scores, *csr_rows(ex_indptr, ex_indices, block))
             items, valid = top_items(scores, max_k)
