@@ -170,6 +170,13 @@ class Encoder:
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
+    def with_cache(self, cache: Union[EmbeddingCache, PathLike, None]) -> "Encoder":
+        """A new encoder on another cache that shares this one's loaded model (counters start at 0)."""
+        other = Encoder(cache, batch_size=self.batch_size, device=self.device, model_path=self.model_path,
+                        model_name=self.model_name, show_progress=self.show_progress)
+        other._model = self._model
+        return other
+
     @property
     def dim(self) -> int:
         """Vector size of the model."""

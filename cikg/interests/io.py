@@ -71,17 +71,22 @@ def clean_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     bad = users.isna() | (users < 0) | (users != np.floor(users.fillna(0)))
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
-        raise DatasetError(f"row {row}: user {frame['user'].iloc[row]!r} is not a non-negative integer id")
+        raise DatasetError(f"row {row}: user {_plain(frame['user'].iloc[row])!r} is not a non-negative integer id")
     phrase_ok = frame["phrase"].map(lambda p: p is None or isinstance(p, str) or (isinstance(p, float) and
                                                                                   np.isnan(p)))
     if not phrase_ok.all():
         row = int(np.argmax(~phrase_ok.to_numpy()))
-        raise DatasetError(f"row {row} (user {int(users.iloc[row])}): phrase {frame['phrase'].iloc[row]!r} "
+        raise DatasetError(f"row {row} (user {int(users.iloc[row])}): phrase {_plain(frame['phrase'].iloc[row])!r} "
                            "is not a string")
     frame["user"] = users.astype(np.int64)
-    frame["phrase"] = frame["phrase"].where(frame["phrase"].notna(), None)
     frame["key"] = normalise_phrases(frame["phrase"])
     return frame
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds (for readable messages)."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
 
 
 def read_raw_interests(path: PathLike) -> pd.DataFrame:
@@ -116,7 +121,8 @@ def read_raw_interests(path: PathLike) -> pd.DataFrame:
             user_ids.append(user_id)
             phrases.append(phrase)
     log.info("read %d users, %d phrases from %s", len(records), sum(p is not None for p in phrases), path)
-    return pd.DataFrame({"user": np.asarray(users, dtype=np.int64), "user_id": user_ids, "phrase": phrases})
+    return pd.DataFrame({"user": np.asarray(users, dtype=np.int64), "user_id": pd.Series(user_ids, dtype=object),
+                         "phrase": pd.Series(phrases, dtype=object)})
 
 
 def _parse_record(line: str, path: Path, line_no: int) -> tuple:
