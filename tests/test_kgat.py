@@ -1,17 +1,16 @@
-"""KGAT: shapes, CKG construction, attention, TransR loss and sampling, training on synthetic data, no-KG runs."""
+"""KGAT: shapes, CKG triples, attention, TransR loss and sampling, training on synthetic data, no-KG runs."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cikg.data import Dataset, synthetic
 from cikg.errors import ConfigError, GraphError
 from cikg.graph import build_cikg, build_views
 from cikg.models.base import BPRBatch
-from cikg.models.kgat import KGAT, KGATConfig, KGBatch, _TransposedSpMM, build, collaborative_kg_triples
+from cikg.models.kgat import KGATConfig, KGBatch, _TransposedSpMM, build, collaborative_kg_triples
 
 
 def _views(dataset, **kwargs):
@@ -25,7 +24,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def tiny():
-    """2 users, 2 items, 1 extra entity; item 0 --r0--> entity 2, item 1 --r0--> entity 2, item 0 --r1--> item 1."""
+    """2 users, 2 items, 1 other entity; item 0 -r0-> entity 2, item 1 -r0-> entity 2, item 0 -r1-> item 1."""
     return Dataset(name="tiny", n_users=2, n_items=2, n_entities=3, n_relations=2,
                    train=torch.tensor([[0, 0, 1], [0, 1, 1]]), test=torch.tensor([[1], [0]]),
                    kg=torch.tensor([[0, 1, 0], [0, 0, 1], [2, 2, 1]]))
@@ -90,7 +89,8 @@ def test_initial_matrix_is_relationwise_random_walk(tiny):
     model = build(_views(tiny), tiny)
     assert model.on_epoch_start(0) == {}  # the first epoch keeps the original's initial Laplacian
     sums = _row_sums(model.attention_matrix())
-    # node rows: user0 (interact), user1, item0 (r0, r1, interacted), item1 (r0, inv r1, interacted), entity2 (inv r0)
+    # rows: user0 (interact), user1, item0 (r0, r1, interacted), item1 (r0, inv r1, interacted),
+    # entity2 (inv r0)
     assert sums.tolist() == pytest.approx([1, 1, 3, 3, 1])
 
 
@@ -126,7 +126,8 @@ def test_transposed_spmm_gradient_is_the_dense_one():
     out.pow(2).sum().backward()
     x_ref = x.detach().clone().requires_grad_()
     (dense @ x_ref).pow(2).sum().backward()
-    assert torch.allclose(out, dense @ x.detach(), atol=1e-6) and torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+    assert torch.allclose(out, dense @ x.detach(), atol=1e-6)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- TransR
@@ -139,7 +140,8 @@ def test_transr_loss_matches_hand_computation(tiny):
     emb, rel_emb, proj = (p.detach().double() for p in
                           (model.node_embedding, model.relation_embedding, model.relation_projection))
     ranking, squares = 0.0, 0.0
-    for h, r, t, n in zip(*(x.tolist() for x in (batch.heads, batch.relations, batch.tails, batch.neg_tails))):
+    columns = (x.tolist() for x in (batch.heads, batch.relations, batch.tails, batch.neg_tails))
+    for h, r, t, n in zip(*columns, strict=True):
         wh, wt, wn, er = proj[r].t() @ emb[h], proj[r].t() @ emb[t], proj[r].t() @ emb[n], rel_emb[r]
         g_pos = float(((wh + er - wt) ** 2).sum())
         g_neg = float(((wh + er - wn) ** 2).sum())
@@ -160,9 +162,9 @@ def test_negative_tails_are_entities_and_not_true_triples(data):
     assert bool(((batch.neg_tails >= 400) & (batch.neg_tails < 400 + data.n_entities)).all())
     true = {tuple(t) for t in torch.stack([model.heads, model.relations, model.tails]).t().tolist()}
     for b in batches:
-        assert all((h, r, t) in true for h, r, t in zip(b.heads.tolist(), b.relations.tolist(), b.tails.tolist()))
-        assert not any((h, r, n) in true for h, r, n in zip(b.heads.tolist(), b.relations.tolist(),
-                                                             b.neg_tails.tolist()))
+        heads, relations = b.heads.tolist(), b.relations.tolist()
+        assert all(t in true for t in zip(heads, relations, b.tails.tolist(), strict=True))
+        assert not any(t in true for t in zip(heads, relations, b.neg_tails.tolist(), strict=True))
     # every kind of triple is sampled: KG, inverse KG, interact, interacted
     assert set(torch.cat([b.relations for b in batches]).tolist()) == set(range(12))
     again = next(model.kg_batches(torch.Generator().manual_seed(0)))
@@ -260,7 +262,8 @@ def test_without_kg_degrades_to_attentive_cf(data):
 # ---------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, key", [
     ({"dim": 0}, "dim"), ({"relation_dim": -1}, "relation_dim"), ({"layer_sizes": ()}, "layer_sizes"),
-    ({"message_dropout": (0.1, 0.1)}, "message_dropout"), ({"message_dropout": (0.1, 1.0, 0.1)}, "message_dropout"),
+    ({"message_dropout": (0.1, 0.1)}, "message_dropout"),
+    ({"message_dropout": (0.1, 1.0, 0.1)}, "message_dropout"),
     ({"l2": -1e-3}, "l2"), ({"kg_lr": 0.0}, "kg_lr"), ({"kg_batch_size": 0}, "kg_batch_size"),
     ({"aggregator": "mean"}, "aggregator"),
 ])

@@ -16,21 +16,23 @@ Interests are not used (KGAT is an item-side KG method). Node ids are the global
 (an :class:`~cikg.models.base.AuxiliaryTask` trained in alternation, with its own learning rate) scores
 :math:`g(h, r, t) = \\lVert W_r^\\top e_h + e_r - W_r^\\top e_t \\rVert_2^2` and minimises
 :math:`-\\ln \\sigma(g(h, r, t') - g(h, r, t))` for a true triple against a corrupted tail :math:`t'` (a
-uniformly drawn entity that does not form a true triple), plus ``kg_l2`` times :func:`~cikg.models.base.l2_reg`
-of the projected vectors. As in the original code, heads are drawn uniformly among the CKG's heads, each with
-one of its true triples, over all four kinds of triples.
+uniformly drawn entity that does not form a true triple), plus ``kg_l2`` times
+:func:`~cikg.models.base.l2_reg` of the projected vectors. As in the original code, heads are drawn
+uniformly among the CKG's heads, each with one of its true triples, over all four kinds of triples.
 
-**Attention.** :math:`\\pi(h, r, t) = (W_r^\\top e_t)^\\top \\tanh(W_r^\\top e_h + e_r)`, softmax-normalised over
-the triples leaving each head. It is computed for all triples at once (relation-grouped projections and a
-segment softmax) and held fixed between refreshes, like the original's attentive Laplacian: the first epoch
-propagates over the original's initial matrix (each relation's adjacency row-normalised, then summed), and
-:meth:`KGAT.on_epoch_start` recomputes the attention from the current embeddings before every later epoch.
+**Attention.** :math:`\\pi(h, r, t) = (W_r^\\top e_t)^\\top \\tanh(W_r^\\top e_h + e_r)`,
+softmax-normalised over the triples leaving each head. It is computed for all triples at once
+(relation-grouped projections and a segment softmax) and held fixed between refreshes, like the
+original's attentive Laplacian: the first epoch propagates over the original's initial matrix (each
+relation's adjacency row-normalised, then summed), and :meth:`KGAT.on_epoch_start` recomputes the attention
+from the current embeddings before every later epoch.
 The attention is a sparse CSR matrix :math:`A \\in \\mathbb{R}^{N \\times N}` (parallel triples between the
 same pair merged by summing); its transpose is kept too, so the backward of :math:`A X` is one SpMM.
 
 **Propagation.** With :math:`e^{(0)} = e` and :math:`e_{N}^{(l)} = A e^{(l-1)}`, layer :math:`l` aggregates
 
-* ``bi-interaction``: :math:`\\mathrm{LReLU}(W_1 (e + e_N) + b_1) + \\mathrm{LReLU}(W_2 (e \\odot e_N) + b_2)`,
+* ``bi-interaction``:
+  :math:`\\mathrm{LReLU}(W_1 (e + e_N) + b_1) + \\mathrm{LReLU}(W_2 (e \\odot e_N) + b_2)`,
 * ``gcn``: :math:`\\mathrm{LReLU}(W (e + e_N) + b)`,
 * ``graphsage``: :math:`\\mathrm{LReLU}(W [e \\Vert e_N] + b)`,
 
@@ -50,7 +52,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +117,8 @@ class KGATConfig:
             raise ConfigError(f"expected one value per layer ({len(self.layer_sizes)}), got "
                               f"{list(self.message_dropout)}", "message_dropout")
         if any(not 0.0 <= float(p) < 1.0 for p in self.message_dropout):
-            raise ConfigError(f"each value must be in [0, 1), got {list(self.message_dropout)}", "message_dropout")
+            raise ConfigError(f"each value must be in [0, 1), got {list(self.message_dropout)}",
+                              "message_dropout")
         for key in ("l2", "kg_l2"):
             if not float(getattr(self, key)) >= 0.0:
                 raise ConfigError(f"expected a number >= 0, got {getattr(self, key)!r}", key)
@@ -164,8 +167,8 @@ def collaborative_kg_triples(views: GraphViews, dataset: Dataset) -> Tuple[Tenso
     """The CKG's directed triples ``[3, T]`` (head, relation, tail) in the KGAT node index, sorted by head.
 
     Returns:
-        ``(triples, n_relations, uses_kg)`` where ``n_relations = 2R + 2`` (``R`` KG relations used, 0 when the
-        KG is left out) and ``uses_kg`` says whether the item KG is part of the graph.
+        ``(triples, n_relations, uses_kg)`` where ``n_relations = 2R + 2`` (``R`` KG relations used, 0 when
+        the KG is left out) and ``uses_kg`` says whether the item KG is part of the graph.
     """
     n_users, n_items = dataset.n_users, dataset.n_items
     if views.counts["user"] != n_users or views.counts["item"] != n_items:
@@ -173,8 +176,8 @@ def collaborative_kg_triples(views: GraphViews, dataset: Dataset) -> Tuple[Tenso
                          f"dataset {dataset.name!r} has {n_users} / {n_items}")
     uses_kg = dataset.has_kg and "kg" in views.edges
     if uses_kg and views.counts["entity"] != dataset.n_kg_entities:
-        raise GraphError(f"graph views have {views.counts['entity']} KG entities but dataset {dataset.name!r} "
-                         f"has {dataset.n_kg_entities}")
+        raise GraphError(f"graph views have {views.counts['entity']} KG entities but dataset "
+                         f"{dataset.name!r} has {dataset.n_kg_entities}")
     interacts = views.edges["interacts"]  # [user, n_users + item]
     device = interacts.device
     n_kg_relations = dataset.n_relations if uses_kg else 0
@@ -197,7 +200,7 @@ class KGAT(Recommender):
     """KGAT over the collaborative knowledge graph (see the module docstring for the maths).
 
     Args:
-        n_users, n_items, n_entities: counts (``n_entities`` includes the items; equals ``n_items`` without KG).
+        n_users, n_items, n_entities: counts (``n_entities`` includes the items; ``n_items`` without KG).
         triples: the CKG's directed triples ``[3, T]`` (head, relation, tail), from
             :func:`collaborative_kg_triples`.
         n_relations: number of relation ids in ``triples`` (``2R + 2``).
@@ -219,7 +222,8 @@ class KGAT(Recommender):
         self.n_relations = n_relations
         device = triples.device
         if triples.dim() != 2 or triples.size(0) != 3 or triples.size(1) == 0:
-            raise GraphError(f"KGAT needs a non-empty [3, T] tensor of CKG triples, got {tuple(triples.shape)}")
+            raise GraphError(f"KGAT needs a non-empty [3, T] tensor of CKG triples, got "
+                             f"{tuple(triples.shape)}")
         if int(triples[[0, 2]].max()) >= self.n_nodes or int(triples[1].max()) >= n_relations:
             raise GraphError(f"CKG triples reference a node >= {self.n_nodes} or a relation >= {n_relations}")
 
@@ -229,9 +233,10 @@ class KGAT(Recommender):
                                                             device=device))
         sizes = (config.dim,) + config.layer_sizes
         width = 2 if config.aggregator == "graphsage" else 1
-        self.linear = nn.ModuleList(nn.Linear(width * i, o, device=device) for i, o in zip(sizes, sizes[1:]))
-        self.bi_linear = nn.ModuleList(nn.Linear(i, o, device=device) for i, o in zip(sizes, sizes[1:])
-                                       ) if config.aggregator == "bi-interaction" else None
+        shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
+        self.linear = nn.ModuleList(nn.Linear(width * i, o, device=device) for i, o in shapes)
+        self.bi_linear = (nn.ModuleList(nn.Linear(i, o, device=device) for i, o in shapes)
+                          if config.aggregator == "bi-interaction" else None)
         self._register_structure(triples)
         self.reset_parameters()
 
@@ -288,8 +293,8 @@ class KGAT(Recommender):
 
     # ------------------------------------------------------------------ attention
     def relational_random_walk(self) -> Tensor:
-        """The original's initial weights ``[T]``: :math:`1 / |\\{t : (h, r, t)\\}|` per triple (each relation's
-        adjacency row-normalised; summed over relations when the CSR merges parallel triples)."""
+        """The original's initial weights ``[T]``: :math:`1 / |\\{t : (h, r, t)\\}|` per triple (each
+        relation's adjacency row-normalised; summed over relations when the CSR merges parallel triples)."""
         group = self.heads * self.n_relations + self.relations
         _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
         return 1.0 / counts[inverse].to(self.attention.dtype)
@@ -302,8 +307,8 @@ class KGAT(Recommender):
         embedding = self.node_embedding if embedding is None else embedding
         order = torch.argsort(relations)
         present, counts = torch.unique_consecutive(relations[order], return_counts=True)
-        chunks = [embedding[idx] @ self.relation_projection[r]
-                  for r, idx in zip(present.tolist(), torch.split(nodes[order], counts.tolist()))]
+        groups = zip(present.tolist(), torch.split(nodes[order], counts.tolist()), strict=True)
+        chunks = [embedding[idx] @ self.relation_projection[r] for r, idx in groups]
         projected = torch.cat(chunks) if chunks else embedding.new_zeros(0, self.config.relation_dim)
         return projected[torch.argsort(order)]
 
@@ -316,7 +321,8 @@ class KGAT(Recommender):
         """
         scores = self.attention.new_empty(self.n_triples)
         embedding, projection = self.node_embedding, self.relation_projection
-        for r, triples in zip(self.relation_ids, torch.split(self.relation_order, self.relation_sizes)):
+        for r, triples in zip(self.relation_ids, torch.split(self.relation_order, self.relation_sizes),
+                                      strict=True):
             table = embedding @ projection[r] if 2 * triples.numel() > self.n_nodes else None
             for part in torch.split(triples, ATTENTION_CHUNK):
                 heads, tails = self.heads[part], self.tails[part]
@@ -334,8 +340,8 @@ class KGAT(Recommender):
         return self.attention
 
     def attention_matrix(self, transpose: bool = False) -> Tensor:
-        """The attentive adjacency :math:`A` (or :math:`A^\\top`) as sparse CSR ``[N, N]``; row ``h`` holds the
-        weights of ``h``'s neighbours (rows sum to 1 after the first refresh)."""
+        """The attentive adjacency :math:`A` (or :math:`A^\\top`) as sparse CSR ``[N, N]``; row ``h`` holds
+        the weights of ``h``'s neighbours (rows sum to 1 after the first refresh)."""
         values = torch.zeros(self.csr_cols.numel(), dtype=self.attention.dtype, device=self.attention.device)
         values.index_add_(0, self.triple_entry, self.attention)
         if transpose:
@@ -348,7 +354,7 @@ class KGAT(Recommender):
         if epoch == 0:
             return {}
         probs = self.refresh_attention().clamp_min(1e-12)
-        entropy = torch.zeros(self.n_nodes, device=probs.device).index_add_(0, self.heads, -probs * probs.log())
+        entropy = probs.new_zeros(self.n_nodes).index_add_(0, self.heads, -probs * probs.log())
         return {"attention_entropy": float(entropy[self.heads_with_triples].mean())}
 
     # ------------------------------------------------------------------ propagation
@@ -403,9 +409,11 @@ class KGAT(Recommender):
         """``size`` TransR triples: heads uniform among the CKG's heads, one true triple each, and a corrupted
         tail drawn uniformly from the entities (resampled while it forms a true triple)."""
         device = self.heads.device
-        heads = self.heads_with_triples[random_integers(self.heads_with_triples.numel(), size, device, generator)]
+        candidates = self.heads_with_triples
+        heads = candidates[random_integers(candidates.numel(), size, device, generator)]
         start, degree = self.head_ptr[heads], self.head_ptr[heads + 1] - self.head_ptr[heads]
-        offset = (uniform_random((size,), device, generator, torch.float64) * degree).long().clamp_max(degree - 1)
+        uniform = uniform_random((size,), device, generator, torch.float64)
+        offset = (uniform * degree).long().clamp_max(degree - 1)
         triple = start + offset
         relations, tails = self.relations[triple], self.tails[triple]
         neg = self._corrupt_tails(heads, relations, size, generator)
@@ -434,8 +442,8 @@ class KGAT(Recommender):
             yield self.sample_kg_batch(self.config.kg_batch_size, generator)
 
     def auxiliary_tasks(self) -> List[AuxiliaryTask]:
-        return [AuxiliaryTask(name="transr", lr=self.config.kg_lr,
-                              parameters=[self.node_embedding, self.relation_embedding, self.relation_projection],
+        parameters = [self.node_embedding, self.relation_embedding, self.relation_projection]
+        return [AuxiliaryTask(name="transr", lr=self.config.kg_lr, parameters=parameters,
                               batches=self.kg_batches, loss=self.kg_loss)]
 
     def extra_repr(self) -> str:
