@@ -259,6 +259,20 @@ def test_without_kg_degrades_to_attentive_cf(data):
     assert model.n_relations == 2 and model.n_nodes == data.n_users + data.n_items
 
 
+def test_state_dict_round_trip_keeps_the_attention(data, tmp_path):
+    views = _views(data)
+    torch.manual_seed(0)
+    model = build(views, data)
+    model.on_epoch_start(1)
+    torch.save(model.state_dict(), tmp_path / "kgat.pt")
+    torch.manual_seed(1)
+    restored = build(views, data)
+    assert not torch.equal(restored.attention, model.attention)
+    restored.load_state_dict(torch.load(tmp_path / "kgat.pt", weights_only=True))
+    users = torch.arange(10)
+    assert torch.equal(restored.eval().score(users), model.eval().score(users))
+
+
 # ---------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, key", [
     ({"dim": 0}, "dim"), ({"relation_dim": -1}, "relation_dim"), ({"layer_sizes": ()}, "layer_sizes"),

@@ -260,7 +260,8 @@ class KGAT(Recommender):
         self.register_buffer("csr_t_order", transpose_order, persistent=False)  # entries of A^T, row-major
         self.register_buffer("csr_t_cols", rows[transpose_order], persistent=False)
         self.register_buffer("csr_t_crow", self._ptr(torch.bincount(cols, minlength=n)), persistent=False)
-        self.register_buffer("attention", torch.zeros(heads.numel(), device=heads.device), persistent=False)
+        # persistent: a loaded model scores with the attention it was trained with
+        self.register_buffer("attention", torch.zeros(heads.numel(), device=heads.device))
         keys = (heads * self.n_relations + relations) * n + tails
         self.register_buffer("sorted_triple_keys", torch.sort(keys).values, persistent=False)
         self.register_buffer("heads_with_triples", torch.nonzero(out_degree).flatten(), persistent=False)
@@ -285,7 +286,8 @@ class KGAT(Recommender):
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.node_embedding)
         nn.init.xavier_uniform_(self.relation_embedding)
-        nn.init.xavier_uniform_(self.relation_projection)
+        bound = (6.0 / (self.config.dim + self.config.relation_dim)) ** 0.5  # Xavier for each W_r on its own
+        nn.init.uniform_(self.relation_projection, -bound, bound)
         for layer in list(self.linear) + list(self.bi_linear or []):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -299,12 +301,12 @@ class KGAT(Recommender):
         _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
         return 1.0 / counts[inverse].to(self.attention.dtype)
 
-    def project(self, nodes: Tensor, relations: Tensor, embedding: Optional[Tensor] = None) -> Tensor:
+    def project(self, nodes: Tensor, relations: Tensor) -> Tensor:
         """:math:`W_{r_j}^\\top e_{n_j}` for each pair ``(nodes[j], relations[j])``: ``[len(nodes), k]``.
 
         Rows are grouped by relation (one matmul per relation present, never a loop over rows).
         """
-        embedding = self.node_embedding if embedding is None else embedding
+        embedding = self.node_embedding
         order = torch.argsort(relations)
         present, counts = torch.unique_consecutive(relations[order], return_counts=True)
         groups = zip(present.tolist(), torch.split(nodes[order], counts.tolist()), strict=True)
@@ -321,8 +323,8 @@ class KGAT(Recommender):
         """
         scores = self.attention.new_empty(self.n_triples)
         embedding, projection = self.node_embedding, self.relation_projection
-        for r, triples in zip(self.relation_ids, torch.split(self.relation_order, self.relation_sizes),
-                                      strict=True):
+        groups = zip(self.relation_ids, torch.split(self.relation_order, self.relation_sizes), strict=True)
+        for r, triples in groups:
             table = embedding @ projection[r] if 2 * triples.numel() > self.n_nodes else None
             for part in torch.split(triples, ATTENTION_CHUNK):
                 heads, tails = self.heads[part], self.tails[part]
