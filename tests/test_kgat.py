@@ -287,6 +287,18 @@ def test_config_errors_name_the_key(kwargs, key):
     assert err.value.key == key and key in str(err.value)
 
 
+def test_config_builds_the_model_and_is_registered(data):
+    from cikg.models import MODEL_CONFIGS
+
+    assert MODEL_CONFIGS["kgat"] is KGATConfig
+    config = KGATConfig(layer_sizes=[32], message_dropout=[0.0])
+    assert config.layer_sizes == (32,)
+    model = config.build(_views(data), data)
+    assert model.config is config and model.out_dim == 96
+    with pytest.raises(ValueError, match="dataset"):
+        config.build(_views(data))
+
+
 def test_views_of_another_dataset_are_rejected(data, tiny):
     with pytest.raises(GraphError, match="users"):
         build(_views(tiny), data)

@@ -62,6 +62,7 @@ from torch_geometric.utils import softmax as segment_softmax
 from ..data import Dataset
 from ..errors import ConfigError, GraphError
 from ..graph import GraphViews
+from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .propagation import random_integers, uniform_random
 
@@ -105,10 +106,7 @@ class KGATConfig:
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(self.layer_sizes)
         self.message_dropout = tuple(self.message_dropout)
-        for key in ("dim", "relation_dim", "kg_batch_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"expected a positive integer, got {value!r}", key)
+        _checks.positive_int(self, "dim", "relation_dim", "kg_batch_size")
         if not self.layer_sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                                        for s in self.layer_sizes):
             raise ConfigError(f"expected a non-empty list of positive integers, got {list(self.layer_sizes)}",
@@ -116,16 +114,19 @@ class KGATConfig:
         if len(self.message_dropout) != len(self.layer_sizes):
             raise ConfigError(f"expected one value per layer ({len(self.layer_sizes)}), got "
                               f"{list(self.message_dropout)}", "message_dropout")
-        if any(not 0.0 <= float(p) < 1.0 for p in self.message_dropout):
-            raise ConfigError(f"each value must be in [0, 1), got {list(self.message_dropout)}",
+        if any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0
+               for p in self.message_dropout):
+            raise ConfigError(f"each value must be a probability in [0, 1), got {list(self.message_dropout)}",
                               "message_dropout")
-        for key in ("l2", "kg_l2"):
-            if not float(getattr(self, key)) >= 0.0:
-                raise ConfigError(f"expected a number >= 0, got {getattr(self, key)!r}", key)
-        if not float(self.kg_lr) > 0.0:
-            raise ConfigError(f"expected a number > 0, got {self.kg_lr!r}", "kg_lr")
-        if self.aggregator not in AGGREGATORS:
-            raise ConfigError(f"expected one of {AGGREGATORS}, got {self.aggregator!r}", "aggregator")
+        _checks.non_negative(self, "l2", "kg_l2")
+        _checks.positive(self, "kg_lr")
+        _checks.one_of(self, "aggregator", AGGREGATORS)
+
+    def build(self, views: GraphViews, dataset: Optional[Dataset] = None) -> "KGAT":
+        """:func:`build` with this config (the dataset is required: it holds the KG's relation ids)."""
+        if dataset is None:
+            raise ValueError("KGAT needs the dataset: the graph views do not keep the KG's relation ids")
+        return build(views, dataset, self)
 
 
 @dataclass
