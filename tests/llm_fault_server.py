@@ -14,6 +14,7 @@ Every chat request is logged in ``server.requests`` (user message, behaviour, ti
 from __future__ import annotations
 
 import email.parser
+import email.policy
 import email.utils
 import hashlib
 import itertools
@@ -49,7 +50,9 @@ class FaultServer:
         self.requests: List[Dict[str, Any]] = []
         self.files: Dict[str, Dict[str, Any]] = {}
         self.batches: Dict[str, Dict[str, Any]] = {}
-        self.batch_fault: Optional[str] = None  # "failed" | "expired": how the next batch ends
+        self.batch_fault: Optional[str] = None
+        self.in_flight = 0
+        self.max_in_flight = 0  # "failed" | "expired": how the next batch ends
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
@@ -187,6 +190,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, body: Dict[str, Any]) -> None:
         owner = self.owner
+        with owner._lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._chat_inner(body)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
+
+    def _chat_inner(self, body: Dict[str, Any]) -> None:
+        owner = self.owner
         user_content = _user_content(body)
         behaviour = owner.next_behaviour(user_content)
         owner.log_request(user_content, behaviour)
@@ -231,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ files and batches
     def _upload(self, raw: bytes) -> None:
         header = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode("latin-1")
-        message = email.parser.BytesParser().parsebytes(header + raw)
+        message = email.parser.BytesParser(policy=email.policy.default).parsebytes(header + raw)
         content, purpose, filename = b"", "", "upload"
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")

@@ -1,0 +1,76 @@
+"""Prompt templates and request building."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from cikg.data import Dataset
+from cikg.errors import ConfigError
+from cikg.llm import CIKGREC_INTERESTS, LLMConfig, PromptTemplate, build_requests
+
+
+def small_dataset() -> Dataset:
+    # user 0: items 0..4 (item 2 untitled); user 1: only untitled item 2; user 2: 40 items cycling 0..4
+    users = [0] * 5 + [1] + [2] * 40
+    items = [0, 1, 2, 3, 4] + [2] + [i % 5 for i in range(40)]
+    train = torch.tensor([users, items])
+    return Dataset(name="tiny", n_users=3, n_items=5, train=train, test=torch.tensor([[0], [1]]),
+                   user_ids=["u0", "u1", "u2"], item_text=["Dune", "Emma  Woodhouse", None, "Ulysses", " "])
+
+
+def test_template_renders_and_lists_placeholders():
+    template = PromptTemplate("t", "3", "about {domain}", "[{titles}] for {domain}")
+    assert template.placeholders == ("domain", "titles")
+    messages = template.render(domain="movies", titles="A, B")
+    assert messages == [{"role": "system", "content": "about movies"},
+                        {"role": "user", "content": "[A, B] for movies"}]
+    with pytest.raises(ConfigError, match="titles"):
+        template.render(domain="books")
+
+
+def test_cikgrec_prompt_says_what_the_paper_asks():
+    system = CIKGREC_INTERESTS.render(domain="books", titles="x")[0]["content"]
+    assert "books" in system and "five" in system and "comma" in system and "no explanation" in system.lower()
+
+
+def test_build_requests_uses_titles_of_last_items_and_skips_untitled_users(caplog):
+    ds = small_dataset()
+    with caplog.at_level(logging.WARNING):
+        requests, skipped = build_requests(ds, history_len=30, domain="books")
+    assert skipped == [1] and "u1" in caplog.text
+    assert [r.user for r in requests] == [0, 2]
+    assert requests[0].message_dicts[1]["content"] == "[Dune, Emma Woodhouse, Ulysses]"
+    assert requests[0].n_titles == 3 and requests[0].user_id == "u0"
+    # user 2 has 40 items: only the last 30 (positions 10..39 -> items cycle) are shown, untitled ones dropped
+    assert requests[1].n_titles == 30 - 6 - 6
+    few, _ = build_requests(ds, users=[2], history_len=2)
+    assert few[0].message_dicts[1]["content"] == "[Ulysses]"  # last two items are 3 and 4 (blank title)
+
+
+def test_template_version_changes_the_cache_key():
+    ds = small_dataset()
+    v2 = PromptTemplate(CIKGREC_INTERESTS.name, "2", CIKGREC_INTERESTS.system, CIKGREC_INTERESTS.user)
+    (r1, *_), _ = build_requests(ds, CIKGREC_INTERESTS)
+    (r2, *_), _ = build_requests(ds, v2)
+    config = LLMConfig(model="m", base_url="http://127.0.0.1:1/v1")
+    assert r1.messages == r2.messages and config.key_of(r1) != config.key_of(r2)
+    assert config.key_of(r1) != LLMConfig(model="m", base_url="http://127.0.0.1:1/v1", seed=1).key_of(r1)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ConfigError, match="domain"):
+        build_requests(small_dataset(), domain="songs")
+    with pytest.raises(ConfigError, match="history_len"):
+        build_requests(small_dataset(), history_len=0)
+
+
+def test_real_book_crossing_requests(bookcrossing):
+    requests, skipped = build_requests(bookcrossing, users=range(500))
+    assert len(requests) + len(skipped) == 500
+    for r in requests[:50]:
+        titles = [bookcrossing.item_text[i] for i in bookcrossing.history(r.user, last=30)
+                  if bookcrossing.item_text[i]]
+        assert r.n_titles == len(titles) <= 30
+        assert r.message_dicts[1]["content"].startswith("[") and r.message_dicts[1]["content"].endswith("]")
