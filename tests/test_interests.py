@@ -22,6 +22,16 @@ TOPICS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine is shared: spinning OpenMP/BLAS threads make KMeans 10-100x slower under load.
+    (Per test, so that runtimes loaded later, like torch's libgomp, are capped too.)"""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def encoder():
     return Encoder(show_progress=False)
@@ -204,6 +214,7 @@ def test_tfidf_path_clusters_by_shared_words():
     ({"kappa_range": (6, 2)}, "kappa_range"), ({"kappa": 4, "method": "dbscan"}, "method"),
     ({"kappa": 4, "embedding": "word2vec"}, "embedding"), ({"kappa": 4, "max_user_fraction": 0}, "max_user_fraction"),
     ({"kappa": 4, "min_users": 0}, "min_users"), ({"kappa": 4, "seed": -1}, "seed"),
+    ({"kappa": 4, "n_threads": 0}, "n_threads"),
 ])
 def test_config_is_validated_early(kwargs, key):
     with pytest.raises(ConfigError) as err:
@@ -317,7 +328,8 @@ def test_cluster_command(tmp_path, data_dir, capsys):
     pairs = topic_pairs({"music": 6, "sports": 6, "cooking": 6, "history": 5})
     write_jsonl(tmp_path / "user_interests_raw.jsonl", raw_records(pairs))
     (tmp_path / "meta.json").write_text(json.dumps({"dataset": str(data_dir / "dbbook2014")}))
-    assert run_command(["cluster", str(tmp_path), "--search", "3:5", "--max-user-fraction", "0.3"]) == 0
+    assert run_command(["cluster", str(tmp_path), "--search", "3:5", "--max-user-fraction", "0.3",
+                        "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "kappa=4" in out and "silhouette by kappa: 3:" in out and "id offset 8908" in out
     table = read_clustered(tmp_path)

@@ -52,6 +52,7 @@ def register_cluster(interests_subparsers: Any) -> None:
     p.add_argument("--max-user-fraction", type=float, default=0.2,
                    help="drop clusters held by at least this share of users (default 0.2)")
     p.add_argument("--silhouette-sample", type=int, default=5000, help="phrases sampled per silhouette score")
+    p.add_argument("--threads", type=int, help="cap OpenMP/BLAS threads while clustering (1 on a busy machine)")
     p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json)")
     p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
     p.add_argument("--batch-size", type=int, default=256, help="phrases per sentence-model batch")
@@ -100,7 +101,7 @@ def cluster_command(args: argparse.Namespace) -> int:
     config = ClusterConfig(
         method=args.method, kappa=args.kappa, kappa_range=args.search, kappa_step=args.kappa_step,
         seed=args.seed, min_users=args.min_users, max_user_fraction=args.max_user_fraction,
-        silhouette_sample=args.silhouette_sample, embedding=args.embedding)
+        silhouette_sample=args.silhouette_sample, embedding=args.embedding, n_threads=args.threads)
     reference = dataset_reference(directory, args.dataset)
     dataset = load_dataset(reference) if reference else None
     if dataset is None:
