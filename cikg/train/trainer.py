@@ -151,8 +151,9 @@ class Trainer:
         n_batches = len(self.sampler)
         if self.config.train.max_batches:
             n_batches = min(n_batches, self.config.train.max_batches)
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False,
-                   disable=not (self.config.train.progress and self.is_main))
+        # disable=None: bars on a terminal, none in logs and pipes
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, mininterval=0.5,
+                   disable=None if self.config.train.progress and self.is_main else True)
         for step, raw in enumerate(self.sampler.epoch(generator)):
             if step >= n_batches:
                 break
