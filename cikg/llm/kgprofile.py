@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -92,7 +93,8 @@ def _indicator(rows: torch.Tensor, cols: torch.Tensor, shape: Tuple[int, int]) -
     """Coalesced sparse ``shape`` matrix with 1 at each distinct ``(row, col)`` (duplicates count once)."""
     linear = torch.unique(rows * shape[1] + cols)  # sorted, so the result is already coalesced
     indices = torch.stack([linear // shape[1], linear % shape[1]])
-    return torch.sparse_coo_tensor(indices, torch.ones(linear.numel()), shape, is_coalesced=True)
+    return torch.sparse_coo_tensor(indices, torch.ones(linear.numel()), shape, is_coalesced=True,
+                                   check_invariants=False)
 
 
 def top_k_per_row(rows: torch.Tensor, cols: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -205,7 +207,9 @@ class KGProfileBackend:
         matrix, idf, names, kinds = self.features()
         user_index = torch.as_tensor(list(users), dtype=torch.long)
         history = history_matrix(self.dataset, user_index, self.config.history_len)
-        counts = torch.sparse.mm(history, matrix)
+        with warnings.catch_warnings():  # torch notes that sparse support is beta; the product is exact
+            warnings.simplefilter("ignore", UserWarning)
+            counts = torch.sparse.mm(history, matrix)
         if not counts.is_coalesced():
             counts = counts.coalesce()
         rows, cols = counts.indices()

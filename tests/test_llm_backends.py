@@ -1,0 +1,154 @@
+"""Replay and kg-profile backends, the infer_interests pipeline and its CLI handler."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cikg.data import Dataset, synthetic
+from cikg.errors import DatasetError, LLMError
+from cikg.llm import (NOT_AN_LLM, RAW_FILE, KGProfileBackend, LLMConfig, OpenAIBackend, ReplayBackend, ResponseCache,
+                      RetryPolicy, build_requests, export_replay, infer_interests)
+from cikg.llm.commands import register_infer, register_llm
+from cikg.llm.kgprofile import entity_name, history_matrix, top_k_per_row
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llm_fault_server import FaultServer, default_answer  # noqa: E402
+
+
+def kg_dataset() -> Dataset:
+    # items 0..3, entities 4..8; user 0 likes 0,1,2 ; user 1 likes 3
+    train = torch.tensor([[0, 0, 0, 1], [0, 1, 2, 3]])
+    kg = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 3, 7],   # head
+                       [0, 0, 0, 1, 1, 1, 0, 1, 2],   # relation
+                       [4, 4, 4, 5, 5, 6, 8, 5, 3]])  # tail (7 -> 3 is entity -> item)
+    return Dataset(name="tinykg", n_users=2, n_items=4, train=train, test=torch.tensor([[0], [3]]), n_entities=9,
+                   n_relations=3, kg=kg, user_ids=["a", "b"],
+                   item_text=["Dune Messiah", "Children of Dune", "Dune", "Emma"],
+                   entity_ids=["i0", "i1", "i2", "i3", "http://dbpedia.org/resource/Science_fiction",
+                               "http://dbpedia.org/resource/English_language", "12345",
+                               "http://dbpedia.org/resource/Jane_Austen", "http://dbpedia.org/resource/Category:Novels"],
+                   relation_names=["genre", "language", "author"])
+
+
+def test_entity_names_from_uris_and_opaque_ids():
+    assert entity_name(None, "http://dbpedia.org/resource/Science_fiction") == "Science fiction"
+    assert entity_name(None, "http://dbpedia.org/resource/Category:1990s_fantasy_novels") == "1990s fantasy novels"
+    assert entity_name("Dune (novel)", "x") == "Dune"
+    for opaque in ("14954", "m.0abc12", "YagoPermanentlyLocatedEntity", "Event100029378"):
+        assert entity_name(None, opaque) is None and entity_name(opaque, "x") is None
+
+
+def test_history_matrix_and_top_k_are_vectorised_and_right():
+    ds = synthetic(n_users=50, n_items=40, seed=1)
+    users = torch.tensor([3, 7, 11])
+    h = history_matrix(ds, users, history_len=4).to_dense()
+    for row, u in enumerate(users.tolist()):
+        expected = torch.zeros(ds.n_items)
+        expected[ds.history(u, last=4)] = 1
+        assert torch.equal(h[row], expected)
+    rows = torch.tensor([0, 0, 0, 1, 1, 2])
+    cols = torch.tensor([5, 6, 7, 1, 2, 9])
+    scores = torch.tensor([1.0, 3.0, 2.0, 0.5, 0.7, 4.0])
+    best = top_k_per_row(rows, cols, scores, 2)
+    assert sorted(zip(rows[best].tolist(), cols[best].tolist())) == [(0, 6), (0, 7), (1, 1), (1, 2), (2, 9)]
+
+
+def test_kg_profile_ranks_shared_entities_and_is_labelled(caplog):
+    ds = kg_dataset()
+    requests, skipped = build_requests(ds)
+    out = KGProfileBackend(ds).complete_many(requests)
+    # user a: Science fiction (on 3 of its items) before English language (2); entity 6 ("12345") has no
+    # name; title words fill up, rarer words first ("messiah" on 1 item beats "dune" on 3 of the 4 items)
+    phrases = out[0].text.split(", ")
+    assert phrases[:2] == ["Science fiction", "English language"]
+    assert phrases[2] == "messiah" and set(phrases[2:]) == {"messiah", "children", "dune"}
+    assert "12345" not in out[0].text
+    # user b: Jane Austen (entity -> item edge) and Novels (1 item each, rare) before English language (common)
+    b = out[1].text.split(", ")
+    assert set(b[:2]) == {"Jane Austen", "Novels"} and b[2:] == ["English language", "emma"]
+    assert all(c.source == f"kg-profile ({NOT_AN_LLM})" and c.meta["not_an_llm"] for c in out)
+    assert out[0].meta["evidence"][0] == {"phrase": "Science fiction", "kind": "entity:genre", "count": 3}
+
+
+def test_kg_profile_on_real_dbbook_uses_named_entities(dbbook, tmp_path):
+    users = range(300)
+    result = infer_interests(dbbook, KGProfileBackend(dbbook), users=users, out_dir=tmp_path)
+    assert result.not_an_llm and result.parse["ok"] == 300
+    assert result.frame.groupby("user").size().max() <= 5
+    summary = json.loads((tmp_path / "llm_summary.json").read_text())
+    assert summary["label"] == NOT_AN_LLM and summary["not_an_llm"]
+    first = json.loads((tmp_path / RAW_FILE).read_text().splitlines()[0])
+    assert first["not_an_llm"] and "not an LLM" in first["source"]
+    phrases = set(result.frame["phrase"])
+    assert not any(p.isdigit() for p in phrases) and len(phrases) > 100
+
+
+def test_pipeline_writes_artifact_and_replay_reproduces_it(tmp_path):
+    ds = synthetic(n_users=40, n_items=30, seed=2)
+    with FaultServer() as srv:
+        srv.plan["__never__"] = []
+        requests, _ = build_requests(ds)
+        srv.plan[requests[1].message_dicts[1]["content"]] = ["503"] * 2
+        srv.plan[requests[2].message_dicts[1]["content"]] = ["400"]
+        config = LLMConfig(model="test-model", base_url=srv.base_url, progress=False,
+                           retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+        backend = OpenAIBackend(config, tmp_path / "c.sqlite")
+        result = infer_interests(ds, backend, out_dir=tmp_path)
+    assert result.parse == {"ok": 38, "unparsable": 0, "failed": 2, "skipped": 0}
+    lines = [json.loads(x) for x in (tmp_path / RAW_FILE).read_text().splitlines()]
+    assert len(lines) == 40 and {r["status"] for r in lines} == {"ok", "failed"}
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert failed[0]["reason"].startswith("http 503") and failed[1]["reason"].startswith("http 400")
+    assert list(result.frame.columns) == ["user", "phrase"] and result.frame["user"].dtype == "int64"
+    ok0 = lines[0]
+    assert ok0["phrases"] == ["fantasy", "mystery novels", default_answer(
+        requests[0].message_dicts[1]["content"]).split(", ")[2]]
+
+    replayed = infer_interests(ds, ReplayBackend(tmp_path / RAW_FILE), users=[r.user for r in requests
+                                                                              if r.user not in (1, 2)])
+    expect = result.frame[~result.frame["user"].isin([1, 2])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(replayed.frame.reset_index(drop=True), expect)
+    with pytest.raises(LLMError, match=r"no answer for user .*remapped id 1"):
+        ReplayBackend(tmp_path / RAW_FILE).complete_many(requests[:3])
+
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        assert export_replay(cache, tmp_path / "replay.jsonl") == 38
+    by_key = ReplayBackend(tmp_path / "replay.jsonl", config)
+    assert [c.text for c in by_key.complete_many([requests[0]])] == [ok0["raw"]]
+
+
+def test_replay_file_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user_id": "1", "raw": "x"}\nnot json\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2"):
+        ReplayBackend(bad)
+    with pytest.raises(DatasetError, match="not found"):
+        ReplayBackend(tmp_path / "missing.jsonl")
+
+
+def test_cli_infer_and_export(tmp_path, capsys, monkeypatch):
+    parser = argparse.ArgumentParser(prog="cikg")
+    sub = parser.add_subparsers(dest="command")
+    interests = sub.add_parser("interests").add_subparsers(dest="interests_command")
+    register_infer(interests)
+    register_llm(sub)
+    with FaultServer() as srv:
+        args = parser.parse_args(["interests", "infer", "book-crossing", "--base-url", srv.base_url, "--model", "m",
+                                  "--users", "25", "--concurrency", "4", "-o", str(tmp_path), "--no-progress"])
+        assert args.func(args) == 0
+        n = len(srv.requests)
+        assert args.func(args) == 0 and len(srv.requests) == n  # a re-run is served by the cache
+    text = capsys.readouterr().out
+    assert "requests: 25 (cached 0, sent 25" in text and "requests: 25 (cached 25, sent 0" in text
+    args = parser.parse_args(["llm", "export-replay", str(tmp_path / "llm_cache.sqlite"), "-o",
+                              str(tmp_path / "r.jsonl")])
+    assert args.func(args) == 0 and len((tmp_path / "r.jsonl").read_text().splitlines()) == 25
+    args = parser.parse_args(["interests", "infer", "book-crossing", "--backend", "replay", "--replay",
+                              str(tmp_path / "r.jsonl"), "--users", "25", "-o", str(tmp_path / "re")])
+    assert args.func(args) == 0
