@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 from cikg.errors import CikgError, ConfigError, DatasetError
 from cikg.interests import (ClusterConfig, ClusterMethod, EmbeddingCache, EmbeddingKind, Encoder,
-                            centroid_distances, cluster_vectors, fit_interests, most_central, read_clustered,
+                            centroid_distances, cluster_vectors, fit_interests, most_central, normalise_phrases,
+                            read_clustered,
                             read_raw_interests, save_interests, structure_interests, tfidf_vectors)
 from cikg.interests.commands import register_cluster
 
@@ -347,3 +348,52 @@ def test_cluster_command(tmp_path, data_dir, capsys):
     (tmp_path / "user_interests_raw.jsonl").unlink()
     with pytest.raises(DatasetError, match="interest file not found"):
         run_command(["cluster", str(tmp_path), "--kappa", "3"])
+
+
+# --------------------------------------------------------------------------------------------- real data
+def dbbook_title_pairs(dataset, n_users=300, last=5):
+    """dbbook2014 item titles (last URI segment of item_list.txt) of users' last train items, as phrases."""
+    rows = [(user, dataset.item_text[item]) for user in range(n_users)
+            for item in dataset.history(user, last=last) if dataset.item_text[item]]
+    return pd.DataFrame(rows, columns=["user", "phrase"])
+
+
+@pytest.mark.parametrize("embedding", ["minilm", "tfidf"])
+def test_dbbook_titles_as_phrases(dbbook, encoder, embedding, tmp_path):
+    from cikg.data import load_interests
+
+    pairs = dbbook_title_pairs(dbbook)
+    assert len(pairs) > 1000
+    config = ClusterConfig(kappa_range=(20, 60), kappa_step=20, embedding=embedding)
+    fit = fit_interests(pairs, config, encoder=encoder, id_offset=dbbook.n_entities)
+    n_phrases = normalise_phrases(pairs["phrase"]).nunique()
+    assert len(fit.phrases) == n_phrases > 700 and fit.n_users == 300
+    assert fit.kappa in (20, 40, 60) and fit.silhouette["kappa"].tolist() == [20, 40, 60]
+    assert fit.kappa == int(fit.silhouette.loc[fit.silhouette["silhouette"].idxmax(), "kappa"])
+
+    # every kept interest is held by 2 .. < 60 users (a fifth of 300), dense ids 0..n-1, most held first
+    assert fit.n_interests + sum(fit.dropped.values()) == fit.kappa
+    np.testing.assert_array_equal(np.unique(fit.edges[1]), np.arange(fit.n_interests))
+    held = np.bincount(fit.edges[1], minlength=fit.n_interests)
+    np.testing.assert_array_equal(held, fit.interest_users)
+    assert held.min() >= 2 and held.max() < 60 and (np.diff(held) <= 0).all()
+
+    # a user holds exactly the kept clusters of the user's phrases
+    keyed = pairs.assign(key=normalise_phrases(pairs["phrase"])).merge(
+        fit.phrases[["phrase", "cluster"]], left_on="key", right_on="phrase")
+    expected = keyed[keyed["cluster"] >= 0].groupby("user")["cluster"].agg(lambda c: sorted(set(c)))
+    got = fit.assignments.set_index("user")["clusters"]
+    assert all(got[u] == expected.get(u, []) for u in got.index)
+
+    # labels are member phrases with the smallest distance to their cluster mean
+    kept = fit.phrases[fit.phrases["kept"]]
+    central = kept.sort_values(["cluster", "distance"], kind="stable").groupby("cluster")["phrase"].first()
+    assert central.tolist() == fit.labels
+
+    updated = fit.to_dataset(dbbook)
+    save_interests(fit, tmp_path)
+    reread = load_interests(dbbook, tmp_path)
+    assert updated.n_interests == reread.n_interests == fit.n_interests
+    assert reread.interest_ids[0] == dbbook.n_entities == 8908
+    assert reread.interest_labels == fit.labels
+    assert bool((updated.user_interest == reread.user_interest).all())

@@ -379,7 +379,7 @@ def fit_interests(pairs: pd.DataFrame, config: ClusterConfig, *, encoder: Option
     phrases = pd.DataFrame({
         "phrase": phrase_text.astype(str), "cluster": dense_of_raw[raw], "label": raw_label[raw].astype(str),
         "n_users": cluster_users[raw], "phrase_users": phrase_users, "raw_cluster": raw,
-        "distance": distances.astype(np.float32), "kept": keep[raw]})
+        "distance": distances, "kept": keep[raw]})
 
     pair_dense = dense_of_raw[pair_raw]
     on = pair_dense >= 0

@@ -43,7 +43,7 @@ USER_TABLE = "user_interests.parquet"
 SILHOUETTE_FILE = "silhouette.csv"
 SUMMARY_FILE = "interests_summary.json"
 
-_EDGE_CHARS = " \t\"'`.,;:!?*•-–—()[]{}"
+_EDGE_CHARS = " \t\"'`.,;:!?*•-–—"
 
 
 def normalise_phrases(phrases: pd.Series) -> pd.Series:
