@@ -75,7 +75,10 @@ def main() -> None:
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[128, 256, 512, 1024, 4096])
     parser.add_argument("--loop-users", type=int, default=2000)
     parser.add_argument("--skip-dense", action="store_true", help="skip the 7 GB dense product")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     data = load_dataset(args.data)

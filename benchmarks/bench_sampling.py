@@ -72,7 +72,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--python-limit", type=int, default=200_000,
                         help="positives the per-sample sampler is timed on (the rest is extrapolated)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name in args.datasets:
         bench(name, Path(args.root), args.batch_size, args.python_limit)
