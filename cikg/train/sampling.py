@@ -48,7 +48,8 @@ class BPRSampler:
         train: ``LongTensor [2, n]`` (user, item) training pairs (any order; duplicates are kept as
             positives but counted once for rejection).
         n_users, n_items: id ranges.
-        batch_size: triples per batch (the last batch of a shard may be smaller).
+        batch_size: the most triples per batch; a shard is split into ``len(self)`` batches of nearly
+            equal size (the same count on every rank, so with more ranks than positives a batch can be empty).
         rank, world_size: this process's shard of each epoch (``0 <= rank < world_size``).
         max_rounds: rejection rounds before the stragglers are drawn exactly.
     """
