@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Type, TypeVar, Union
@@ -17,6 +18,7 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
@@ -55,6 +57,8 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads "5e-4" as a string
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:

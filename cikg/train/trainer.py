@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .._io import torch_save_atomic, write_json_atomic, write_text_atomic
 from ..data import Dataset, load_dataset, load_interests, synthetic
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import BPRBatch, Recommender
@@ -105,6 +105,9 @@ class Trainer:
             torch.set_num_threads(train.threads)
         self.device = resolve_device(train.device)
         self.dataset = dataset if dataset is not None else load_run_dataset(config)
+        if max(train.ks) > self.dataset.n_items:
+            raise ConfigError(f"cut-off K={max(train.ks)} exceeds the {self.dataset.n_items} items of "
+                              f"{self.dataset.name}", "train.ks")
         views = views if views is not None else build_run_graph(config, self.dataset)
         self.views = views.to(self.device)
         torch.manual_seed(train.seed)
