@@ -52,7 +52,7 @@ def register_cluster(interests_subparsers: Any) -> None:
     p.add_argument("--max-user-fraction", type=float, default=0.2,
                    help="drop clusters held by at least this share of users (default 0.2)")
     p.add_argument("--silhouette-sample", type=int, default=5000, help="phrases sampled per silhouette score")
-    p.add_argument("--threads", type=int, help="cap OpenMP/BLAS threads while clustering (1 on a busy machine)")
+    p.add_argument("--threads", type=int, help="cap torch/OpenMP/BLAS threads while embedding and clustering (1 on a busy machine)")
     p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json)")
     p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
     p.add_argument("--batch-size", type=int, default=256, help="phrases per sentence-model batch")
@@ -110,7 +110,8 @@ def cluster_command(args: argparse.Namespace) -> int:
     if config.embedding is EmbeddingKind.MINILM:
         if args.batch_size < 1:
             raise ConfigError(f"expected a positive integer, got {args.batch_size}", "batch_size")
-        encoder = Encoder(args.cache or directory / CACHE_FILE, batch_size=args.batch_size, device=args.device)
+        encoder = Encoder(args.cache or directory / CACHE_FILE, batch_size=args.batch_size, device=args.device,
+                          n_threads=args.threads)
     result = structure_interests(directory / RAW_FILE, config, dataset=dataset, encoder=encoder,
                                  out_dir=directory)
     print(format_summary(result.clustering.summary(), result.clustering, reference))
