@@ -8,7 +8,7 @@ matrix. Peak memory is ``O(block_size * n_items)``, never ``O(n_users * n_items)
 
 Example::
 
-    evaluator = Evaluator(ks=(20, 50), block_size=1024)
+    evaluator = Evaluator(ks=(20, 50), block_size=256)
     result = evaluator.evaluate(model.score, dataset.csr("test"), [dataset.csr("train"), dataset.csr("valid")])
     result.to_dict()   # {"recall@20": 0.081, ...}
 """
@@ -79,14 +79,15 @@ class Evaluator:
     Args:
         ks: cut-offs ``K`` (each ``>= 1``); one top-K at ``max(ks)`` serves them all.
         block_size: users scored at once; memory is about ``block_size * n_items * 12`` bytes
-            (float32 scores plus the top-K workspace).
+            (float32 scores plus the top-K workspace). 256 was fastest on CPU for amazon-book
+            (docs/benchmarks.md); on a GPU use thousands.
         device: where blocks are masked and ranked (``None``: the device of the scores).
         metrics: any of ``"recall"``, ``"ndcg"``, ``"precision"``, ``"hit"``.
         progress: show a tqdm bar over blocks.
     """
 
     ks: Tuple[int, ...] = (20, 50, 100)
-    block_size: int = 1024
+    block_size: int = 256
     device: Optional[str] = None
     metrics: Tuple[str, ...] = METRICS
     progress: bool = True
