@@ -16,6 +16,7 @@ Usage::
 
     nice .venv/bin/python benchmarks/bench_interests.py [--pairs 100000] [--kappa 200] [--search 100:300:100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,17 +36,23 @@ from threadpoolctl import threadpool_limits
 from cikg.interests import ClusterConfig, ClusterMethod, Encoder, fit_interests, fit_labels, tfidf_vectors
 from cikg.interests.cluster import cluster_vectors
 
-ADJECTIVES = ("ancient modern medieval victorian futuristic dystopian romantic gothic epic classic urban rural "
-              "dark light comic tragic historical political magical mysterious scientific philosophical "
-              "spiritual military maritime nordic japanese french russian american african indian latin "
-              "alternative experimental psychological").split()
-NOUNS = ("history fiction poetry drama mysteries thrillers romance fantasy adventures biographies memoirs "
-         "essays science mathematics astronomy physics biology philosophy religion mythology art music jazz "
-         "cinema theatre cooking gardening travel sports football chess politics economics war espionage "
-         "crime detectives vampires dragons robots space oceans mountains cities families childhood "
-         "friendship love death heroes villains").split()
-GENRES = ("novels stories books sagas series literature tales classics comics essays studies guides "
-          "collections anthologies").split()
+ADJECTIVES = (
+    "ancient modern medieval victorian futuristic dystopian romantic gothic epic classic urban rural "
+    "dark light comic tragic historical political magical mysterious scientific philosophical "
+    "spiritual military maritime nordic japanese french russian american african indian latin "
+    "alternative experimental psychological"
+).split()
+NOUNS = (
+    "history fiction poetry drama mysteries thrillers romance fantasy adventures biographies memoirs "
+    "essays science mathematics astronomy physics biology philosophy religion mythology art music jazz "
+    "cinema theatre cooking gardening travel sports football chess politics economics war espionage "
+    "crime detectives vampires dragons robots space oceans mountains cities families childhood "
+    "friendship love death heroes villains"
+).split()
+GENRES = (
+    "novels stories books sagas series literature tales classics comics essays studies guides "
+    "collections anthologies"
+).split()
 
 
 def synthesise(n_pairs: int, n_users: int, seed: int) -> pd.DataFrame:
@@ -85,33 +92,42 @@ class Meter:
         row["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
         cls.rows.append(row)
         extra = {k: v for k, v in row.items() if k not in ("stage", "seconds")}
-        print(f"{name:45s} {row['seconds']:8.2f} s  " + "  ".join(
-            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()), flush=True)
+        print(
+            f"{name:45s} {row['seconds']:8.2f} s  "
+            + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()),
+            flush=True,
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--kappa", type=int, default=200)
     parser.add_argument("--search", default="100:300:100", help="low:high:step of the silhouette search")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--thread-sample", type=int, default=1000,
-                        help="phrases embedded with default vs 1 torch thread")
+    parser.add_argument(
+        "--thread-sample", type=int, default=1000, help="phrases embedded with default vs 1 torch thread"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     pairs = synthesise(args.pairs, args.users, args.seed)
     phrases = pd.unique(pairs["phrase"]).tolist()
-    print(f"{len(pairs)} pairs, {pairs['user'].nunique()} users, {len(phrases)} distinct phrases; "
-          f"cpu threads {psutil.cpu_count()}, load avg {psutil.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{len(pairs)} pairs, {pairs['user'].nunique()} users, {len(phrases)} distinct phrases; "
+        f"cpu threads {psutil.cpu_count()}, load avg {psutil.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "emb.sqlite"
         encoder = Encoder(cache, batch_size=args.batch_size, device=args.device, n_threads=1)
         encoder.model.encode(["warm up the model"] * 8)  # load and warm up outside the timings
-        sample = phrases[:args.thread_sample]
+        sample = phrases[: args.thread_sample]
         default_threads = encoder.with_cache(None)
         default_threads.n_threads = None
         with Meter.stage(f"minilm embed {len(sample)}, torch default threads", trace=False):
@@ -147,8 +163,14 @@ def main() -> None:
             fit_labels(sparse, args.kappa, config, ClusterMethod.MINIBATCH)
 
         low, high, step = (int(x) for x in args.search.split(":"))
-        search = ClusterConfig(kappa_range=(low, high), kappa_step=step, method="minibatch", n_init=1,
-                               silhouette_sample=5000, n_threads=1)
+        search = ClusterConfig(
+            kappa_range=(low, high),
+            kappa_step=step,
+            method="minibatch",
+            n_init=1,
+            silhouette_sample=5000,
+            n_threads=1,
+        )
         with Meter.stage(f"silhouette search {low}..{high} step {step}, minibatch"):
             found = cluster_vectors(vectors, search)
         print(found.curve.to_string(index=False))
@@ -165,7 +187,9 @@ def main() -> None:
     print(f"  cold / warm cache embedding: {cold / warm_s:.1f}x")
     print(f"  MiniLM cold / TF-IDF: {cold / tfidf_s:.1f}x")
     for method in ("kmeans", "minibatch"):
-        print(f"  {method}: default threads / 1 thread: {timings[(method, None)] / timings[(method, 1)]:.2f}x")
+        print(
+            f"  {method}: default threads / 1 thread: {timings[(method, None)] / timings[(method, 1)]:.2f}x"
+        )
     print(f"  kmeans / minibatch (1 thread): {timings[('kmeans', 1)] / timings[('minibatch', 1)]:.1f}x")
     print("\n" + pd.DataFrame(Meter.rows).to_markdown(index=False, floatfmt=".2f"))
 

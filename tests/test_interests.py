@@ -1,4 +1,5 @@
 """Interest structuring: real MiniLM embedding and its cache, clustering, drop thresholds, labels, files."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,14 +11,33 @@ import pytest
 import scipy.sparse as sp
 
 from cikg.errors import CikgError, ConfigError, DatasetError
-from cikg.interests import (ClusterConfig, ClusterMethod, EmbeddingCache, EmbeddingKind, Encoder,
-                            centroid_distances, cluster_vectors, fit_interests, most_central, normalise_phrases,
-                            read_clustered,
-                            read_raw_interests, save_interests, structure_interests, tfidf_vectors)
+from cikg.interests import (
+    ClusterConfig,
+    ClusterMethod,
+    EmbeddingCache,
+    EmbeddingKind,
+    Encoder,
+    centroid_distances,
+    cluster_vectors,
+    fit_interests,
+    most_central,
+    normalise_phrases,
+    read_clustered,
+    read_raw_interests,
+    save_interests,
+    structure_interests,
+    tfidf_vectors,
+)
 from cikg.interests.commands import register_cluster
 
 TOPICS = {
-    "scifi": ["science fiction", "sci-fi novels", "space opera", "science fiction novels", "futuristic space travel"],
+    "scifi": [
+        "science fiction",
+        "sci-fi novels",
+        "space opera",
+        "science fiction novels",
+        "futuristic space travel",
+    ],
     "romance": ["romance", "love stories", "romantic novels", "romance fiction"],
     "cooking": ["cooking", "recipes", "baking bread", "culinary arts"],
 }
@@ -84,8 +104,9 @@ def test_cache_avoids_re_embedding(encoder, tmp_path):
     b = again.encode(["baking bread", "ancient rome", "gardening", "love stories"])
     assert again.n_encoded == 0 and again.n_cached == 4
     np.testing.assert_array_equal(a[[0, 1, 3]], b[:3])
-    np.testing.assert_allclose(b, encoder.encode(["baking bread", "ancient rome", "gardening", "love stories"]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        b, encoder.encode(["baking bread", "ancient rome", "gardening", "love stories"]), atol=1e-5
+    )
     # vectors are keyed by model name too
     other = Encoder(EmbeddingCache(path), model_name="another-model", show_progress=False)
     other._model = encoder.model
@@ -174,8 +195,9 @@ def test_centroid_distances_and_most_central_by_hand():
 def test_silhouette_search_finds_planted_kappa(method):
     from sklearn.datasets import make_blobs
 
-    x, _ = make_blobs(n_samples=600, centers=6, n_features=16, cluster_std=0.6, center_box=(-20, 20),
-                      random_state=7)
+    x, _ = make_blobs(
+        n_samples=600, centers=6, n_features=16, cluster_std=0.6, center_box=(-20, 20), random_state=7
+    )
     fitted = cluster_vectors(x, ClusterConfig(kappa_range=(2, 10), method=method, silhouette_sample=400))
     curve = fitted.curve
     assert curve["kappa"].tolist() == list(range(2, 11))
@@ -194,29 +216,57 @@ def test_search_is_seeded_and_stepped():
 
 
 def test_tfidf_path_clusters_by_shared_words():
-    pairs = pd.DataFrame({"user": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5],
-                          "phrase": ["roman history", "history of rome", "roman history", "rome history",
-                                     "history of rome", "rome history",
-                                     "bread baking", "baking bread recipes", "bread recipes", "bread baking",
-                                     "baking bread recipes", "bread recipes"]})
+    pairs = pd.DataFrame(
+        {
+            "user": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5],
+            "phrase": [
+                "roman history",
+                "history of rome",
+                "roman history",
+                "rome history",
+                "history of rome",
+                "rome history",
+                "bread baking",
+                "baking bread recipes",
+                "bread recipes",
+                "bread baking",
+                "baking bread recipes",
+                "bread recipes",
+            ],
+        }
+    )
     fit = fit_interests(pairs, ClusterConfig(kappa=2, embedding="tfidf", max_user_fraction=0.6))
     assert fit.config.embedding is EmbeddingKind.TFIDF
     assert fit.n_interests == 2
-    assert clusters_of(fit, ["roman history", "history of rome", "rome history"]) != \
-        clusters_of(fit, ["bread baking", "bread recipes", "baking bread recipes"])
-    assert all(len(c) == 1 for c in (clusters_of(fit, ["roman history", "history of rome", "rome history"]),
-                                     clusters_of(fit, ["bread baking", "bread recipes"])))
+    assert clusters_of(fit, ["roman history", "history of rome", "rome history"]) != clusters_of(
+        fit, ["bread baking", "bread recipes", "baking bread recipes"]
+    )
+    assert all(
+        len(c) == 1
+        for c in (
+            clusters_of(fit, ["roman history", "history of rome", "rome history"]),
+            clusters_of(fit, ["bread baking", "bread recipes"]),
+        )
+    )
     assert fit.edges.shape == (2, 6)
 
 
 # --------------------------------------------------------------------------------------------- validation
-@pytest.mark.parametrize("kwargs, key", [
-    ({}, "kappa"), ({"kappa": 5, "kappa_range": (2, 6)}, "kappa"), ({"kappa": 1}, "kappa"),
-    ({"kappa_range": (6, 2)}, "kappa_range"), ({"kappa": 4, "method": "dbscan"}, "method"),
-    ({"kappa": 4, "embedding": "word2vec"}, "embedding"), ({"kappa": 4, "max_user_fraction": 0}, "max_user_fraction"),
-    ({"kappa": 4, "min_users": 0}, "min_users"), ({"kappa": 4, "seed": -1}, "seed"),
-    ({"kappa": 4, "n_threads": 0}, "n_threads"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({}, "kappa"),
+        ({"kappa": 5, "kappa_range": (2, 6)}, "kappa"),
+        ({"kappa": 1}, "kappa"),
+        ({"kappa_range": (6, 2)}, "kappa_range"),
+        ({"kappa": 4, "method": "dbscan"}, "method"),
+        ({"kappa": 4, "embedding": "word2vec"}, "embedding"),
+        ({"kappa": 4, "max_user_fraction": 0}, "max_user_fraction"),
+        ({"kappa": 4, "min_users": 0}, "min_users"),
+        ({"kappa": 4, "seed": -1}, "seed"),
+        ({"kappa": 4, "n_threads": 0}, "n_threads"),
+    ],
+)
 def test_config_is_validated_early(kwargs, key):
     with pytest.raises(ConfigError) as err:
         ClusterConfig(**kwargs)
@@ -228,12 +278,18 @@ def test_bad_pairs_are_named():
     with pytest.raises(DatasetError, match="lacks column"):
         fit_interests(pd.DataFrame({"user": [0]}), ClusterConfig(kappa=2, embedding="tfidf"))
     with pytest.raises(DatasetError, match="row 1: user -3"):
-        fit_interests(pd.DataFrame({"user": [0, -3], "phrase": ["a", "b"]}), ClusterConfig(kappa=2, embedding="tfidf"))
+        fit_interests(
+            pd.DataFrame({"user": [0, -3], "phrase": ["a", "b"]}), ClusterConfig(kappa=2, embedding="tfidf")
+        )
     with pytest.raises(DatasetError, match=r"row 1 \(user 1\): phrase 7"):
-        fit_interests(pd.DataFrame({"user": [0, 1], "phrase": ["a", 7]}), ClusterConfig(kappa=2, embedding="tfidf"))
+        fit_interests(
+            pd.DataFrame({"user": [0, 1], "phrase": ["a", 7]}), ClusterConfig(kappa=2, embedding="tfidf")
+        )
     with pytest.raises(ConfigError, match="kappa=9 exceeds the 3 distinct"):
-        fit_interests(pd.DataFrame({"user": [0, 1, 2], "phrase": ["a b", "c d", "e f"]}),
-                      ClusterConfig(kappa=9, embedding="tfidf"))
+        fit_interests(
+            pd.DataFrame({"user": [0, 1, 2], "phrase": ["a b", "c d", "e f"]}),
+            ClusterConfig(kappa=9, embedding="tfidf"),
+        )
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -243,17 +299,36 @@ def write_jsonl(path, records):
 
 def raw_records(pairs):
     grouped = pairs.groupby("user")["phrase"].agg(list)
-    return [{"user": int(u), "user_id": f"u{u}", "phrases": p, "raw": ", ".join(p), "status": "ok",
-             "backend": "test"} for u, p in grouped.items()]
+    return [
+        {
+            "user": int(u),
+            "user_id": f"u{u}",
+            "phrases": p,
+            "raw": ", ".join(p),
+            "status": "ok",
+            "backend": "test",
+        }
+        for u, p in grouped.items()
+    ]
 
 
 def test_read_raw_interests_jsonl(tmp_path):
     path = tmp_path / "user_interests_raw.jsonl"
-    write_jsonl(path, [
-        {"user": 3, "user_id": "77", "phrases": ["Sci-Fi", " space opera "], "raw": "x", "status": "ok", "backend": "b"},
-        {"user": 1, "user_id": "12", "phrases": [], "raw": "", "status": "unparsed", "backend": "b"},
-        {"user": 3, "user_id": "77", "phrases": ["romance"], "raw": "y", "status": "ok", "backend": "b"},
-    ])
+    write_jsonl(
+        path,
+        [
+            {
+                "user": 3,
+                "user_id": "77",
+                "phrases": ["Sci-Fi", " space opera "],
+                "raw": "x",
+                "status": "ok",
+                "backend": "b",
+            },
+            {"user": 1, "user_id": "12", "phrases": [], "raw": "", "status": "unparsed", "backend": "b"},
+            {"user": 3, "user_id": "77", "phrases": ["romance"], "raw": "y", "status": "ok", "backend": "b"},
+        ],
+    )
     frame = read_raw_interests(tmp_path)
     assert frame.to_dict("list") == {"user": [1, 3], "user_id": ["12", "77"], "phrase": [None, "romance"]}
     path.write_text('{"user": 0, "phrases": ["a"]}\n{"user": 1, "phrases": ["b"\n', encoding="utf-8")
@@ -271,11 +346,17 @@ def test_outputs_round_trip(encoder, tmp_path, small_synthetic):
     from cikg.data import load_interests
 
     pairs = topic_pairs({"history": 10, "gardening": 4, "music": 3, "sports": 2, "cooking": 1})
-    records = raw_records(pairs) + [{"user": 40, "user_id": "u40", "phrases": [], "raw": "?", "status": "empty",
-                                     "backend": "test"}]
+    records = raw_records(pairs) + [
+        {"user": 40, "user_id": "u40", "phrases": [], "raw": "?", "status": "empty", "backend": "test"}
+    ]
     write_jsonl(tmp_path / "user_interests_raw.jsonl", records)
-    result = structure_interests(tmp_path, ClusterConfig(kappa_range=(4, 6)), dataset=small_synthetic,
-                                 encoder=encoder, out_dir=tmp_path)
+    result = structure_interests(
+        tmp_path,
+        ClusterConfig(kappa_range=(4, 6)),
+        dataset=small_synthetic,
+        encoder=encoder,
+        out_dir=tmp_path,
+    )
     fit = result.clustering
     offset = small_synthetic.n_entities
     assert fit.id_offset == offset and fit.silhouette is not None and len(fit.silhouette) == 3
@@ -329,8 +410,12 @@ def test_cluster_command(tmp_path, data_dir, capsys):
     pairs = topic_pairs({"music": 6, "sports": 6, "cooking": 6, "history": 5})
     write_jsonl(tmp_path / "user_interests_raw.jsonl", raw_records(pairs))
     (tmp_path / "meta.json").write_text(json.dumps({"dataset": str(data_dir / "dbbook2014")}))
-    assert run_command(["cluster", str(tmp_path), "--search", "3:5", "--max-user-fraction", "0.3",
-                        "--threads", "1"]) == 0
+    assert (
+        run_command(
+            ["cluster", str(tmp_path), "--search", "3:5", "--max-user-fraction", "0.3", "--threads", "1"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "kappa=4" in out and "silhouette by kappa: 3:" in out and "id offset 8908" in out
     table = read_clustered(tmp_path)
@@ -353,8 +438,12 @@ def test_cluster_command(tmp_path, data_dir, capsys):
 # --------------------------------------------------------------------------------------------- real data
 def dbbook_title_pairs(dataset, n_users=300, last=5):
     """dbbook2014 item titles (last URI segment of item_list.txt) of users' last train items, as phrases."""
-    rows = [(user, dataset.item_text[item]) for user in range(n_users)
-            for item in dataset.history(user, last=last) if dataset.item_text[item]]
+    rows = [
+        (user, dataset.item_text[item])
+        for user in range(n_users)
+        for item in dataset.history(user, last=last)
+        if dataset.item_text[item]
+    ]
     return pd.DataFrame(rows, columns=["user", "phrase"])
 
 
@@ -380,7 +469,8 @@ def test_dbbook_titles_as_phrases(dbbook, encoder, embedding, tmp_path):
 
     # a user holds exactly the kept clusters of the user's phrases
     keyed = pairs.assign(key=normalise_phrases(pairs["phrase"])).merge(
-        fit.phrases[["phrase", "cluster"]], left_on="key", right_on="phrase")
+        fit.phrases[["phrase", "cluster"]], left_on="key", right_on="phrase"
+    )
     expected = keyed[keyed["cluster"] >= 0].groupby("user")["cluster"].agg(lambda c: sorted(set(c)))
     got = fit.assignments.set_index("user")["clusters"]
     assert all(got[u] == expected.get(u, []) for u in got.index)

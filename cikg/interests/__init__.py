@@ -5,15 +5,43 @@
 ...                              dataset=load_dataset("dbbook2014"), encoder=Encoder("cache/emb.sqlite"),
 ...                              out_dir="runs/dbbook")                      # doctest: +SKIP
 """
-from .cluster import (ClusterConfig, ClusterMethod, InterestClustering, VectorClustering, centroid_distances,
-                      cluster_vectors, fit_interests, fit_labels, most_central)
+
+from .cluster import (
+    ClusterConfig,
+    ClusterMethod,
+    InterestClustering,
+    VectorClustering,
+    centroid_distances,
+    cluster_vectors,
+    fit_interests,
+    fit_labels,
+    most_central,
+)
 from .embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
 from .io import clean_pairs, normalise_phrases, read_clustered, read_raw_interests, save_interests
 from .pipeline import StructuredInterests, structure_interests
 
 __all__ = [
-    "ClusterConfig", "ClusterMethod", "EmbeddingCache", "EmbeddingKind", "Encoder", "InterestClustering",
-    "StructuredInterests", "VectorClustering", "centroid_distances", "clean_pairs", "cluster_vectors",
-    "embed_texts", "fit_interests", "fit_labels", "model_dir", "most_central", "normalise_phrases",
-    "read_clustered", "read_raw_interests", "save_interests", "structure_interests", "tfidf_vectors",
+    "ClusterConfig",
+    "ClusterMethod",
+    "EmbeddingCache",
+    "EmbeddingKind",
+    "Encoder",
+    "InterestClustering",
+    "StructuredInterests",
+    "VectorClustering",
+    "centroid_distances",
+    "clean_pairs",
+    "cluster_vectors",
+    "embed_texts",
+    "fit_interests",
+    "fit_labels",
+    "model_dir",
+    "most_central",
+    "normalise_phrases",
+    "read_clustered",
+    "read_raw_interests",
+    "save_interests",
+    "structure_interests",
+    "tfidf_vectors",
 ]

@@ -1,8 +1,8 @@
 """Cluster interest phrases into interest nodes (CIKGRec, arXiv 2412.13544, Sec. "interest clustering").
 
 Given user → phrase pairs, the distinct phrases are embedded (:mod:`cikg.interests.embed`) and clustered
-into :math:`\\kappa` groups with scikit-learn (KMeans, MiniBatchKMeans, or Ward agglomerative). :math:`\\kappa`
-is given, or searched over a range by the silhouette coefficient
+into :math:`\\kappa` groups with scikit-learn (KMeans, MiniBatchKMeans, or Ward agglomerative).
+:math:`\\kappa` is given, or searched over a range by the silhouette coefficient
 
 .. math:: s = \\frac{1}{n} \\sum_i \\frac{b_i - a_i}{\\max(a_i, b_i)}
 
@@ -14,6 +14,7 @@ than ``min_users`` users (singletons) or by at least ``max_user_fraction`` of th
 tell users apart) are dropped; the kept clusters get dense ids ``0 .. n-1`` (most held first) and are
 labelled by their most central phrase, the one nearest the mean of the cluster's phrase vectors.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -89,8 +90,11 @@ class ClusterConfig:
         self.method = parse_enum(ClusterMethod, self.method, "method")
         self.embedding = EmbeddingKind.parse(self.embedding)
         if (self.kappa is None) == (self.kappa_range is None):
-            raise ConfigError("set exactly one of kappa (a number of clusters) or kappa_range (low, high) "
-                              f"to search; got kappa={self.kappa!r}, kappa_range={self.kappa_range!r}", "kappa")
+            raise ConfigError(
+                "set exactly one of kappa (a number of clusters) or kappa_range (low, high) "
+                f"to search; got kappa={self.kappa!r}, kappa_range={self.kappa_range!r}",
+                "kappa",
+            )
         if self.kappa is not None:
             _check_int(self.kappa, "kappa", 2)
         if self.kappa_range is not None:
@@ -104,7 +108,9 @@ class ClusterConfig:
         _check_int(self.seed, "seed", 0)
         _check_int(self.min_users, "min_users", 1)
         if not isinstance(self.max_user_fraction, (int, float)) or not 0 < self.max_user_fraction <= 1:
-            raise ConfigError(f"expected a share in (0, 1], got {self.max_user_fraction!r}", "max_user_fraction")
+            raise ConfigError(
+                f"expected a share in (0, 1], got {self.max_user_fraction!r}", "max_user_fraction"
+            )
         _check_int(self.silhouette_sample, "silhouette_sample", 10)
         _check_int(self.n_init, "n_init", 1)
         _check_int(self.minibatch_size, "minibatch_size", 1)
@@ -144,8 +150,9 @@ class VectorClustering:
     method: ClusterMethod
 
 
-def fit_labels(vectors: Matrix, kappa: int, config: ClusterConfig,
-               method: Optional[ClusterMethod] = None) -> np.ndarray:
+def fit_labels(
+    vectors: Matrix, kappa: int, config: ClusterConfig, method: Optional[ClusterMethod] = None
+) -> np.ndarray:
     """Cluster the rows of ``vectors`` (``[n, d]``, dense or sparse) into ``kappa`` groups: ``[n]`` labels."""
     from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
 
@@ -156,12 +163,16 @@ def fit_labels(vectors: Matrix, kappa: int, config: ClusterConfig,
     if method is ClusterMethod.KMEANS:
         model: Any = KMeans(kappa, n_init=config.n_init, random_state=config.seed)
     elif method is ClusterMethod.MINIBATCH:
-        model = MiniBatchKMeans(kappa, n_init=config.n_init, random_state=config.seed,
-                                batch_size=config.minibatch_size)
+        model = MiniBatchKMeans(
+            kappa, n_init=config.n_init, random_state=config.seed, batch_size=config.minibatch_size
+        )
     else:
         if n > AGGLOMERATIVE_MAX_PHRASES:
-            raise ConfigError(f"agglomerative clustering of {n} phrases needs O(n^2) memory; use kmeans or "
-                              f"minibatch above {AGGLOMERATIVE_MAX_PHRASES} phrases", "method")
+            raise ConfigError(
+                f"agglomerative clustering of {n} phrases needs O(n^2) memory; use kmeans or "
+                f"minibatch above {AGGLOMERATIVE_MAX_PHRASES} phrases",
+                "method",
+            )
         model = AgglomerativeClustering(kappa, linkage="ward")
         vectors = vectors.toarray() if sp.issparse(vectors) else vectors
     return np.asarray(model.fit_predict(vectors), dtype=np.int64)
@@ -182,12 +193,16 @@ def _cluster_vectors(vectors: Matrix, config: ClusterConfig) -> VectorClustering
     n = vectors.shape[0]
     method = config.method.resolve(n)
     if not config.searched:
-        return VectorClustering(fit_labels(vectors, config.kappas[0], config, method), config.kappas[0], None,
-                                method)
+        return VectorClustering(
+            fit_labels(vectors, config.kappas[0], config, method), config.kappas[0], None, method
+        )
     kappas = [k for k in config.kappas if k < n]
     if not kappas:
-        raise ConfigError(f"every kappa in {config.kappa_range} needs more than the {n} distinct phrases "
-                          "(silhouette needs kappa < phrases)", "kappa_range")
+        raise ConfigError(
+            f"every kappa in {config.kappa_range} needs more than the {n} distinct phrases "
+            "(silhouette needs kappa < phrases)",
+            "kappa_range",
+        )
     from tqdm.auto import tqdm
 
     sample = min(config.silhouette_sample, n)
@@ -195,8 +210,11 @@ def _cluster_vectors(vectors: Matrix, config: ClusterConfig) -> VectorClustering
     scores = []
     for kappa in tqdm(kappas, desc="kappa search", unit="kappa", disable=len(kappas) < 3):
         labels = fit_labels(vectors, kappa, config, method)
-        score = (float(silhouette_score(vectors, labels, sample_size=sample, random_state=config.seed))
-                 if np.unique(labels).size > 1 else -1.0)
+        score = (
+            float(silhouette_score(vectors, labels, sample_size=sample, random_state=config.seed))
+            if np.unique(labels).size > 1
+            else -1.0
+        )
         scores.append(score)
         log.info("kappa=%d silhouette=%.4f", kappa, score)
         if score > best[0]:
@@ -217,8 +235,11 @@ def centroid_distances(vectors: Matrix, labels: np.ndarray, kappa: int) -> np.nd
     sizes = np.bincount(labels, minlength=kappa).astype(np.float64)
     member = sp.csr_matrix((1.0 / sizes[labels], (labels, np.arange(n))), shape=(kappa, n))
     centroids = np.asarray((member @ vectors).todense() if sp.issparse(vectors) else member @ vectors)
-    x_sq = np.asarray(vectors.multiply(vectors).sum(1)).ravel() if sp.issparse(vectors) else \
-        np.einsum("ij,ij->i", vectors, vectors)
+    x_sq = (
+        np.asarray(vectors.multiply(vectors).sum(1)).ravel()
+        if sp.issparse(vectors)
+        else np.einsum("ij,ij->i", vectors, vectors)
+    )
     x_dot_c = np.asarray(vectors @ centroids.T)[np.arange(n), labels] if n else np.zeros(0)
     c_sq = np.einsum("ij,ij->i", centroids, centroids)[labels]
     return np.sqrt(np.maximum(x_sq - 2 * x_dot_c + c_sq, 0.0))
@@ -283,8 +304,15 @@ class InterestClustering:
         """One row per kept interest: ``cluster``, ``interest_id``, ``label``, ``n_users``, ``n_phrases``."""
         kept = self.phrases[self.phrases["kept"]]
         n_phrases = np.bincount(kept["cluster"].to_numpy(), minlength=self.n_interests)
-        return pd.DataFrame({"cluster": np.arange(self.n_interests), "interest_id": self.interest_ids,
-                             "label": self.labels, "n_users": self.interest_users, "n_phrases": n_phrases})
+        return pd.DataFrame(
+            {
+                "cluster": np.arange(self.n_interests),
+                "interest_id": self.interest_ids,
+                "label": self.labels,
+                "n_users": self.interest_users,
+                "n_phrases": n_phrases,
+            }
+        )
 
     def to_dataset(self, dataset: Any) -> Any:
         """``dataset`` with these interests (``Dataset.with_interests``); ids offset by its ``n_entities``.
@@ -296,37 +324,58 @@ class InterestClustering:
 
         if self.edges.size and int(self.edges[0].max()) >= dataset.n_users:
             bad = int(self.edges[0].max())
-            raise CikgError(f"user {bad} holds interests but dataset {dataset.name!r} has only "
-                            f"{dataset.n_users} users (ids 0..{dataset.n_users - 1})")
+            raise CikgError(
+                f"user {bad} holds interests but dataset {dataset.name!r} has only "
+                f"{dataset.n_users} users (ids 0..{dataset.n_users - 1})"
+            )
         ids = [dataset.n_entities + i for i in range(self.n_interests)]
         source = f"cikg.interests {self.method.value} kappa={self.kappa} {self.config.embedding.value}"
-        return dataset.with_interests(torch.from_numpy(self.edges.copy()), ids, list(self.labels), source=source)
+        return dataset.with_interests(
+            torch.from_numpy(self.edges.copy()), ids, list(self.labels), source=source
+        )
 
     def summary(self) -> Dict[str, Any]:
         """Counts and choices, JSON-ready."""
         return {
-            "method": self.method.value, "embedding": self.config.embedding.value, "kappa": self.kappa,
-            "searched": self.config.searched, "kappa_range": self.config.kappa_range, "seed": self.config.seed,
-            "min_users": self.config.min_users, "max_user_fraction": self.config.max_user_fraction,
-            "phrases": int(len(self.phrases)), "users": self.n_users, "interests": self.n_interests,
+            "method": self.method.value,
+            "embedding": self.config.embedding.value,
+            "kappa": self.kappa,
+            "searched": self.config.searched,
+            "kappa_range": self.config.kappa_range,
+            "seed": self.config.seed,
+            "min_users": self.config.min_users,
+            "max_user_fraction": self.config.max_user_fraction,
+            "phrases": int(len(self.phrases)),
+            "users": self.n_users,
+            "interests": self.n_interests,
             "dropped_too_few_users": self.dropped["too_few_users"],
             "dropped_too_many_users": self.dropped["too_many_users"],
             "user_interest_edges": int(self.edges.shape[1]),
             "users_with_interest": int(np.unique(self.edges[0]).size),
             "id_offset": self.id_offset,
-            "best_silhouette": None if self.silhouette is None else float(self.silhouette["silhouette"].max()),
+            "best_silhouette": None
+            if self.silhouette is None
+            else float(self.silhouette["silhouette"].max()),
         }
 
     def __repr__(self) -> str:
         searched = f", searched {self.config.kappa_range}" if self.config.searched else ""
-        return (f"InterestClustering({self.method.value}/{self.config.embedding.value}, kappa={self.kappa}"
-                f"{searched}, phrases={len(self.phrases)}, users={self.n_users}, interests={self.n_interests}, "
-                f"dropped={self.dropped['too_few_users']}+{self.dropped['too_many_users']}, "
-                f"edges={self.edges.shape[1]})")
+        return (
+            f"InterestClustering({self.method.value}/{self.config.embedding.value}, kappa={self.kappa}"
+            f"{searched}, phrases={len(self.phrases)}, users={self.n_users}, interests={self.n_interests}, "
+            f"dropped={self.dropped['too_few_users']}+{self.dropped['too_many_users']}, "
+            f"edges={self.edges.shape[1]})"
+        )
 
 
-def fit_interests(pairs: pd.DataFrame, config: ClusterConfig, *, encoder: Optional[Encoder] = None,
-                  id_offset: int = 0, all_users: Optional[Sequence[int]] = None) -> InterestClustering:
+def fit_interests(
+    pairs: pd.DataFrame,
+    config: ClusterConfig,
+    *,
+    encoder: Optional[Encoder] = None,
+    id_offset: int = 0,
+    all_users: Optional[Sequence[int]] = None,
+) -> InterestClustering:
     """Embed and cluster the phrases of ``pairs`` and assign users to the kept clusters.
 
     Args:
@@ -348,8 +397,12 @@ def fit_interests(pairs: pd.DataFrame, config: ClusterConfig, *, encoder: Option
     if phrase_text.size < 2:
         raise CikgError(f"need at least 2 distinct phrases to cluster, got {phrase_text.size}")
     users = given["user"].to_numpy(np.int64)
-    log.info("embedding %d distinct phrases of %d users (%s)", phrase_text.size, np.unique(users).size,
-             config.embedding.value)
+    log.info(
+        "embedding %d distinct phrases of %d users (%s)",
+        phrase_text.size,
+        np.unique(users).size,
+        config.embedding.value,
+    )
     vectors = embed_texts(list(phrase_text), config.embedding, encoder)
     fitted = cluster_vectors(vectors, config)
     raw = fitted.labels
@@ -368,18 +421,31 @@ def fit_interests(pairs: pd.DataFrame, config: ClusterConfig, *, encoder: Option
     dense_of_raw = np.full(kappa, -1, dtype=np.int64)
     dense_of_raw[kept_raw] = np.arange(kept_raw.size)
     if not kept_raw.size:
-        log.warning("every one of the %d clusters was dropped (min_users=%d, max_user_fraction=%g)", kappa,
-                    config.min_users, config.max_user_fraction)
+        log.warning(
+            "every one of the %d clusters was dropped (min_users=%d, max_user_fraction=%g)",
+            kappa,
+            config.min_users,
+            config.max_user_fraction,
+        )
 
     distances = centroid_distances(vectors, raw, kappa)
     central = most_central(raw, distances, kappa)
     raw_label = np.where(central >= 0, phrase_text[np.maximum(central, 0)], "")
-    phrase_users = np.bincount(np.unique(np.stack([users, phrase_index]), axis=1)[1],
-                               minlength=phrase_text.size)
-    phrases = pd.DataFrame({
-        "phrase": phrase_text.astype(str), "cluster": dense_of_raw[raw], "label": raw_label[raw].astype(str),
-        "n_users": cluster_users[raw], "phrase_users": phrase_users, "raw_cluster": raw,
-        "distance": distances, "kept": keep[raw]})
+    phrase_users = np.bincount(
+        np.unique(np.stack([users, phrase_index]), axis=1)[1], minlength=phrase_text.size
+    )
+    phrases = pd.DataFrame(
+        {
+            "phrase": phrase_text.astype(str),
+            "cluster": dense_of_raw[raw],
+            "label": raw_label[raw].astype(str),
+            "n_users": cluster_users[raw],
+            "phrase_users": phrase_users,
+            "raw_cluster": raw,
+            "distance": distances,
+            "kept": keep[raw],
+        }
+    )
 
     pair_dense = dense_of_raw[pair_raw]
     on = pair_dense >= 0
@@ -387,18 +453,29 @@ def fit_interests(pairs: pd.DataFrame, config: ClusterConfig, *, encoder: Option
     edges = np.stack([codes // max(kept_raw.size, 1), codes % max(kept_raw.size, 1)]).astype(np.int64)
     assignments = _assignments(pairs, edges, all_users)
     return InterestClustering(
-        config=config, kappa=kappa, method=fitted.method, phrases=phrases, assignments=assignments,
-        edges=edges, labels=[str(x) for x in raw_label[kept_raw]], interest_users=cluster_users[kept_raw],
-        silhouette=fitted.curve, n_users=n_users,
+        config=config,
+        kappa=kappa,
+        method=fitted.method,
+        phrases=phrases,
+        assignments=assignments,
+        edges=edges,
+        labels=[str(x) for x in raw_label[kept_raw]],
+        interest_users=cluster_users[kept_raw],
+        silhouette=fitted.curve,
+        n_users=n_users,
         dropped={"too_few_users": int(too_few.sum()), "too_many_users": int((too_many & ~too_few).sum())},
-        id_offset=int(id_offset))
+        id_offset=int(id_offset),
+    )
 
 
 def _assignments(pairs: pd.DataFrame, edges: np.ndarray, all_users: Optional[Sequence[int]]) -> pd.DataFrame:
     """One row per user: the phrases as given (empty ones too), the sorted dense interest ids."""
     given = pairs.dropna(subset=["phrase"]).groupby("user", sort=True)["phrase"].agg(list)
-    held = (pd.Series(edges[1], index=edges[0]).groupby(level=0).agg(list) if edges.size
-            else pd.Series(dtype=object))
+    held = (
+        pd.Series(edges[1], index=edges[0]).groupby(level=0).agg(list)
+        if edges.size
+        else pd.Series(dtype=object)
+    )
     users = np.unique(pairs["user"].to_numpy(np.int64))
     if all_users is not None:
         users = np.union1d(users, np.asarray(list(all_users), dtype=np.int64))

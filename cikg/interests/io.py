@@ -16,6 +16,7 @@ Outputs of :func:`save_interests` (all written atomically) in a directory:
 ``interests_summary.json``      counts and choices
 ============================== =====================================================================
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,7 @@ def normalise_phrases(phrases: pd.Series) -> pd.Series:
     """The key phrases are embedded and counted under: trimmed of spaces, quotes, bullets and end
     punctuation, inner whitespace collapsed, lower case. ``None`` → ``""``."""
     text = phrases.fillna("").astype(str)
-    return (text.str.replace(r"\s+", " ", regex=True).str.strip(_EDGE_CHARS).str.lower())
+    return text.str.replace(r"\s+", " ", regex=True).str.strip(_EDGE_CHARS).str.lower()
 
 
 def clean_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -62,7 +63,9 @@ def clean_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
             (naming the row).
     """
     if not isinstance(pairs, pd.DataFrame):
-        raise DatasetError(f"expected a pandas DataFrame with columns user, phrase; got {type(pairs).__name__}")
+        raise DatasetError(
+            f"expected a pandas DataFrame with columns user, phrase; got {type(pairs).__name__}"
+        )
     missing = [c for c in ("user", "phrase") if c not in pairs.columns]
     if missing:
         raise DatasetError(f"interest frame lacks column(s) {missing}; it has {list(pairs.columns)}")
@@ -71,13 +74,18 @@ def clean_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     bad = users.isna() | (users < 0) | (users != np.floor(users.fillna(0)))
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
-        raise DatasetError(f"row {row}: user {_plain(frame['user'].iloc[row])!r} is not a non-negative integer id")
-    phrase_ok = frame["phrase"].map(lambda p: p is None or isinstance(p, str) or (isinstance(p, float) and
-                                                                                  np.isnan(p)))
+        raise DatasetError(
+            f"row {row}: user {_plain(frame['user'].iloc[row])!r} is not a non-negative integer id"
+        )
+    phrase_ok = frame["phrase"].map(
+        lambda p: p is None or isinstance(p, str) or (isinstance(p, float) and np.isnan(p))
+    )
     if not phrase_ok.all():
         row = int(np.argmax(~phrase_ok.to_numpy()))
-        raise DatasetError(f"row {row} (user {int(users.iloc[row])}): phrase {_plain(frame['phrase'].iloc[row])!r} "
-                           "is not a string")
+        raise DatasetError(
+            f"row {row} (user {int(users.iloc[row])}): phrase {_plain(frame['phrase'].iloc[row])!r} "
+            "is not a string"
+        )
     frame["user"] = users.astype(np.int64)
     frame["key"] = normalise_phrases(frame["phrase"])
     return frame
@@ -121,8 +129,13 @@ def read_raw_interests(path: PathLike) -> pd.DataFrame:
             user_ids.append(user_id)
             phrases.append(phrase)
     log.info("read %d users, %d phrases from %s", len(records), sum(p is not None for p in phrases), path)
-    return pd.DataFrame({"user": np.asarray(users, dtype=np.int64), "user_id": pd.Series(user_ids, dtype=object),
-                         "phrase": pd.Series(phrases, dtype=object)})
+    return pd.DataFrame(
+        {
+            "user": np.asarray(users, dtype=np.int64),
+            "user_id": pd.Series(user_ids, dtype=object),
+            "phrase": pd.Series(phrases, dtype=object),
+        }
+    )
 
 
 def _parse_record(line: str, path: Path, line_no: int) -> tuple:
@@ -139,8 +152,9 @@ def _parse_record(line: str, path: Path, line_no: int) -> tuple:
     if phrases is None:
         phrases = []
     if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
-        raise DatasetError(f"user {user}: field 'phrases' must be a list of strings, got {phrases!r}"[:200],
-                           path, line_no)
+        raise DatasetError(
+            f"user {user}: field 'phrases' must be a list of strings, got {phrases!r}"[:200], path, line_no
+        )
     user_id = record.get("user_id")
     return user, None if user_id is None else str(user_id), phrases
 
@@ -149,12 +163,16 @@ def save_interests(clustering: InterestClustering, directory: PathLike) -> Dict[
     """Write the outputs listed in the module docstring into ``directory``; returns name → path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in (CLUSTERED_FILE, LABEL_FILE, PHRASE_TABLE, USER_TABLE, SUMMARY_FILE)}
+    paths = {
+        name: out / name for name in (CLUSTERED_FILE, LABEL_FILE, PHRASE_TABLE, USER_TABLE, SUMMARY_FILE)
+    }
     table = np.stack([clustering.edges[0], clustering.edges[1] + clustering.id_offset], axis=1)
     with atomic_path(paths[CLUSTERED_FILE]) as tmp:
         np.savetxt(tmp, table, fmt="%d", delimiter=" ")
-    lines = [f"{org} {dense} {label}" for dense, (org, label) in
-             enumerate(zip(clustering.interest_ids, clustering.labels))]
+    lines = [
+        f"{org} {dense} {label}"
+        for dense, (org, label) in enumerate(zip(clustering.interest_ids, clustering.labels))
+    ]
     write_text_atomic(paths[LABEL_FILE], "\n".join(["org_id remap_id label", *lines]) + "\n")
     _write_parquet(clustering.phrases, paths[PHRASE_TABLE])
     _write_parquet(clustering.assignments, paths[USER_TABLE])

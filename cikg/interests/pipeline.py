@@ -1,4 +1,5 @@
 """One call from the LLM layer's phrases to clustered interests, their files, and the updated Dataset."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,12 +29,19 @@ class StructuredInterests:
     dataset: Optional[Any]
 
     def __repr__(self) -> str:
-        return f"StructuredInterests({self.clustering!r}, files={sorted(self.paths)}, dataset={self.dataset!r})"
+        return (
+            f"StructuredInterests({self.clustering!r}, files={sorted(self.paths)}, dataset={self.dataset!r})"
+        )
 
 
-def structure_interests(source: Union[pd.DataFrame, PathLike], config: ClusterConfig, *,
-                        dataset: Optional[Any] = None, encoder: Optional[Encoder] = None,
-                        out_dir: Optional[PathLike] = None) -> StructuredInterests:
+def structure_interests(
+    source: Union[pd.DataFrame, PathLike],
+    config: ClusterConfig,
+    *,
+    dataset: Optional[Any] = None,
+    encoder: Optional[Encoder] = None,
+    out_dir: Optional[PathLike] = None,
+) -> StructuredInterests:
     """Cluster the interest phrases of ``source`` and, when asked, write them and update ``dataset``.
 
     Args:
