@@ -114,6 +114,31 @@ def test_cache_avoids_re_embedding(encoder, tmp_path):
     assert other.n_encoded == 1 and len(other.cache) == 5
 
 
+def test_interrupted_encoding_resumes_from_the_cache(encoder, tmp_path):
+    class FailsOnSecondBatch:
+        def __init__(self, model):
+            self.model, self.calls = model, 0
+
+        def encode(self, texts, **kwargs):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return self.model.encode(texts, **kwargs)
+
+    texts = ["chess openings", "jazz piano", "mountain hiking", "sailing", "watercolour painting"]
+    broken = encoder.with_cache(tmp_path / "c.sqlite")
+    broken.batch_size = 2
+    broken._model = FailsOnSecondBatch(encoder.model)
+    with pytest.raises(KeyboardInterrupt):
+        broken.encode(texts)
+    assert len(broken.cache) == 2  # the first batch was committed before the interruption
+    broken.cache.close()
+    resumed = encoder.with_cache(tmp_path / "c.sqlite")
+    vectors = resumed.encode(texts)
+    assert resumed.n_cached == 2 and resumed.n_encoded == 3
+    np.testing.assert_allclose(vectors, encoder.encode(texts), atol=1e-5)
+
+
 def test_fit_interests_encodes_only_new_phrases(encoder, tmp_path):
     enc = encoder.with_cache(tmp_path / "c.sqlite")
     pairs = topic_pairs({"scifi": 5, "romance": 5, "cooking": 5})

@@ -37,6 +37,8 @@ Matrix = Union[np.ndarray, sp.spmatrix]
 AUTO_MINIBATCH_ABOVE = 20_000
 #: Ward agglomerative clustering needs O(n²) memory; refuse beyond this many phrases.
 AGGLOMERATIVE_MAX_PHRASES = 20_000
+#: the largest sparse matrix (GiB once dense) that agglomerative clustering may densify.
+DENSIFY_MAX_GB = 2.0
 
 
 class ClusterMethod(str, enum.Enum):
@@ -116,8 +118,6 @@ class ClusterConfig:
         _check_int(self.minibatch_size, "minibatch_size", 1)
         if self.n_threads is not None:
             _check_int(self.n_threads, "n_threads", 1)
-        if self.method is ClusterMethod.AGGLOMERATIVE and self.embedding is EmbeddingKind.TFIDF:
-            log.info("agglomerative clustering densifies TF-IDF vectors")
 
     @property
     def kappas(self) -> List[int]:
@@ -174,7 +174,15 @@ def fit_labels(
                 "method",
             )
         model = AgglomerativeClustering(kappa, linkage="ward")
-        vectors = vectors.toarray() if sp.issparse(vectors) else vectors
+        if sp.issparse(vectors):
+            dense_gb = n * vectors.shape[1] * 4 / 2**30
+            if dense_gb > DENSIFY_MAX_GB:
+                raise ConfigError(
+                    f"agglomerative clustering densifies the {n} x {vectors.shape[1]} TF-IDF matrix "
+                    f"({dense_gb:.1f} GiB > {DENSIFY_MAX_GB} GiB); use kmeans or minibatch",
+                    "method",
+                )
+            vectors = vectors.toarray()
     return np.asarray(model.fit_predict(vectors), dtype=np.int64)
 
 
