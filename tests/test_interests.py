@@ -512,3 +512,38 @@ def test_dbbook_titles_as_phrases(dbbook, encoder, embedding, tmp_path):
     assert reread.interest_ids[0] == dbbook.n_entities == 8908
     assert reread.interest_labels == fit.labels
     assert bool((updated.user_interest == reread.user_interest).all())
+
+
+def test_cli_reads_the_llm_run_directory(tmp_path, data_dir, capsys):
+    from cikg.cli import main
+    from cikg.llm import RAW_FILE
+
+    from cikg.interests.io import RAW_FILE as READ_FILE
+
+    assert READ_FILE == RAW_FILE
+    pairs = topic_pairs({"music": 6, "sports": 6, "cooking": 6, "history": 5})
+    records = raw_records(pairs)
+    records[0]["raw"] = None  # as the LLM layer writes for skipped users
+    write_jsonl(tmp_path / RAW_FILE, records)
+    (tmp_path / "llm_summary.json").write_text(json.dumps({"dataset": "dbbook2014", "parse": {}}))
+    rc = main(
+        [
+            "interests",
+            "cluster",
+            str(tmp_path),
+            "--kappa",
+            "4",
+            "--embedding",
+            "tfidf",
+            "--max-user-fraction",
+            "0.3",
+            "--threads",
+            "1",
+        ]
+    )
+    assert rc == 0
+    assert "dataset: dbbook2014; id offset 8908" in capsys.readouterr().out
+    assert read_clustered(tmp_path)[:, 1].min() == 8908
+    (tmp_path / "llm_summary.json").write_text(json.dumps({"dataset": "synthetic-run-42"}))
+    assert main(["interests", "cluster", str(tmp_path), "--kappa", "4", "--embedding", "tfidf"]) == 2
+    assert "pass --dataset" in capsys.readouterr().err

@@ -12,8 +12,19 @@ import torch
 
 from cikg.data import Dataset, synthetic
 from cikg.errors import DatasetError, LLMError
-from cikg.llm import (NOT_AN_LLM, RAW_FILE, KGProfileBackend, LLMConfig, OpenAIBackend, ReplayBackend, ResponseCache,
-                      RetryPolicy, build_requests, export_replay, infer_interests)
+from cikg.llm import (
+    NOT_AN_LLM,
+    RAW_FILE,
+    KGProfileBackend,
+    LLMConfig,
+    OpenAIBackend,
+    ReplayBackend,
+    ResponseCache,
+    RetryPolicy,
+    build_requests,
+    export_replay,
+    infer_interests,
+)
 from cikg.llm.commands import register_infer, register_llm
 from cikg.llm.kgprofile import entity_name, history_matrix, top_k_per_row
 
@@ -56,7 +67,7 @@ def test_history_matrix_and_top_k_are_vectorised_and_right():
     cols = torch.tensor([5, 6, 7, 1, 2, 9])
     scores = torch.tensor([1.0, 3.0, 2.0, 0.5, 0.7, 4.0])
     best = top_k_per_row(rows, cols, scores, 2)
-    assert sorted(zip(rows[best].tolist(), cols[best].tolist())) == [(0, 6), (0, 7), (1, 1), (1, 2), (2, 9)]
+    assert sorted(zip(rows[best].tolist(), cols[best].tolist(), strict=True)) == [(0, 6), (0, 7), (1, 1), (1, 2), (2, 9)]
 
 
 def test_kg_profile_ranks_shared_entities_and_is_labelled(caplog):

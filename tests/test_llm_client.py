@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 
 from cikg.errors import ConfigError, LLMError
-from cikg.llm import (CIKGREC_INTERESTS, BatchBackend, BatchConfig, LLMConfig, OpenAIBackend, Request,
-                      ResponseCache, RetryPolicy, infer_interests, parse_retry_after)
+from cikg.llm import (
+    CIKGREC_INTERESTS,
+    BatchBackend,
+    BatchConfig,
+    LLMConfig,
+    OpenAIBackend,
+    Request,
+    ResponseCache,
+    RetryPolicy,
+    infer_interests,
+    parse_retry_after,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_fault_server import FaultServer, default_answer  # noqa: E402
@@ -88,7 +98,7 @@ def test_persistent_faults_are_recorded_and_retried_next_run(server, tmp_path):
 
 
 def test_retry_after_is_honoured(server, tmp_path):
-    server.plan["[Title 0]"] = ["429:ra=0.4"]
+    server.plan["[Title 0]"] = ["429:ra=1.0"]
     server.plan["[Title 1]"] = ["429:date"]
     server.plan["[Title 2]"] = ["429"]
     out = OpenAIBackend(config(server), None).complete_many(requests_for(3))
@@ -97,9 +107,9 @@ def test_retry_after_is_honoured(server, tmp_path):
     for r in server.requests:
         times.setdefault(r["user"], []).append(r["time"])
     gap = {k: v[1] - v[0] for k, v in times.items()}
-    assert gap["[Title 0]"] >= 0.38
+    assert gap["[Title 0]"] >= 0.98
     assert gap["[Title 1]"] >= 0.4  # an HTTP date 1.5 s ahead (1 s resolution) means at least 0.5 s
-    assert gap["[Title 2]"] < 0.3  # no header: the tiny exponential backoff
+    assert gap["[Title 2]"] < 0.9  # no header: the tiny exponential backoff (slack for a loaded machine)
 
 
 def test_parse_retry_after_forms():
@@ -126,12 +136,12 @@ def test_timeouts_fail_cleanly_when_the_server_keeps_hanging(server):
     out = OpenAIBackend(config(server, timeout=0.2, retry=RetryPolicy(max_attempts=2, base_delay=0.01)),
                         None).complete_many(requests_for(2))
     assert out[0].status == "failed" and out[0].reason.startswith("timeout") and out[1].ok
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 3.0  # two 0.2 s time-outs, not the 1 s hang twice
 
 
 def test_concurrency_is_bounded(tmp_path):
-    with FaultServer(latency=0.05) as srv:
-        out = OpenAIBackend(config(srv, concurrency=3), None).complete_many(requests_for(24))
+    with FaultServer(latency=0.1) as srv:
+        out = OpenAIBackend(config(srv, concurrency=3, timeout=5), None).complete_many(requests_for(24))
         assert all(c.ok for c in out)
         assert srv.max_in_flight == 3
 

@@ -23,8 +23,9 @@ _EPILOG = """examples:
   cikg interests cluster runs/dbbook --search 50:400 --kappa-step 50 --method minibatch
   cikg interests cluster runs/bx --kappa 250 --embedding tfidf --dataset book-crossing
 
-Reads DIR/user_interests_raw.jsonl (written by `cikg llm infer`) and the dataset named in DIR/meta.json
-(key "dataset": a name under $CIKG_DATA or a path; --dataset overrides it). Writes into DIR:
+Reads DIR/user_interests_raw.jsonl (written by `cikg interests infer`) and the dataset named in
+DIR/meta.json (key "dataset": a name under $CIKG_DATA or a path) or else in DIR/llm_summary.json;
+--dataset overrides both. Writes into DIR:
 user_interest_clustered.txt (dataset format; interest id = n_entities + dense id), interest_list.txt,
 interests.parquet, user_interests.parquet, interests_summary.json, silhouette.csv (when searched).
 Sentence vectors are cached in DIR/embedding_cache.sqlite (or --cache), so re-runs embed only new phrases.
@@ -90,32 +91,50 @@ def _kappa_range(text: str) -> Tuple[int, int]:
 
 
 def dataset_reference(directory: Path, override: Optional[str]) -> Optional[str]:
-    """The dataset of a run directory: ``override``, else ``meta.json``'s ``dataset_path`` or ``dataset``."""
+    """The dataset of a run directory: ``override``; else ``meta.json``'s ``dataset_path`` or ``dataset``;
+    else the ``dataset`` name that ``cikg interests infer`` recorded in ``llm_summary.json``."""
+    from ..llm.pipeline import SUMMARY_FILE
+
     if override:
         return override
-    meta_path = directory / "meta.json"
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"not valid JSON ({err.msg})", meta_path, err.lineno) from None
-    if not isinstance(meta, dict):
-        raise DatasetError("expected a JSON object", meta_path)
-    for key in ("dataset_path", "dataset"):
-        value = meta.get(key)
-        if isinstance(value, str) and value:
-            path = Path(value)
-            if key == "dataset_path" and not path.is_absolute():
-                path = directory / path
-            return str(path) if key == "dataset_path" else value
+    for name in ("meta.json", SUMMARY_FILE):
+        meta = _read_json_object(directory / name)
+        for key in ("dataset_path", "dataset"):
+            value = meta.get(key)
+            if isinstance(value, str) and value:
+                if key == "dataset_path" and not Path(value).is_absolute():
+                    return str(directory / value)
+                return value
     return None
+
+
+def _read_json_object(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"not valid JSON ({err.msg})", path, err.lineno) from None
+    if not isinstance(meta, dict):
+        raise DatasetError("expected a JSON object", path)
+    return meta
+
+
+def _load_reference(reference: str, override: Optional[str]) -> Any:
+    from ..data import load_dataset
+
+    try:
+        return load_dataset(reference)
+    except DatasetError as err:
+        if override:
+            raise
+        raise DatasetError(
+            f"{err} (the dataset recorded in the run directory; pass --dataset NAME_OR_PATH)"
+        ) from None
 
 
 def cluster_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests cluster``; prints a summary, returns 0."""
-    from ..data import load_dataset
-
     directory: Path = args.dir
     if not directory.is_dir():
         raise DatasetError("run directory not found", directory)
@@ -132,7 +151,7 @@ def cluster_command(args: argparse.Namespace) -> int:
         n_threads=args.threads,
     )
     reference = dataset_reference(directory, args.dataset)
-    dataset = load_dataset(reference) if reference else None
+    dataset = _load_reference(reference, args.dataset) if reference else None
     if dataset is None:
         log.warning(
             "no dataset given (--dataset or meta.json): interest ids start at 0, not after the entities"

@@ -110,7 +110,7 @@ def read_raw_interests(path: PathLike) -> pd.DataFrame:
     if path.is_dir():
         path = path / RAW_FILE
     if not path.is_file():
-        raise DatasetError("interest file not found (run `cikg llm infer` first, or pass the file)", path)
+        raise DatasetError("interest file not found (run `cikg interests infer` first)", path)
     records: Dict[int, tuple] = {}
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):

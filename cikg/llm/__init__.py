@@ -18,6 +18,6 @@ from .replay import ReplayBackend, export_replay, read_replay
 __all__ = [
     "CIKGREC_INTERESTS", "NOT_AN_LLM", "RAW_FILE", "Backend", "BatchBackend", "BatchConfig", "Completion",
     "InferenceResult", "KGProfileBackend", "KGProfileConfig", "LLMConfig", "OpenAIBackend", "ParsedAnswer",
-    "PromptTemplate", "Request", "ResponseCache", "RetryPolicy", "RunSummary", "build_requests", "cache_key",
+    "PromptTemplate", "ReplayBackend", "Request", "ResponseCache", "RetryPolicy", "RunSummary", "build_requests", "cache_key",
     "export_replay", "infer_interests", "parse_interests", "parse_retry_after", "read_replay",
 ]

@@ -101,7 +101,7 @@ class BatchBackend:
         keys = [self.config.key_of(r) for r in requests]
         before = self.cache.get_many(keys)
         answered_before = {k for k, row in before.items() if row.ok}
-        by_key = {k: r for k, r in zip(keys, requests)}
+        by_key = {k: r for k, r in zip(keys, requests, strict=True)}
         for open_batch in self.cache.open_batches():
             log.info("resuming batch %s (%d requests)", open_batch["batch_id"], len(open_batch["keys"]))
             self.wait_and_collect(open_batch["batch_id"], open_batch["keys"], by_key)
@@ -113,7 +113,7 @@ class BatchBackend:
             self.wait_and_collect(batch_id, chunk, by_key)
         rows = self.cache.get_many(keys)
         out = []
-        for request, key in zip(requests, keys):
+        for request, key in zip(requests, keys, strict=True):
             row = rows.get(key)
             if row is None:  # cannot happen once collected; kept as a clear failure rather than a KeyError
                 out.append(Completion(request, FAILED, None, "batch: no result", source=self.name, key=key))

@@ -211,21 +211,21 @@ class OpenAIBackend:
         keys = [self.config.key_of(r) for r in requests]
         cached = self.cache.get_many(keys) if self.cache is not None else {}
         done: Dict[str, Completion] = {}
-        for request, key in zip(requests, keys):
+        for request, key in zip(requests, keys, strict=True):
             row = cached.get(key)
             if row is not None and row.ok and key not in done:
                 done[key] = Completion(request, OK, row.text, source=row.source or self.name, cached=True,
                                        key=key, prompt_tokens=row.prompt_tokens,
                                        completion_tokens=row.completion_tokens)
         pending: Dict[str, Request] = {}
-        for request, key in zip(requests, keys):
+        for request, key in zip(requests, keys, strict=True):
             if key not in done and key not in pending:
                 pending[key] = request
         log.info("%s: %d request(s), %d answered from the cache, %d to send", self.name, len(requests),
                  len(done), len(pending))
         if pending:
             done.update(await self._send_all(pending, n_cached=len(done)))
-        out = [self._for_request(done[key], request) for request, key in zip(requests, keys)]
+        out = [self._for_request(done[key], request) for request, key in zip(requests, keys, strict=True)]
         self._summary = RunSummary.of(self.name, out, started)
         return out
 

@@ -219,7 +219,7 @@ class KGProfileBackend:
         best = top_k_per_row(rows, cols, scores, self.config.max_phrases)
         top_rows, top_cols, top_counts = rows[best], cols[best], counts.values()[best]
         out: List[List[Tuple[str, str, int]]] = [[] for _ in range(user_index.numel())]
-        for r, c, n in zip(top_rows.tolist(), top_cols.tolist(), top_counts.tolist()):
+        for r, c, n in zip(top_rows.tolist(), top_cols.tolist(), top_counts.tolist(), strict=True):
             out[r].append((names[c], kinds[c], int(n)))
         return out
 
@@ -227,7 +227,7 @@ class KGProfileBackend:
         started = time.perf_counter()
         profiles = self.profiles([r.user for r in requests])
         out = []
-        for request, profile in zip(requests, profiles):
+        for request, profile in zip(requests, profiles, strict=True):
             text = ", ".join(phrase for phrase, _, _ in profile)
             evidence = [{"phrase": p, "kind": k, "count": n} for p, k, n in profile]
             status = OK if text else "failed"

@@ -37,6 +37,10 @@ class BPRBatch:
     def __len__(self) -> int:
         return int(self.users.numel())
 
+    def __iter__(self) -> Iterator[Tensor]:
+        """``users, pos, neg = batch`` (the epoch is not unpacked)."""
+        return iter((self.users, self.pos, self.neg))
+
 
 LossTerms = Dict[str, Tensor]
 

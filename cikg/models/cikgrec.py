@@ -29,7 +29,10 @@ CIKG. The model adds to a LightGCN encoder two self-supervised objectives and an
 
 Differences from the authors' release, on purpose: ``cl_anchor="collaborative"`` is what the paper
 describes, ``"full"`` (the default) is what the released code does (its view-1 edge list aliases the full
-CIKG's); edge dropout (encoder and UIR) is resampled once per epoch instead of per batch; interest ids are
+CIKG's); edge dropout (encoder and UIR) is resampled once per epoch instead of per batch; the UIR graph is
+the encoder's graph with the encoder's ``self_loops`` setting (the release adds self-loops to it only
+after dropping edges); the TransE L2 term and the head-uniform triple sampling follow the release, but
+corrupted tails are drawn in the positive tail's domain and are never true triples; interest ids are
 dense (no isolated ids of dropped clusters).
 """
 from __future__ import annotations

@@ -57,7 +57,7 @@ class TrainConfig:
     eval_every: int = 1
     select: Tuple[str, ...] = ("recall@20", "ndcg@20")
     ks: Tuple[int, ...] = (20, 50, 100)
-    eval_block_size: int = 2048
+    eval_block_size: int = 256
     sparse_groups: Tuple[int, ...] = (5, 10)
     seed: int = 2024
     device: str = "cpu"

@@ -24,21 +24,14 @@ Example::
 from __future__ import annotations
 
 import logging
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, Optional
 
 import torch
 
 from ..errors import CikgError, DatasetError
+from ..models.base import BPRBatch
 
 log = logging.getLogger(__name__)
-
-
-class BPRBatch(NamedTuple):
-    """One mini-batch: ``users``, ``pos_items``, ``neg_items``, each ``LongTensor [b]``."""
-
-    users: torch.Tensor
-    pos_items: torch.Tensor
-    neg_items: torch.Tensor
 
 
 class BPRSampler:

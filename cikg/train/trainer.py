@@ -31,7 +31,7 @@ from ..data import Dataset, load_dataset, load_interests, synthetic
 from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
-from ..models.base import BPRBatch, Recommender
+from ..models.base import Recommender
 from .config import RunConfig, load_run_config, run_config_from_dict
 from .sampling import BPRSampler
 
@@ -160,7 +160,8 @@ class Trainer:
         for step, raw in enumerate(self.sampler.epoch(generator)):
             if step >= n_batches:
                 break
-            batch = BPRBatch(raw.users, raw.pos_items, raw.neg_items, epoch).to(self.device)
+            raw.epoch = epoch
+            batch = raw.to(self.device)
             total, terms = self.model.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
