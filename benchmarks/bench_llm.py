@@ -76,7 +76,7 @@ def main() -> int:
                 users = range(concurrency * args.real, (concurrency + 1) * args.real)
                 backend = OpenAIBackend(LLMConfig(model="smollm2", base_url=server.base_url, max_tokens=64,
                                                   concurrency=concurrency, timeout=300, progress=False), None)
-                result, t = timed(lambda: infer_interests(bx, backend, users=users))
+                result, t = timed(lambda b=backend, u=users: infer_interests(bx, b, users=u))
                 s = backend.summary()
                 print(f"real llama.cpp SmolLM2-135M Q4_1, book-crossing users {users.start}..{users.stop - 1}, "
                       f"concurrency {concurrency}: {s.sent} requests in {t:.1f} s = {s.sent / t * 60:.1f} users/min; "
