@@ -174,7 +174,8 @@ def _warn(message: str, path: Path, line: Optional[int] = None) -> None:
 _LOAD_WARNINGS: List[str] = []
 
 
-_LIST_WITH_TEXT = re.compile(r"^(\S+)\s+(\d+)(?:\s+(.*))?$")
+# the shortest prefix before a whitespace-delimited integer: original ids may contain spaces
+_LIST_WITH_TEXT = re.compile(r"^(.*?)\s+(\d+)(?:\s+(.*))?$")
 _LIST_WITHOUT_TEXT = re.compile(r"^(.*?)\s+(\d+)()\s*$")
 
 
