@@ -20,8 +20,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import math
+import os
 import re
 import time
 from pathlib import Path

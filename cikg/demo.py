@@ -20,7 +20,14 @@ from .interests import ClusterConfig, structure_interests
 from .llm import KGProfileBackend, infer_interests
 from .models import CIKGRecConfig, LightGCNConfig
 from .train import DataConfig, RunConfig, TrainConfig, Trainer
-from .viz import plot_degrees, plot_groups, plot_loss_terms, plot_mask_schedule, plot_valid_metrics, read_history
+from .viz import (
+    plot_degrees,
+    plot_groups,
+    plot_loss_terms,
+    plot_mask_schedule,
+    plot_valid_metrics,
+    read_history,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from cikg.data import (Dataset, carve_validation, from_pandas, load_dataset, save_dataset, synthetic, to_pandas,
-                       uri_to_title)
+from cikg.data import (
+    Dataset,
+    carve_validation,
+    from_pandas,
+    load_dataset,
+    save_dataset,
+    synthetic,
+    to_pandas,
+    uri_to_title,
+)
 from cikg.errors import DatasetError
 
 # (users, items, non-item entities, relations, KG triples, interests, user-interest edges, train+valid, test)

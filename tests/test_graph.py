@@ -7,8 +7,20 @@ from torch_geometric.data import HeteroData
 
 from cikg.data import synthetic
 from cikg.errors import GraphError
-from cikg.graph import (HAS_INTEREST, INTERACTS, View, attach_features, build_cikg, build_views, graph_stats,
-                        kg_edge_types, load_graph, normalized_adjacency, save_graph, to_networkx)
+from cikg.graph import (
+    HAS_INTEREST,
+    INTERACTS,
+    View,
+    attach_features,
+    build_cikg,
+    build_views,
+    graph_stats,
+    kg_edge_types,
+    load_graph,
+    normalized_adjacency,
+    save_graph,
+    to_networkx,
+)
 
 # (users, items, entities, interests) per dataset
 NODES = {"dbbook": (5576, 2680, 6228, 381), "bookcrossing": (6616, 8853, 673, 244), "ml1m": (6040, 3260, 0, 115),

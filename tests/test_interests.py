@@ -516,9 +516,8 @@ def test_dbbook_titles_as_phrases(dbbook, encoder, embedding, tmp_path):
 
 def test_cli_reads_the_llm_run_directory(tmp_path, data_dir, capsys):
     from cikg.cli import main
-    from cikg.llm import RAW_FILE
-
     from cikg.interests.io import RAW_FILE as READ_FILE
+    from cikg.llm import RAW_FILE
 
     assert READ_FILE == RAW_FILE
     pairs = topic_pairs({"music": 6, "sports": 6, "cooking": 6, "history": 5})

@@ -10,9 +10,23 @@ from torch_geometric.utils import add_self_loops, to_undirected
 
 from cikg.errors import ConfigError
 from cikg.graph import View, build_cikg, build_views, normalized_adjacency
-from cikg.models import (MODEL_CONFIGS, BPRMF, BPRBatch, BPRMFConfig, CIKGRec, CIKGRecConfig, EdgeDropout,
-                         LGPropagation, LightGCN, LightGCNConfig, info_nce, mask_rate_schedule, sce_loss,
-                         simgcl_noise, spmm)
+from cikg.models import (
+    BPRMF,
+    MODEL_CONFIGS,
+    BPRBatch,
+    BPRMFConfig,
+    CIKGRec,
+    CIKGRecConfig,
+    EdgeDropout,
+    LGPropagation,
+    LightGCN,
+    LightGCNConfig,
+    info_nce,
+    mask_rate_schedule,
+    sce_loss,
+    simgcl_noise,
+    spmm,
+)
 from cikg.models.cikgrec import INTERACTED, TransETriples
 
 

@@ -1,6 +1,18 @@
 """The CIKG as a PyG ``HeteroData``, its normalised homogeneous views, networkx export and save/load."""
-from .cikg import (HAS_INTEREST, INTERACTS, NODE_TYPES, attach_features, build_cikg, graph_stats, kg_edge_types,
-                   load_graph, node_text, reverse_edge_type, save_graph, to_networkx)
+from .cikg import (
+                   HAS_INTEREST,
+                   INTERACTS,
+                   NODE_TYPES,
+                   attach_features,
+                   build_cikg,
+                   graph_stats,
+                   kg_edge_types,
+                   load_graph,
+                   node_text,
+                   reverse_edge_type,
+                   save_graph,
+                   to_networkx,
+)
 from .views import VIEW_PARTS, GraphViews, View, build_views, normalized_adjacency
 
 __all__ = [

@@ -478,24 +478,23 @@ def fit_interests(
 
 def _assignments(pairs: pd.DataFrame, edges: np.ndarray, all_users: Optional[Sequence[int]]) -> pd.DataFrame:
     """One row per user: the phrases as given (empty ones too), the sorted dense interest ids."""
-    given = pairs.dropna(subset=["phrase"]).groupby("user", sort=True)["phrase"].agg(list)
-    held = (
-        pd.Series(edges[1], index=edges[0]).groupby(level=0).agg(list)
-        if edges.size
-        else pd.Series(dtype=object)
-    )
     users = np.unique(pairs["user"].to_numpy(np.int64))
     if all_users is not None:
         users = np.union1d(users, np.asarray(list(all_users), dtype=np.int64))
+    given = pairs[pairs["phrase"].notna()]
     frame = pd.DataFrame({"user": users})
-    frame["phrases"] = _lists(given.reindex(users), str)
-    frame["clusters"] = _lists(held.reindex(users), int)
+    frame["phrases"] = group_lists(given["user"].to_numpy(np.int64), given["phrase"].to_numpy(object), users)
+    frame["clusters"] = group_lists(edges[0], edges[1], users)
     if "user_id" in pairs.columns:
         ids = pairs.groupby("user", sort=True)["user_id"].first().reindex(users)
         frame["user_id"] = ids.astype(object).where(ids.notna(), None).tolist()
     return frame
 
 
-def _lists(series: pd.Series, kind: type) -> List[list]:
-    """Lists of ``kind`` from a Series of lists with NaN holes (holes become empty lists)."""
-    return [[kind(x) for x in v] if isinstance(v, list) else [] for v in series.tolist()]
+def group_lists(owners: np.ndarray, values: np.ndarray, groups: np.ndarray) -> List[list]:
+    """``values`` split by owner: one list per entry of the sorted ``groups`` (a superset of ``owners``),
+    input order kept inside a group, ``[]`` for a group that owns nothing. Vectorised: one stable sort and
+    one split, no per-row Python."""
+    order = np.argsort(owners, kind="stable")
+    ends = np.searchsorted(owners[order], groups, side="right")
+    return [part.tolist() for part in np.split(np.asarray(values)[order], ends[:-1])]

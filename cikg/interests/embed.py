@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError, CikgError
+from ..errors import CikgError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class Encoder:
     @property
     def dim(self) -> int:
         """Vector size of the model."""
-        get_dim = getattr(self.model, "get_sentence_embedding_dimension")
+        get_dim = self.model.get_sentence_embedding_dimension
         return int(get_dim())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -11,7 +11,15 @@ from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_
 from .bprmf import BPRMF, BPRMFConfig
 from .cikgrec import CIKGRec, CIKGRecConfig, info_nce, mask_rate_schedule, sce_loss
 from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
-from .propagation import AdjacencyStore, EdgeDropout, LGPropagation, SymmetricSpMM, drop_edges, simgcl_noise, spmm
+from .propagation import (
+    AdjacencyStore,
+    EdgeDropout,
+    LGPropagation,
+    SymmetricSpMM,
+    drop_edges,
+    simgcl_noise,
+    spmm,
+)
 
 MODEL_CONFIGS: Dict[str, type] = {
     "bprmf": BPRMFConfig,

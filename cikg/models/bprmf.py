@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..data import Dataset

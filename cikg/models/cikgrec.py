@@ -50,8 +50,15 @@ from ..errors import ConfigError
 from ..graph import GraphViews, View
 from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
-from .propagation import (AdjacencyStore, EdgeDropout, LGPropagation, random_integers, random_permutation,
-                          simgcl_noise, uniform_random)
+from .propagation import (
+    AdjacencyStore,
+    EdgeDropout,
+    LGPropagation,
+    random_integers,
+    random_permutation,
+    simgcl_noise,
+    uniform_random,
+)
 
 logger = logging.getLogger(__name__)
 
