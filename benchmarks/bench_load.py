@@ -47,12 +47,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name in ("dbbook2014", "book-crossing", "ml1m", "amazon-book"):
         path = data_dir() / name
-        load = best(lambda: load_dataset(path), args.repeat)
-        naive = best(lambda: (naive_read(path / "train.txt"), naive_read(path / "test.txt")), args.repeat)
+        load = best(lambda path=path: load_dataset(path), args.repeat)
+        naive = best(lambda path=path: (naive_read(path / "train.txt"), naive_read(path / "test.txt")), args.repeat)
         dataset = load_dataset(path)
-        graph_time = best(lambda: build_cikg(dataset), args.repeat)
+        graph_time = best(lambda dataset=dataset: build_cikg(dataset), args.repeat)
         graph = build_cikg(dataset)
-        views_time = best(lambda: build_views(graph, views=tuple(View)), args.repeat)
+        views_time = best(lambda graph=graph: build_views(graph, views=tuple(View)), args.repeat)
         n = dataset.train.size(1) + dataset.valid.size(1) + dataset.test.size(1)
         print(f"| {name} | {n:,} | {load:.2f} | {naive:.2f} | {naive / load:.1f}× | {graph_time:.2f} | {views_time:.2f} |")
 

@@ -95,7 +95,7 @@ def _register_data(sub) -> None:
     p.set_defaults(func=_cmd_data_stats)
     p = dsub.add_parser("split", **_parser_kwargs("carve a seeded validation split and write the dataset with valid.txt",
                                                   "cikg data split book-crossing -o data/bc --seed 7"))
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="a dataset name or directory, or a graph recipe (graphs/*.yaml)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--root")
     p.add_argument("--valid-fraction", type=float, default=1 / 8)
@@ -132,10 +132,19 @@ def _cmd_graph_build(args: argparse.Namespace) -> int:
     from .data import load_dataset, load_interests
     from .graph import build_cikg, graph_stats, save_graph
 
-    dataset = load_dataset(args.dataset, root=args.root)
+    if args.dataset.endswith((".yaml", ".yml")):
+        from .train import load_graph_recipe, load_run_dataset
+
+        recipe = load_graph_recipe(args.dataset)
+        dataset = load_run_dataset(recipe)
+        include_kg, include_interests = recipe.include_kg, recipe.include_interests
+    else:
+        dataset = load_dataset(args.dataset, root=args.root)
+        include_kg, include_interests = True, True
     if args.interests:
         dataset = load_interests(dataset, args.interests)
-    graph = build_cikg(dataset, include_kg=not args.no_kg, include_interests=not args.no_interests)
+    graph = build_cikg(dataset, include_kg=include_kg and not args.no_kg,
+                       include_interests=include_interests and not args.no_interests)
     save_graph(graph, args.output)
     print(graph_stats(graph).to_string(index=False))
     print(f"saved the CIKG of {dataset.name} to {args.output}")
@@ -174,8 +183,9 @@ def _register_graph(sub) -> None:
     gsub = graph.add_subparsers(dest="graph_command", required=True, metavar="{build,stats,export}")
     p = gsub.add_parser("build", **_parser_kwargs("build the CIKG of a dataset and save it (torch.save of plain tensors)",
                                                   "cikg graph build dbbook2014 -o runs/dbbook.pt",
+                                                  "cikg graph build graphs/ml1m.yaml -o runs/ml1m.pt",
                                                   "cikg graph build book-crossing --interests out/bc -o bc.pt"))
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="a dataset name or directory, or a graph recipe (graphs/*.yaml)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--root")
     p.add_argument("--interests", help="directory or user_interest_clustered.txt replacing the dataset's interests")

@@ -14,7 +14,7 @@ import torch
 
 from cikg.cli import main
 from cikg.config import parse_overrides
-from cikg.errors import CheckpointError, ConfigError
+from cikg.errors import CheckpointError, CikgError, ConfigError
 from cikg.models import CIKGRecConfig, LightGCNConfig
 from cikg.train import DataConfig, RunConfig, TrainConfig, Trainer, load_run_config
 
@@ -143,7 +143,7 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path):
     (bad / "test.txt").write_text("0 3\n")
     assert main(["data", "stats", str(bad)]) == 2
     assert f"{bad / 'train.txt'}:2: non-integer token" in capsys.readouterr().err
-    with pytest.raises(Exception):
+    with pytest.raises(CikgError):
         main(["--debug", "data", "stats", "no-such-dataset"])
 
 

@@ -130,7 +130,7 @@ def synthetic(n_users: int = 2000, n_items: int = 600, *, seed: int = 0, **kwarg
              item_place + offsets[3], item_publisher + offsets[4]]
     item_ids = np.arange(n_items)
     kg = np.concatenate([np.stack([item_ids, np.full(n_items, r), t]) for r, t in enumerate(tails)], axis=1)
-    entity_text = (genres + author_names + eras + list(_PLACES) + list(_PUBLISHERS))
+    entity_text = (genres + author_names + eras + [str(p) for p in _PLACES] + [str(p) for p in _PUBLISHERS])
     n_entities = n_items + len(entity_text)
 
     nouns = np.array([_GENRES[t % len(_GENRES)][1] for t in range(n_topics)], dtype=object)

@@ -170,7 +170,7 @@ def cluster_command(args: argparse.Namespace) -> int:
         directory / RAW_FILE, config, dataset=dataset, encoder=encoder, out_dir=directory
     )
     print(format_summary(result.clustering.summary(), result.clustering, reference))
-    for name, path in sorted(result.paths.items()):
+    for _, path in sorted(result.paths.items()):
         print(f"  wrote {path}")
     return 0
 

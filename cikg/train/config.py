@@ -133,7 +133,7 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     data = dict(data)
     unknown = [k for k in data if k not in ("data", "model", "train", "name")]
     if unknown:
-        raise ConfigError("unknown key; expected data, model, train or name", unknown[0])
+        raise ConfigError("unknown key; expected data, model, train, name (or graph in a file)", unknown[0])
     model_data = dict(data.get("model") or {})
     name = model_data.pop("name", "lightgcn")
     if name not in MODEL_CONFIGS:
@@ -147,6 +147,30 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 
 
 def load_run_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Load a YAML run config (or the defaults) and apply ``key=value`` overrides."""
+    """Load a YAML run config (or the defaults) and apply ``key=value`` overrides.
+
+    A top-level ``graph: RECIPE.yaml`` names a graph recipe (``graphs/*.yaml``: the ``data`` settings of
+    one CIKG); its keys are the base of ``data`` and the config's own ``data`` keys override them. A
+    relative recipe path is looked up beside the config file, then from the working directory.
+    """
     base = load_yaml(path) if path is not None else {}
-    return run_config_from_dict(merge(base, parse_overrides(overrides)))
+    merged = merge(base, parse_overrides(overrides))
+    recipe = merged.pop("graph", None)
+    if recipe is not None:
+        recipe_data = load_graph_recipe(_find_recipe(str(recipe), path))
+        merged["data"] = merge(to_dict(recipe_data), dict(merged.get("data") or {}))
+    return run_config_from_dict(merged)
+
+
+def load_graph_recipe(path: Union[str, Path], overrides: Sequence[str] = ()) -> DataConfig:
+    """Read a graph recipe (``graphs/<name>.yaml``): the :class:`DataConfig` that defines one CIKG."""
+    return from_dict(DataConfig, merge(load_yaml(path), parse_overrides(overrides)), prefix="data")
+
+
+def _find_recipe(recipe: str, config_path: Optional[Union[str, Path]]) -> Path:
+    candidates = [Path(config_path).parent / recipe] if config_path is not None else []
+    candidates.append(Path(recipe))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"graph recipe not found (looked at {', '.join(map(str, candidates))})", "graph")

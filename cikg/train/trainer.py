@@ -32,7 +32,7 @@ from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
-from .config import RunConfig, load_run_config, run_config_from_dict
+from .config import DataConfig, RunConfig, load_run_config, run_config_from_dict
 from .sampling import BPRSampler
 
 logger = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**62)
 
 
-def load_run_dataset(config: RunConfig) -> Dataset:
-    """The dataset a run config names (synthetic, a name or a path), with its interests override."""
-    data = config.data
+def load_run_dataset(config: Union[RunConfig, DataConfig]) -> Dataset:
+    """The dataset a run config (or its ``data`` section / a graph recipe) names, with its interests override."""
+    data = config.data if isinstance(config, RunConfig) else config
     if data.dataset == "synthetic":
         dataset = synthetic(data.synthetic_users, data.synthetic_items, seed=data.synthetic_seed)
     else:
