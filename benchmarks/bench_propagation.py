@@ -156,7 +156,7 @@ def bench_epoch(dataset, views, epochs: int, device: torch.device) -> None:
             raw = next(batches, None)
             if raw is None:
                 break
-            batch = BPRBatch(raw.users, raw.pos_items, raw.neg_items, epoch).to(device)
+            batch = BPRBatch(raw.users, raw.pos, raw.neg, epoch).to(device)
             synchronize(device)
             spent["sampling"] += time.perf_counter() - start
             start, propagation_before = time.perf_counter(), spent["propagation"]
