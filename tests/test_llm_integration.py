@@ -1,5 +1,6 @@
 """The whole interest step against the real local LLM (llama.cpp + SmolLM2-135M) on 200 book-crossing users:
-prompts -> real model -> parse -> cache; a second run sends nothing; a run killed half-way resumes."""
+prompts -> real model -> parse -> cache; a second run sends nothing; a run killed half-way resumes; then
+embed -> cluster -> CIKG -> a short CIKGRec training on those interests."""
 from __future__ import annotations
 
 import os
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from cikg.graph import build_cikg
+from cikg.interests import ClusterConfig, structure_interests
 from cikg.llm import LLMConfig, OpenAIBackend, ResponseCache, infer_interests
 from cikg.llm.serve import ServeConfig, llama_cpp_available, llama_server
+from cikg.models import CIKGRecConfig
+from cikg.train import DataConfig, RunConfig, TrainConfig, Trainer
 
 pytestmark = pytest.mark.llm
 
@@ -78,3 +83,19 @@ def test_real_llm_step_on_200_book_crossing_users(bookcrossing, tmp_path):
         again = infer_interests(bookcrossing, again_backend, users=range(N_USERS), out_dir=tmp_path / "again")
         assert again_backend.summary().sent == 0 and again_backend.summary().cached == n_requests
         assert again.frame.equals(result.frame)
+
+        # embed -> cluster -> graph -> a CIKGRec that trains on the real model's interests
+        structured = structure_interests(result.frame, ClusterConfig(kappa=40, seed=0, n_threads=1),
+                                         dataset=bookcrossing, out_dir=tmp_path / "interests")
+        dataset = structured.dataset
+        assert (tmp_path / "interests" / "user_interest_clustered.txt").is_file()
+        assert 0 < dataset.n_interests <= 40
+        assert set(dataset.user_interest[0].unique().tolist()) <= set(result.frame["user"].unique().tolist())
+        graph = build_cikg(dataset)
+        assert graph["interest"].num_nodes == dataset.n_interests
+        assert graph["user", "has_interest", "interest"].edge_index.size(1) == dataset.user_interest.size(1)
+        run = RunConfig(data=DataConfig(dataset="book-crossing"),
+                        model=CIKGRecConfig(layers=2, use_transe=False, total_epoch=2),
+                        train=TrainConfig(epochs=2, max_batches=5, progress=False, threads=1, seed=0))
+        fit = Trainer(run, tmp_path / "run", dataset=dataset).fit(resume=False)
+        assert fit.epochs_run == 2 and 0.0 <= fit.valid["recall@20"] <= 1.0
