@@ -210,13 +210,23 @@ def _register_graph(sub) -> None:
 # ---------------------------------------------------------------------------------------------- train/evaluate
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer, load_run_config
+    from .train.distributed import DistributedEnv, train_distributed
 
-    config = load_run_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    config = load_run_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / (
         config.name or f"{config.model_name}-{Path(config.data.dataset).name}-seed{config.train.seed}")
-    trainer = Trainer(config, run_dir)
-    result = trainer.fit(resume=not args.no_resume)
-    _print_metrics(f"{config.model_name} on {trainer.dataset.name} (seed {config.train.seed}, best epoch "
+    env = DistributedEnv.from_env()  # set by torchrun with --nproc_per_node > 1
+    if env is not None:
+        result = train_distributed(config, run_dir, env, resume=not args.no_resume)
+        if env.rank != 0:
+            return 0
+        dataset_name, ranks = Path(config.data.dataset).name, f", {env.world_size} ranks"
+    else:
+        trainer = Trainer(config, run_dir)
+        result = trainer.fit(resume=not args.no_resume)
+        dataset_name, ranks = trainer.dataset.name, ""
+    _print_metrics(f"{config.model_name} on {dataset_name} (seed {config.train.seed}{ranks}, best epoch "
                    f"{result.best_epoch} of {result.epochs_run}, selected on valid)", result.valid, result.test)
     if args.plots:
         from .viz import plot_run
@@ -253,11 +263,15 @@ def _register_train(sub) -> None:
     p = sub.add_parser("train", **_parser_kwargs(
         "train a model from a YAML config with key=value overrides (resumes a killed run)",
         "cikg train experiments/dbbook2014/cikgrec.yaml", "cikg train experiments/dbbook2014/lightgcn.yaml train.seed=1",
-        "cikg train - model.name=lightgcn data.dataset=synthetic train.epochs=5   # no file: defaults + overrides"))
+        "cikg train - model.name=lightgcn data.dataset=synthetic train.epochs=5   # no file: defaults + overrides",
+        "cikg train experiments/dbbook2014/cikgrec.yaml --device cuda",
+        "torchrun --standalone --nproc_per_node=2 -m cikg train experiments/dbbook2014/lightgcn.yaml  # DDP"))
     p.add_argument("config", help="a YAML run config, or - for the defaults")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=5e-4")
     p.add_argument("--run-dir", help="run directory (default runs/<model>-<dataset>-seed<seed>)")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run directory")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (same as train.device=...; under torchrun, cuda "
+                                    "gives each rank the GPU LOCAL_RANK)")
     p.add_argument("--plots", action="store_true", help="write loss and metric plots as PNG into the run directory")
     p.set_defaults(func=lambda a: _cmd_train(_dash_config(a)))
     p = sub.add_parser("evaluate", **_parser_kwargs("evaluate a run's selected model on valid and test, with user groups",

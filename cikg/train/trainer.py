@@ -162,8 +162,8 @@ class Trainer:
                 break
             raw.epoch = epoch
             batch = raw.to(self.device)
-            total, terms = self.model.loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)  # before the forward: DDP inspects .grad there
+            total, terms = self._loss(batch)
             total.backward()
             self.optimizer.step()
             sums["loss"] += float(total.detach())
@@ -176,9 +176,9 @@ class Trainer:
         for task, optimizer in zip(self.aux_tasks, self.aux_optimizers):
             task_sums: Dict[str, float] = defaultdict(float)
             count = 0
-            for aux_batch in task.batches(generator, epoch):
-                total, terms = task.loss(aux_batch)
+            for aux_batch in self._aux_batches(task, generator, epoch):
                 optimizer.zero_grad(set_to_none=True)
+                total, terms = self._aux_loss(task, aux_batch)
                 total.backward()
                 optimizer.step()
                 count += 1
@@ -188,6 +188,19 @@ class Trainer:
                         task_sums[name] += float(value.detach()) if torch.is_tensor(value) else float(value)
             logged.update({name: value / max(count, 1) for name, value in task_sums.items()})
         return logged
+
+    # hooks that cikg.train.distributed.DistributedTrainer overrides (one training loop for both)
+    def _loss(self, batch):
+        """The main objective of one batch: ``(total, terms)``."""
+        return self.model.loss(batch)
+
+    def _aux_batches(self, task, generator: torch.Generator, epoch: int):
+        """The batches of an auxiliary task this process trains on in ``epoch``."""
+        return task.batches(generator, epoch)
+
+    def _aux_loss(self, task, batch):
+        """An auxiliary task's objective of one batch: ``(total, terms)``."""
+        return task.loss(batch)
 
     @torch.no_grad()
     def evaluate(self, split: str = "valid", users: Optional[torch.Tensor] = None) -> EvalResult:
@@ -218,10 +231,18 @@ class Trainer:
 
     def load_checkpoint(self) -> bool:
         """Restore the last checkpoint of ``run_dir`` if there is one; returns whether it did."""
-        if not self.checkpoint_path.exists():
+        state = self._read_checkpoint(self.device)
+        if state is None:
             return False
+        self._restore(state)
+        return True
+
+    def _read_checkpoint(self, map_location: Any) -> Optional[Dict[str, Any]]:
+        """The checkpoint of ``run_dir`` checked against this config, or ``None`` when there is none."""
+        if not self.checkpoint_path.exists():
+            return None
         try:
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+            state = torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
         except Exception as err:  # a foreign or corrupt file: say which
             raise CheckpointError(f"{self.checkpoint_path}: cannot read checkpoint ({err})") from None
         if state.get("version") != CHECKPOINT_VERSION:
@@ -230,6 +251,9 @@ class Trainer:
         if state["config"] != self.config.to_dict():
             raise CheckpointError(f"{self.checkpoint_path}: was written by a different configuration; use a new "
                                   "run directory or the same config to resume")
+        return state
+
+    def _restore(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for optimizer, saved in zip(self.aux_optimizers, state["aux_optimizers"]):
@@ -240,7 +264,6 @@ class Trainer:
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"])
         logger.info("resumed %s from epoch %d (best epoch %d)", self.run_dir, self.epoch, self.best_epoch)
-        return True
 
     # ------------------------------------------------------------------ the run
     def fit(self, resume: bool = True) -> FitResult:
@@ -260,24 +283,28 @@ class Trainer:
             record: Dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
             record["train_seconds"] = time.perf_counter() - start
             if epoch % train.eval_every == 0 or epoch == train.epochs:
-                result = self.evaluate("valid")
-                record.update({f"valid_{k}": v for k, v in result.to_dict().items()})
-                score = self.selection_score(result)
-                if score > self.best_score:
-                    self.best_score, self.best_epoch, self.bad_evals = score, epoch, 0
-                    if self.is_main:
-                        torch_save_atomic(self.model.state_dict(), self.best_path)
-                else:
-                    self.bad_evals += 1
-                stopped = bool(train.patience) and self.bad_evals >= train.patience
+                stopped = self._validate_epoch(epoch, record)
             record["seconds"] = time.perf_counter() - start
             self.epoch = epoch
             self.history.append(record)
             if self.is_main:
                 self.save_checkpoint()
                 self._write_history()
-            logger.info("epoch %d: %s", epoch, _format_record(record, train.select))
+                logger.info("epoch %d: %s", epoch, _format_record(record, train.select))
         return self.finish()
+
+    def _validate_epoch(self, epoch: int, record: Dict[str, Any]) -> bool:
+        """Validate, keep the best weights, count bad evaluations; returns whether to stop early."""
+        result = self.evaluate("valid")
+        record.update({f"valid_{k}": v for k, v in result.to_dict().items()})
+        score = self.selection_score(result)
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_evals = score, epoch, 0
+            if self.is_main:
+                torch_save_atomic(self.model.state_dict(), self.best_path)
+        else:
+            self.bad_evals += 1
+        return bool(self.config.train.patience) and self.bad_evals >= self.config.train.patience
 
     def finish(self) -> FitResult:
         """Load the best weights, evaluate valid and test, write ``metrics.json`` and ``groups.csv``."""
