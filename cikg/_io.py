@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, List, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -30,6 +30,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def read_utf8_lines(path: PathLike) -> List[str]:
+    """The lines of a UTF-8 text file (split at ``\n``; a ``\r`` before it is kept, JSON ignores it).
+
+    Raises:
+        DatasetError: the file is missing or unreadable, or not UTF-8 (naming the line of the first bad byte).
+    """
+    from .errors import DatasetError
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError("file not found", path) from None
+    except OSError as err:
+        raise DatasetError(f"cannot read file: {err.strerror}", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError("file is not valid UTF-8", path, raw[: err.start].count(b"\n") + 1) from None
+    return text.split("\n")
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 import typing
 from pathlib import Path
@@ -36,6 +37,8 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    except (ValueError, RecursionError) as err:  # a value YAML cannot build (2001-13-01), or nesting too deep
+        raise ConfigError(f"{path}: invalid YAML ({type(err).__name__}: {str(err)[:100]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -55,7 +58,7 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):
             value = raw
         if isinstance(value, str) and _FLOAT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads "5e-4" as a string
@@ -134,10 +137,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
+                else:
+                    if math.isfinite(number):
+                        return number
+                    raise ConfigError(f"expected a finite number, got {value!r}", key)
             raise ConfigError(f"expected a number, got {value!r}", key)
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"expected a finite number, got {value!r}", key)
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):

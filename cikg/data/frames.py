@@ -60,6 +60,15 @@ def _factorize(values: pd.Series, known: Optional[Sequence] = None) -> tuple[np.
     return codes.astype(np.int64), list(index)
 
 
+def _no_missing(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Missing ids (NaN/None) would become id -1 or the string "nan": refuse them, naming the row."""
+    missing = frame[list(columns)].isna()
+    if missing.any(axis=None):
+        row = int(np.argmax(missing.any(axis=1).to_numpy()))
+        column = next(c for c in columns if missing[c].iloc[row])
+        raise DatasetError(f"{what}: row {row} has no {column} (missing ids are not allowed)")
+
+
 def _sorted_pairs(users: np.ndarray, items: np.ndarray) -> torch.Tensor:
     order = np.argsort(users, kind="stable")
     return torch.from_numpy(np.stack([users[order], items[order]]))
@@ -87,6 +96,7 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
             raise DatasetError(f"{_FRAME}: missing column {column!r} (columns: {list(interactions.columns)})")
     if interactions.empty:
         raise DatasetError(f"{_FRAME}: no rows")
+    _no_missing(interactions, ["user", "item"], _FRAME)
     frame = interactions.drop_duplicates(subset=["user", "item"] + (["split"] if "split" in interactions else []))
     u, user_ids = _factorize(frame["user"], None if users is None else users["user"].tolist())
     i, item_ids = _factorize(frame["item"], None if items is None else items["item"].tolist())
@@ -120,6 +130,7 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
         for column in ("head", "relation", "tail"):
             if column not in kg.columns:
                 raise DatasetError(f"kg frame: missing column {column!r}")
+        _no_missing(kg, ["head", "relation", "tail"], "kg frame")
         known = {k: idx for idx, k in enumerate(item_ids)}
         others = pd.unique(pd.concat([kg["head"], kg["tail"]]).astype(str))
         for entity in others:
@@ -132,6 +143,7 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
         kg_tensor = torch.from_numpy(np.stack([heads, rel_codes, tails]))
     interest_tensor, interest_labels = torch.empty((2, 0), dtype=torch.long), None
     if user_interest is not None and len(user_interest):
+        _no_missing(user_interest, [c for c in ("user", "interest") if c in user_interest], "user_interest frame")
         ui_users, _ = _factorize(user_interest["user"], user_ids)
         codes, interest_labels = _factorize(user_interest["interest"],
                                             None if interests is None else interests["interest"].tolist())

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MAX_ID = 10**12  # ids above this are certainly corrupt; keeps int64 arithmetic safe
+# without a *_list.txt, the largest id may exceed 10 x the distinct ids in use by at most this much
+SPARSE_ID_SLACK = 100_000
 _WS = np.zeros(256, dtype=bool)
 _WS[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
 _DIGIT = np.zeros(256, dtype=bool)
@@ -113,11 +115,12 @@ def read_int_tokens(path: Path) -> IntTokens:
     return IntTokens(values, lines.astype(np.int64), first)
 
 
-def read_adjacency_file(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_adjacency_file(path: Path, line_users: bool = False):
     """Read a ``user item item ...`` file into (users, items, 1-based line of each pair).
 
     A user listed on several lines is merged (with a warning); duplicate (user, item) pairs are dropped
-    with a warning naming the first duplicate's line.
+    with a warning naming the first duplicate's line. With ``line_users``, a fourth value holds the user
+    of every line and its line number (``[2, n_lines]``), users without items included.
     """
     tok = read_int_tokens(path)
     line_start = np.flatnonzero(tok.first_of_line)
@@ -135,6 +138,8 @@ def read_adjacency_file(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]
     order = np.argsort(users, kind="stable")
     users, items, lines = users[order], items[order], lines[order]
     users, items, lines = _drop_duplicate_pairs(users, items, lines, path)
+    if line_users:
+        return users, items, lines, np.stack([users_of_line, tok.lines[line_start]])
     return users, items, lines
 
 
@@ -175,8 +180,9 @@ _LOAD_WARNINGS: List[str] = []
 
 
 # the shortest prefix before a whitespace-delimited integer: original ids may contain spaces
-_LIST_WITH_TEXT = re.compile(r"^(.*?)\s+(\d+)(?:\s+(.*))?$")
-_LIST_WITHOUT_TEXT = re.compile(r"^(.*?)\s+(\d+)()\s*$")
+# (ASCII digits and whitespace only, as in the integer files)
+_LIST_WITH_TEXT = re.compile(r"^(.*?)\s+(\d+)(?:\s+(.*))?$", re.ASCII)
+_LIST_WITHOUT_TEXT = re.compile(r"^(.*?)\s+(\d+)()\s*$", re.ASCII)
 
 
 @dataclass
@@ -195,7 +201,11 @@ def read_id_list(path: Path) -> IdList:
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise DatasetError("file is not valid UTF-8", path, line) from None
-    lines = content.splitlines()
+    # lines end at "\n" only (with an optional "\r"), as in the integer files: str.splitlines() would also
+    # split at form feeds and Unicode separators inside titles and give wrong line numbers
+    lines = [line[:-1] if line.endswith("\r") else line for line in content.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or not lines[0].strip():
         raise DatasetError("file is empty (expected a header line 'org_id remap_id ...')", path)
     header = lines[0].split()
@@ -213,6 +223,8 @@ def read_id_list(path: Path) -> IdList:
         match = pattern.match(line)
         if match is None:
             raise DatasetError(f"expected '{' '.join(header)}', found {line[:80]!r}", path, number)
+        if len(match.group(2)) > 12:
+            raise DatasetError(f"remap id too large (more than 12 digits, limit {MAX_ID})", path, number)
         org_ids.append(match.group(1))
         remap.append(int(match.group(2)))
         text.append(match.group(3).strip() if text_column and match.group(3) is not None else None)
@@ -267,16 +279,18 @@ def load_dataset(path_or_name: PathLike, *, root: Optional[PathLike] = None, val
     _LOAD_WARNINGS.clear()
     lists = {kind: read_id_list(path / f"{kind}_list.txt") if (path / f"{kind}_list.txt").exists() else None
              for kind in ("user", "item", "entity", "relation")}
-    train_u, train_i, train_l = read_adjacency_file(path / "train.txt")
-    test_u, test_i, test_l = read_adjacency_file(path / "test.txt")
+    train_u, train_i, train_l, train_lu = read_adjacency_file(path / "train.txt", line_users=True)
+    test_u, test_i, test_l, test_lu = read_adjacency_file(path / "test.txt", line_users=True)
     has_valid = (path / "valid.txt").exists()
-    valid = read_adjacency_file(path / "valid.txt") if has_valid else None
+    valid = read_adjacency_file(path / "valid.txt", line_users=True) if has_valid else None
 
-    n_users = _count("user", lists["user"], [(path / "train.txt", train_u, train_l), (path / "test.txt", test_u, test_l)])
+    # users are counted from every line, also lines without items (save_dataset writes one per user)
+    n_users = _count("user", lists["user"], [(path / "train.txt", train_lu[0], train_lu[1]),
+                                             (path / "test.txt", test_lu[0], test_lu[1])])
     item_sources = [(path / "train.txt", train_i, train_l), (path / "test.txt", test_i, test_l)]
     if valid is not None:
         item_sources.append((path / "valid.txt", valid[1], valid[2]))
-        _check_range(path / "valid.txt", valid[0], valid[2], n_users, "user")
+        _check_range(path / "valid.txt", valid[3][0], valid[3][1], n_users, "user")
     n_items = _count("item", lists["item"], item_sources)
 
     kg = np.zeros((0, 3), dtype=np.int64)
@@ -320,9 +334,12 @@ def load_dataset(path_or_name: PathLike, *, root: Optional[PathLike] = None, val
     meta_path = path / "meta.json"
     if meta_path.exists():
         try:
-            meta.update(json.loads(meta_path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            saved = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
             raise DatasetError(f"meta.json is not valid JSON: {err}", meta_path) from None
+        if not isinstance(saved, dict):
+            raise DatasetError(f"meta.json must hold a JSON object, got {type(saved).__name__}", meta_path)
+        meta.update(saved)
         meta["source"] = str(path)
     train = torch.from_numpy(np.stack([train_u, train_i]))
     if valid is not None:
@@ -355,7 +372,20 @@ def _count(kind: str, id_list: Optional[IdList], sources: List[Tuple[Path, np.nd
         for path, ids, lines in sources:
             _check_range(path, ids, lines, n, kind)
         return n
-    return max([minimum] + [int(ids.max()) + 1 for _, ids, _ in sources if ids.size])
+    used = [(path, ids, lines) for path, ids, lines in sources if ids.size]
+    n = max([minimum] + [int(ids.max()) + 1 for _, ids, _ in used])
+    if used:
+        # without an id list the count is the largest id + 1: a stray huge id would allocate a table that
+        # size (and exhaust memory), so ids must be remapped densely, as in the KGAT format
+        distinct = max(int(np.unique(np.concatenate([ids for _, ids, _ in used])).size), minimum)
+        limit = 10 * distinct + SPARSE_ID_SLACK
+        if n > limit:
+            path, ids, lines = max(used, key=lambda source: int(source[1].max()))
+            bad = int(np.argmax(ids))
+            raise DatasetError(f"{kind} id {int(ids[bad])} is far beyond the {distinct} distinct {kind} ids in use "
+                               f"(limit {limit} without a {kind}_list.txt): ids must be remapped to 0..n-1",
+                               path, int(lines[bad]))
+    return n
 
 
 def _check_range(path: Path, ids: np.ndarray, lines: np.ndarray, n: int, kind: str) -> None:
@@ -397,6 +427,10 @@ def _interest_labels(path: Path, interest_ids: np.ndarray) -> Optional[List[str]
     if not label_path.exists() or not interest_ids.size:
         return None
     labels = read_id_list(label_path)
+    bad = next((o for o in labels.org_ids if not (o.isascii() and o.isdigit())), None)
+    if bad is not None:
+        raise DatasetError(f"interest id {bad[:40]!r} (remap id {labels.org_ids.index(bad)}) is not a "
+                           "non-negative integer", label_path)
     by_org = {int(o): (t or "") for o, t in zip(labels.org_ids, labels.text)}
     missing = [int(i) for i in interest_ids if int(i) not in by_org]
     if missing:

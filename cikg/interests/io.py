@@ -28,7 +28,8 @@ from typing import Dict, List, Union
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, write_json_atomic, write_text_atomic
+from .._io import atomic_path, read_utf8_lines, write_json_atomic, write_text_atomic
+from ..data.io import MAX_ID
 from ..errors import DatasetError
 from .cluster import InterestClustering
 
@@ -112,14 +113,13 @@ def read_raw_interests(path: PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise DatasetError("interest file not found (run `cikg interests infer` first)", path)
     records: Dict[int, tuple] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            user, user_id, phrases = _parse_record(line, path, line_no)
-            if user in records:
-                log.warning("%s:%d: user %d appears again; the later line wins", path, line_no, user)
-            records[user] = (user_id, phrases)
+    for line_no, line in enumerate(read_utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        user, user_id, phrases = _parse_record(line, path, line_no)
+        if user in records:
+            log.warning("%s:%d: user %d appears again; the later line wins", path, line_no, user)
+        records[user] = (user_id, phrases)
     users: List[int] = []
     user_ids: List[object] = []
     phrases: List[object] = []
@@ -143,11 +143,13 @@ def _parse_record(line: str, path: Path, line_no: int) -> tuple:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise DatasetError(f"not valid JSON ({err.msg} at column {err.colno})", path, line_no) from None
+    except (ValueError, RecursionError) as err:  # too deep, or an integer of more than 4300 digits
+        raise DatasetError(f"not valid JSON ({type(err).__name__})", path, line_no) from None
     if not isinstance(record, dict):
         raise DatasetError(f"expected a JSON object, got {type(record).__name__}", path, line_no)
     user = record.get("user")
-    if isinstance(user, bool) or not isinstance(user, int) or user < 0:
-        raise DatasetError(f"field 'user' must be a non-negative integer, got {user!r}", path, line_no)
+    if isinstance(user, bool) or not isinstance(user, int) or not 0 <= user <= MAX_ID:
+        raise DatasetError(f"field 'user' must be a non-negative integer id, got {str(user)[:40]}", path, line_no)
     phrases = record.get("phrases", [])
     if phrases is None:
         phrases = []

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-from .._io import atomic_path
+from .._io import atomic_path, read_utf8_lines
 from ..errors import DatasetError, LLMError
 from .base import Completion, RunSummary
 from .cache import OK, ResponseCache
@@ -34,22 +34,26 @@ def read_replay(path: Union[str, Path]) -> tuple:
         raise DatasetError("replay file not found", path)
     by_key: Dict[str, dict] = {}
     by_user: Dict[str, dict] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as err:
-                raise DatasetError(f"not JSON ({err.msg})", path, line_no) from None
-            if not isinstance(item, dict) or "user_id" not in item or "raw" not in item:
-                raise DatasetError("a replay line needs the fields 'user_id' and 'raw'", path, line_no)
-            if item.get("status", OK) != OK or item["raw"] is None:
-                continue
-            if item.get("key"):
-                by_key[str(item["key"])] = item
-            if item["user_id"] is not None:
-                by_user[str(item["user_id"])] = item
+    for line_no, line in enumerate(read_utf8_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as err:
+            raise DatasetError(f"not JSON ({getattr(err, 'msg', err)})", path, line_no) from None
+        except RecursionError:
+            raise DatasetError("not JSON (nested too deeply)", path, line_no) from None
+        if not isinstance(item, dict) or "user_id" not in item or "raw" not in item:
+            raise DatasetError("a replay line needs the fields 'user_id' and 'raw'", path, line_no)
+        if item["raw"] is not None and not isinstance(item["raw"], str):
+            raise DatasetError(f"field 'raw' must be the answer text or null, got {type(item['raw']).__name__}",
+                               path, line_no)
+        if item.get("status", OK) != OK or item["raw"] is None:
+            continue
+        if item.get("key"):
+            by_key[str(item["key"])] = item
+        if item["user_id"] is not None:
+            by_user[str(item["user_id"])] = item
     return by_key, by_user
 
 

@@ -43,6 +43,8 @@ class DataConfig:
             raise ConfigError(f"expected a fraction in [0, 1), got {self.valid_fraction}", "valid_fraction")
         if self.synthetic_users < 1 or self.synthetic_items < 12:
             raise ConfigError("synthetic datasets need >= 1 user and >= 12 items", "synthetic_users")
+        _check_seed(self.split_seed, "split_seed")
+        _check_seed(self.synthetic_seed, "synthetic_seed")
 
 
 @dataclass
@@ -87,6 +89,15 @@ class TrainConfig:
             raise ConfigError(f"expected cpu, cuda, cuda:N or auto, got {self.device!r}", "device")
         if self.max_batches is not None and self.max_batches < 1:
             raise ConfigError(f"expected a positive integer, got {self.max_batches}", "max_batches")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"expected a positive number of threads, got {self.threads}", "threads")
+        _check_seed(self.seed, "seed")
+
+
+def _check_seed(value: int, key: str) -> None:
+    """Seeds go to ``torch.Generator.manual_seed``, which takes 64-bit values: refuse others up front."""
+    if not 0 <= value < 2**63:
+        raise ConfigError(f"expected a seed in [0, 2**63), got {value}", key)
 
 
 @dataclass
@@ -134,9 +145,11 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     unknown = [k for k in data if k not in ("data", "model", "train", "name")]
     if unknown:
         raise ConfigError("unknown key; expected data, model, train, name (or graph in a file)", unknown[0])
+    if not isinstance(data.get("model") or {}, Mapping):
+        raise ConfigError(f"expected a mapping of model settings, got {data['model']!r}", "model")
     model_data = dict(data.get("model") or {})
     name = model_data.pop("name", "lightgcn")
-    if name not in MODEL_CONFIGS:
+    if not isinstance(name, str) or name not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)}", "model.name")
     return RunConfig(
         data=from_dict(DataConfig, data.get("data") or {}, prefix="data"),
