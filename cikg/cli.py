@@ -161,6 +161,7 @@ def _cmd_graph_stats(args: argparse.Namespace) -> int:
 def _cmd_graph_export(args: argparse.Namespace) -> int:
     import networkx as nx
 
+    from ._io import atomic_path
     from .graph import to_networkx
 
     graph = _load_graph_arg(args.graph, args.root)
@@ -169,11 +170,11 @@ def _cmd_graph_export(args: argparse.Namespace) -> int:
     nx_graph = to_networkx(graph, user=args.user, max_items=args.max_items)
     relabelled = nx.relabel_nodes(nx_graph, {n: f"{n[0]}:{n[1]}" for n in nx_graph.nodes})
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".gexf":
-        nx.write_gexf(relabelled, out)
-    else:
-        nx.write_graphml(relabelled, out)
+    with atomic_path(out) as tmp:  # a read-only or full disk: OutputError, one line, exit 2
+        if out.suffix == ".gexf":
+            nx.write_gexf(relabelled, tmp)
+        else:
+            nx.write_graphml(relabelled, tmp)
     print(f"wrote {nx_graph.number_of_nodes()} nodes and {nx_graph.number_of_edges()} edges to {out}")
     return 0
 

@@ -51,5 +51,26 @@ class LLMError(CikgError):
     """An LLM request failed for good (after retries) or its answer could not be used."""
 
 
+class OutputError(CikgError):
+    """An output file, directory or cache cannot be written (read-only location, disk full, ...).
+
+    Raised before anything is replaced: the previous version of the file, or the cache's committed rows,
+    are left as they were.
+    """
+
+    def __init__(self, message: str, path: Optional[PathType] = None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+
+def describe_os_error(err: OSError) -> str:
+    """``"No space left on device (ENOSPC)"`` for an :class:`OSError` (or its message when it has no errno)."""
+    import errno
+
+    name = errno.errorcode.get(err.errno or -1)
+    text = err.strerror or str(err)
+    return f"{text} ({name})" if name else text
+
+
 class CheckpointError(CikgError):
     """A checkpoint or run directory is missing, incomplete or does not match the configuration."""

@@ -197,7 +197,7 @@ class IdList:
 def read_id_list(path: Path) -> IdList:
     """Read a ``*_list.txt`` file; remap ids must be unique and cover ``0 .. n-1``."""
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_bytes().decode("utf-8")  # read_text would make a lone "\r" a line end
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise DatasetError("file is not valid UTF-8", path, line) from None

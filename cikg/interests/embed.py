@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import CikgError, ConfigError
+from ..errors import CikgError, ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,12 @@ class EmbeddingCache:
 
     def __init__(self, path: Optional[PathLike] = None):
         self.path = None if path is None else Path(path)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(":memory:" if self.path is None else str(self.path))
+        try:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(":memory:" if self.path is None else str(self.path))
+        except (OSError, sqlite3.Error) as err:
+            raise OutputError(f"cannot open the embedding cache ({err})", self.path) from None
         with contextlib.suppress(sqlite3.DatabaseError):
             self._conn.execute("PRAGMA journal_mode=WAL")
         try:
@@ -115,11 +118,16 @@ class EmbeddingCache:
         """Store ``vectors[i]`` (``[n, d]``) for ``texts[i]`` and commit."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         dim = int(vectors.shape[1])
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO embeddings (model, text, dim, vector) VALUES (?, ?, ?, ?)",
-            [(model, text, dim, vec.tobytes()) for text, vec in zip(texts, vectors)],
-        )
-        self._conn.commit()
+        try:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO embeddings (model, text, dim, vector) VALUES (?, ?, ?, ?)",
+                [(model, text, dim, vec.tobytes()) for text, vec in zip(texts, vectors)],
+            )
+            self._conn.commit()
+        except sqlite3.Error as err:
+            self._conn.rollback()
+            raise OutputError(f"cannot store vectors in the embedding cache ({err}); the vectors stored "
+                              "before are kept", self.path) from None
 
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])

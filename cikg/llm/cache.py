@@ -9,6 +9,7 @@ Tables: ``responses`` (one row per key), ``batches`` (OpenAI Batch API jobs, so 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -18,8 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
+from ..errors import OutputError, describe_os_error
+
 OK = "ok"
 FAILED = "failed"
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    name = getattr(err, "sqlite_errorname", None)
+    return f"{err} ({name})" if name else str(err)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -83,13 +94,16 @@ class ResponseCache:
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._conn.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise OutputError(f"cannot open the answer cache ({_describe(err)})", self.path) from None
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
@@ -119,9 +133,19 @@ class ResponseCache:
                "attempts=responses.attempts + excluded.attempts, updated=excluded.updated")
         if status == FAILED:
             sql += " WHERE responses.status != 'ok'"
-        with self._lock:
+        with self._lock, self._writing("store an answer"):
             self._conn.execute(sql, (key, status, text, reason, user_id, model, source, int(prompt_tokens),
                                      int(completion_tokens), int(attempts), time.time()))
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn a failed write (disk full, read-only file) into :class:`OutputError`; SQLite rolls the statement
+        back, so the rows committed before stay intact and readable."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise OutputError(f"cannot {what} in the answer cache ({_describe(err)}); the answers stored "
+                              "before are kept: free space or fix permissions, then re-run", self.path) from None
 
     def get(self, key: str) -> Optional[CachedAnswer]:
         found = self.get_many([key])
@@ -157,13 +181,13 @@ class ResponseCache:
 
     # ---------------------------------------------------------------- batches
     def add_batch(self, batch_id: str, input_file_id: str, keys: Sequence[str], status: str) -> None:
-        with self._lock:
+        with self._lock, self._writing(f"record batch {batch_id}"):
             self._conn.execute(
                 "INSERT OR REPLACE INTO batches (batch_id, input_file_id, keys, status, created, collected) "
                 "VALUES (?,?,?,?,?,0)", (batch_id, input_file_id, json.dumps(list(keys)), status, time.time()))
 
     def set_batch_status(self, batch_id: str, status: str, collected: bool = False) -> None:
-        with self._lock:
+        with self._lock, self._writing(f"update batch {batch_id}"):
             self._conn.execute("UPDATE batches SET status=?, collected=? WHERE batch_id=?",
                                (status, int(collected), batch_id))
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from tqdm.auto import tqdm
 
-from .._io import torch_save_atomic, write_json_atomic, write_text_atomic
+from .._io import ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
 from ..data import Dataset, load_dataset, load_interests, synthetic
 from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
@@ -45,6 +45,14 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {name!r} asked for but CUDA is not available (use device=cpu)")
     return torch.device(name)
+
+
+def load_weights(path: Path, device: Any) -> Dict[str, torch.Tensor]:
+    """A ``state_dict`` saved by the trainer, read with ``weights_only=True`` (no code runs while loading)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated, foreign or unsafe (pickled code) files: say which
+        raise CheckpointError(f"{path}: cannot read model weights ({type(err).__name__}: {str(err)[:200]})") from None
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -245,8 +253,9 @@ class Trainer:
             state = torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
         except Exception as err:  # a foreign or corrupt file: say which
             raise CheckpointError(f"{self.checkpoint_path}: cannot read checkpoint ({err})") from None
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{self.checkpoint_path}: checkpoint version {state.get('version')} is not "
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            version = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{self.checkpoint_path}: checkpoint version {version} is not "
                                   f"{CHECKPOINT_VERSION}")
         if state["config"] != self.config.to_dict():
             raise CheckpointError(f"{self.checkpoint_path}: was written by a different configuration; use a new "
@@ -269,7 +278,7 @@ class Trainer:
     def fit(self, resume: bool = True) -> FitResult:
         """Train until ``epochs`` or early stopping, then evaluate the best epoch on test."""
         train = self.config.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.run_dir)
         if self.is_main:
             write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
         if resume:
@@ -309,7 +318,7 @@ class Trainer:
     def finish(self) -> FitResult:
         """Load the best weights, evaluate valid and test, write ``metrics.json`` and ``groups.csv``."""
         if self.best_path.exists():
-            self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
+            self.model.load_state_dict(load_weights(self.best_path, self.device))
         valid = self.evaluate("valid")
         test = self.evaluate("test")
         groups = activity_groups(test, self.dataset.degrees("train"), sparse_max=self.config.train.sparse_groups)
@@ -354,5 +363,5 @@ def load_run(run_dir: Union[str, Path]) -> Trainer:
     weights = trainer.best_path if trainer.best_path.exists() else None
     if weights is None:
         raise CheckpointError(f"{run_dir}: no best_model.pt yet (has the run finished an evaluation?)")
-    trainer.model.load_state_dict(torch.load(weights, map_location=trainer.device, weights_only=True))
+    trainer.model.load_state_dict(load_weights(weights, trainer.device))
     return trainer
