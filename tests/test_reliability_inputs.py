@@ -747,3 +747,53 @@ def test_pandas_frames(real_frame, data):
             assert ds.test.size(1) == int((distinct["split"] == "test").sum())
         COUNTS["pandas frames: loaded"] += 1
     COUNTS["pandas frames: inputs"] += 1
+
+
+# ------------------------------------------------------------------------------------------- config keys
+# (test_train.py::test_bad_configs_name_the_key has unknown keys, negative lr, a wrong type, an unknown model,
+# mask rate above 1, select, valid_fraction; these are the rest)
+@pytest.mark.parametrize("overrides, key, message", [
+    (["train.lr=inf"], "train.lr", "finite number"),
+    (["train.lr=nan"], "train.lr", "finite number"),
+    (["train.lr=0"], "train.lr", "positive learning rate"),
+    (["train.weight_decay=-1e-4"], "train.weight_decay", "non-negative"),
+    (["train.epochs=0"], "train.epochs", "positive integer"),
+    (["train.epochs=2.5"], "train.epochs", "expected an integer"),
+    (["train.ks=[0, 20]"], "train.ks", "cut-offs >= 1"),
+    (["train.seed=-1"], "train.seed", r"seed in \[0, 2\*\*63\)"),
+    (["train.seed=18446744073709551616"], "train.seed", "seed in"),
+    (["data.split_seed=-3"], "data.split_seed", "seed in"),
+    (["train.threads=0"], "train.threads", "positive number of threads"),
+    (["train.device=tpu"], "train.device", "cpu, cuda"),
+    (["train.progress=maybe"], "train.progress", "true or false"),
+    (["data.valid_fraction=-0.1"], "data.valid_fraction", "fraction"),
+    (["model.name=[lightgcn]"], "model.name", "unknown model"),
+    (["model=5"], "model", "mapping of model settings"),
+    (["model.name=cikgrec", "model.min_mask_rate=0"], "model.min_mask_rate", r"mask rate in \(0, 1\]"),
+    (["model.name=cikgrec", "model.min_mask_rate=0.9", "model.max_mask_rate=0.5"], "model.min_mask_rate",
+     "exceeds max_mask_rate"),
+    (["model.dim=-4"], "model.dim", "positive integer"),
+    (["data.bogus=1"], "data.bogus", "unknown key"),
+])
+def test_more_bad_config_values_name_the_key(overrides, key, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_run_config(None, overrides)
+    assert err.value.key == key
+    COUNTS["config keys: rejected"] += 1
+
+
+def test_bad_configs_are_rejected_before_any_work(tmp_path, capsys):
+    """`cikg train` with a bad value or K above the item count: exit 2 naming the key, no run directory."""
+    from cikg.cli import main
+
+    run = tmp_path / "run"
+    base = ["train", "-", "data.synthetic_users=300", "data.synthetic_items=90", "train.epochs=1"]
+    assert main(base + ["train.lr=-1", "--run-dir", str(run)]) == 2
+    assert "config key 'train.lr'" in capsys.readouterr().err
+    assert main(base + ["train.ks=[20,100]", "--run-dir", str(run)]) == 2  # K=100 above the 90 items
+    assert "config key 'train.ks': cut-off K=100 exceeds the 90 items" in capsys.readouterr().err
+    assert not run.exists()
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr: 2001-13-01\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML \(ValueError: month must be in 1..12\)"):
+        load_run_config(path)
