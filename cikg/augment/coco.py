@@ -550,7 +550,11 @@ def add_lora(model: CoCoModel, config: CoCoConfig) -> None:
                           f"{sorted(names)[:12]})", "lora_targets")
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets), bias="none")
-    model.encoder.lm = get_peft_model(model.encoder.lm, lora)
+    import warnings
+
+    with warnings.catch_warnings():  # transformers deprecation notes raised inside peft, not ours
+        warnings.simplefilter("ignore", FutureWarning)
+        model.encoder.lm = get_peft_model(model.encoder.lm, lora)
 
 
 def lora_parameters(model: CoCoModel) -> Dict[str, Tensor]:
