@@ -455,6 +455,8 @@ def test_every_mutation_kind_is_exercised_on_each_file(base):
             finally:
                 shutil.rmtree(directory)
     COUNTS["dataset (fixed sweep): inputs"] += sum(outcomes.values())
+    for outcome, n in outcomes.items():
+        COUNTS[f"dataset (fixed sweep): {outcome}"] += n
     # Windows line ends and a missing final newline load everywhere; a truncated line is fine or not
     assert outcomes["loaded"] >= 2 * len(FILES) and outcomes["rejected"] >= 5 * len(FILES) - 6
 
