@@ -35,6 +35,7 @@ Example (2 CPU processes; the same command with ``train.device=cuda`` uses one G
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import Dataset
-from ..errors import ConfigError
+from ..errors import CikgError, ConfigError
 from ..graph import GraphViews
 from ..models.base import AuxiliaryTask, BPRBatch
 from .config import RunConfig
@@ -171,7 +172,6 @@ class DistributedTrainer(Trainer):
         self.device = device
         self.ddp = nn.parallel.DistributedDataParallel(
             _LossModule(self.model), device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,
             # parameters used only by auxiliary tasks (TransE relations) get no gradient from the main loss
             find_unused_parameters=True)
 
@@ -232,9 +232,26 @@ class DistributedTrainer(Trainer):
         return True
 
     def finish(self) -> FitResult:
-        """Rank 0 evaluates the best weights on valid and test and writes the metrics; all ranks return them."""
+        """Rank 0 evaluates the best weights on valid and test and writes the metrics; all ranks return them.
+
+        Raises:
+            CikgError: when the ranks' parameters differ (a bug or a non-deterministic collective).
+        """
+        self.check_in_step()
         result = super().finish() if self.is_main else None
         return broadcast_object(result, self.device)
+
+    @torch.no_grad()
+    def check_in_step(self, rtol: float = 1e-6) -> None:
+        """Check that every rank holds the same parameters (sum and sum of squares of each tensor)."""
+        mine = torch.stack([torch.stack([p.double().sum(), p.double().pow(2).sum()])
+                            for p in self.model.parameters()]).reshape(-1)
+        low, high = mine.clone(), mine.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.allclose(low, high, rtol=rtol, atol=1e-9):
+            raise CikgError(f"rank {self.rank}: the {self.world_size} ranks' parameters differ after epoch "
+                            f"{self.epoch} (max gap {float((high - low).abs().max()):.3g})")
 
 
 def train_distributed(config: RunConfig, run_dir: Union[str, Path], env: Optional[DistributedEnv] = None,
@@ -252,11 +269,20 @@ def train_distributed(config: RunConfig, run_dir: Union[str, Path], env: Optiona
     init_process_group(env, rank_device(config.train.device, env), timeout_s)
     if env.rank != 0:
         logging.getLogger("cikg").setLevel(logging.WARNING)
+    trainer: Optional[DistributedTrainer] = None
     try:
         trainer = DistributedTrainer(config, run_dir, env, dataset=dataset)
         logger.info("%r", trainer)
-        return trainer.fit(resume=resume)
+        result = trainer.fit(resume=resume)
+        dist.barrier()  # every rank is done with collectives before any tears down
+        return result
     finally:
+        # free the DDP reducer while the process group still exists: torch's reducer destructor can
+        # otherwise block for ever at interpreter exit (seen with gloo in about 1 run in 3)
+        if trainer is not None:
+            trainer.ddp = None
+        del trainer
+        gc.collect()
         if created and dist.is_initialized():
             dist.destroy_process_group()
 
