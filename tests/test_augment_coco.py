@@ -146,8 +146,12 @@ def test_run_coco_judges_flags_and_reports(small, cf):
     config = CoCoConfig(n_codes=4, prompt_len=2, epochs=1, batch_size=32, max_tokens=24, lora_r=4, lora_epochs=1,
                         seed=3)
     users = list(range(0, N_USERS, 2))
-    knowledge, codes, model, report = coco.run_coco(small, config, cf, users=users)
+    result = coco.run_coco(small, config, cf, users=users)
+    knowledge, report = result.knowledge, result.report
     assert knowledge.shape == (len(users), 384) and torch.isfinite(knowledge).all()
+    full = result.user_features(N_USERS)
+    assert torch.equal(full[users], knowledge) and not full[1::2].any()  # rows are the users' node ids
+    assert result.provenance["flagged"] == report.flagged_before and result.provenance["method"] == "coco"
     assert sum(report.code_usage) == len(users)
     judged_users = sum(1 for u in users if small.history(u, "valid"))
     assert report.before["judged"] == judged_users

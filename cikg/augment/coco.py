@@ -47,7 +47,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -593,17 +593,51 @@ def flagged_subset(judgement: Judgement) -> Judgement:
                      judgement.flagged[keep])
 
 
-def run_coco(dataset: Any, config: CoCoConfig, cf: Tuple[Tensor, Tensor], users: Optional[Sequence[int]] = None,
-             progress: bool = False, lm: Optional[Tuple[nn.Module, Any]] = None
-             ) -> Tuple[Tensor, Tensor, CoCoModel, CoCoReport]:
+@dataclass
+class CoCoResult:
+    """Everything one CoCo run produced.
+
+    Attributes:
+        users: the users run on ``LongTensor [n]``; knowledge: their knowledge vectors ``[n, h]``;
+        codes: their codebook entries ``[n]``; model: the trained model; report: judge and LoRA figures;
+        provenance: JSON-safe record for the graph's feature metadata.
+    """
+
+    users: Tensor
+    knowledge: Tensor
+    codes: Tensor
+    model: CoCoModel
+    report: CoCoReport
+    provenance: Dict[str, Any]
+
+    def user_features(self, n_users: int) -> Tensor:
+        """``[n_users, h]`` with the knowledge in the rows of :attr:`users` (zeros elsewhere)."""
+        out = torch.zeros(n_users, self.knowledge.size(1))
+        out[self.users] = self.knowledge
+        return out
+
+
+def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor]] = None,
+             users: Optional[Sequence[int]] = None, progress: bool = False,
+             lm: Optional[Tuple[nn.Module, Any]] = None, out_dir: Union[str, Path, None] = None) -> CoCoResult:
     """Collaboration enhancement, judge, targeted LoRA: the whole method on ``users`` (default: all).
 
-    Returns:
-        ``(knowledge [len(users), h], codes [len(users)], model, report)``; rows follow ``users``.
+    Args:
+        cf: ``(user [n_users, d], item [n_items, d])`` embeddings of a trained recommender; default: the
+            truncated SVD of :func:`cikg.augment.llmcf.cf_embeddings`.
+        lm: an already loaded ``(model, tokenizer)`` (default: :func:`load_lm` of ``config.model``).
+        out_dir: folder for ``coco_summary.json`` and ``coco_model.pt`` (selector, codebook, ``W``, LoRA).
     """
-    from .llmcf import check_cf
+    import dataclasses
+    import time
 
-    user_cf, item_cf = check_cf(dataset, cf)
+    from .._io import torch_save_atomic, write_json_atomic
+    from .llmcf import cf_embeddings, check_cf
+
+    started = time.perf_counter()
+    cf_source = "given" if cf is not None else f"truncated SVD of the train matrix (d={config.cf_dim})"
+    user_cf, item_cf = check_cf(dataset, cf if cf is not None else cf_embeddings(dataset, config.cf_dim,
+                                                                                  config.seed))
     torch.manual_seed(config.seed)
     model_lm, tokenizer = lm if lm is not None else load_lm(config.model)
     for p in model_lm.parameters():  # the LM is frozen; only LoRA adapters added later train
@@ -637,4 +671,21 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Tuple[Tensor, Tensor], users:
         knowledge[verdict.flagged] = adapted
     for line in report.lines():
         log.info("CoCo: %s", line)
-    return knowledge, codes, model, report
+    provenance = {
+        "method": "coco", "paper": "arXiv 2510.14257", "model": str(config.model or default_model_path()),
+        "encoder": "soft-prompted LM, masked mean of the last hidden states", "cf": cf_source,
+        "n_codes": config.n_codes, "prompt_len": config.prompt_len, "users": int(users_t.numel()),
+        "judged": report.before.get("judged", 0), "flagged": report.flagged_before,
+        "still_flagged_after_lora": report.still_flagged if report.lora else None,
+        "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "targets": list(config.lora_targets),
+                 "epochs": config.lora_epochs} if report.lora else None,
+        "codes_used": int(sum(1 for c in report.code_usage if c)), "seed": config.seed,
+        "wall_s": round(time.perf_counter() - started, 3),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        trainable = {n: p.detach() for n, p in model.named_parameters()
+                     if not n.startswith("encoder.lm.") or "lora_" in n}
+        torch_save_atomic({"state_dict": trainable, "config": dataclasses.asdict(config)}, out / "coco_model.pt")
+        write_json_atomic(out / "coco_summary.json", {**provenance, "report": report.to_dict()})
+    return CoCoResult(users_t, knowledge, codes, model, report, provenance)

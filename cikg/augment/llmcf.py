@@ -48,6 +48,7 @@ stand-in (**not an LLM**): it writes the four reasoning steps from the KG-profil
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -732,3 +733,79 @@ def ict_user_features(module: ICTModule, cot: CoTDataset, context: Context, user
         users = torch.arange(start, min(start + block_size, user_text.size(0)))
         out.append(module(*_context_tensors(cot, context, users), user_text[users], user_cf[users]))
     return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------- the method
+@dataclass
+class LLMCFResult:
+    """Everything one LLM-CF run produced.
+
+    Attributes:
+        user_features: :math:`h_u` of every user ``[n_users, dim]``.
+        provenance: method, backend, template, encoder, counts, pre-training summary (JSON-safe).
+        cot: the in-context CoT dataset; context: each user's retrieved examples.
+        module: the pre-trained ICT module; training: its epochs.
+    """
+
+    user_features: Tensor
+    provenance: Dict[str, Any]
+    cot: CoTDataset
+    context: Context
+    module: ICTModule
+    training: ICTTraining
+
+
+def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
+              cf: Optional[Tuple[Tensor, Tensor]] = None, out_dir: Union[str, Path, None] = None,
+              progress: bool = False) -> LLMCFResult:
+    """LLM-CF end to end: sample, generate CoT, encode, retrieve, pre-train the ICT module, user features.
+
+    Args:
+        backend: any :mod:`cikg.llm` backend, or :class:`CoTProfileBackend` offline (not an LLM).
+        encoder: a :class:`cikg.interests.embed.Encoder` (cached sentence model).
+        cf: ``(user [n_users, d], item [n_items, d])`` collaborative embeddings of a trained recommender;
+            default :func:`cf_embeddings` (truncated SVD of the train matrix).
+        out_dir: folder for ``cot_examples.jsonl`` (a replay file), ``cot_dataset.pt`` and ``ict_module.pt``.
+    """
+    from .._io import write_json_atomic
+    from ..llm.pipeline import default_domain
+
+    started = time.perf_counter()
+    domain = config.domain or default_domain(dataset)
+    cf_source = "given" if cf is not None else f"truncated SVD of the train matrix (d={config.cf_dim})"
+    cf = check_cf(dataset, cf if cf is not None else cf_embeddings(dataset, config.cf_dim, config.seed))
+    examples = sample_examples(dataset, config.n_examples, config.neg_ratio, config.seed)
+    answers = generate_cot(dataset, examples, backend, LLMCF_COT, config.history_len, domain, out_dir)
+    generated = time.perf_counter()
+    cot = build_cot_dataset(dataset, examples, answers, encoder, cf)
+    user_text = user_text_embeddings(dataset, encoder, config.history_len)
+    context = retrieve_context(cot, user_text, cf[0], config.k, config.text_weight, config.block_size)
+    torch.manual_seed(config.seed)
+    module = ICTModule(user_text.size(1), cf[0].size(1), config.dim, config.heads, config.layers, config.dropout,
+                       config.k)
+    training = pretrain_ict(module, cot, context, user_text, cf[0], config, progress=progress)
+    features = ict_user_features(module, cot, context, user_text, cf[0], config.block_size)
+    summary = answers.summary
+    provenance = {
+        "method": "llmcf", "paper": "arXiv 2403.17688", "model": summary.backend,
+        "not_an_llm": bool(summary.not_an_llm), "template": LLMCF_COT.name, "template_version": LLMCF_COT.version,
+        "encoder": getattr(encoder, "model_name", type(encoder).__name__), "cf": cf_source,
+        "examples": len(cot), "examples_failed": int((~answers.ok).sum()), "positives": int(cot.labels.sum()),
+        "k": config.k, "llm_calls": summary.sent, "llm_cached": summary.cached,
+        "tokens": summary.total_tokens, "generation_s": round(generated - started, 3),
+        "ict_best_epoch": training.best_epoch, "ict_best": training.best,
+        "users_without_context": int((context.index[:, 0] < 0).sum()),
+        "seed": config.seed, "wall_s": round(time.perf_counter() - started, 3),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        cot.save(out / DATASET_FILE)
+        torch_save_atomic({"state_dict": module.state_dict(), "config": dataclasses.asdict(config),
+                           "context_index": context.index, "context_score": context.score}, out / "ict_module.pt")
+        write_json_atomic(out / "llmcf_summary.json", {**provenance, "training": training.history,
+                                                       "llm": summary.to_dict()})
+    log.info("LLM-CF: %d examples (%s), ICT best epoch %d %s, %d user features of dim %d in %.1f s",
+             len(cot), summary.backend + (f" [{NOT_AN_LLM}]" if summary.not_an_llm else ""), training.best_epoch,
+             {k: round(v, 4) for k, v in training.best.items() if k != "epoch"}, features.size(0), features.size(1),
+             provenance["wall_s"])
+    return LLMCFResult(features, provenance, cot, context, module, training)
