@@ -169,3 +169,22 @@ def test_bad_settings_are_named():
         coco.load_lm("/nonexistent/model/dir")
     with pytest.raises(ConfigError, match="'lora_targets'"):
         CoCoConfig(lora_targets=())
+
+
+def test_augmenter_attaches_knowledge_to_the_right_nodes(small, cf, tmp_path):
+    from cikg.graph import build_cikg
+
+    graph = build_cikg(small)
+    users = [7, 3, 120]
+    augmenter = coco.CoCo(CoCoConfig(n_codes=2, prompt_len=2, epochs=1, max_tokens=16, lora_epochs=0, seed=4),
+                          cf=cf, users=users, out_dir=tmp_path)
+    features = augmenter.fit(small, graph)["user"]
+    augmenter.attach(graph)
+    assert graph["user"].x.shape == (N_USERS, 384)
+    assert torch.equal(graph["user"].x[users], augmenter.result.knowledge)
+    others = torch.ones(N_USERS, dtype=torch.bool)
+    others[users] = False
+    assert not graph["user"].x[others].any() and torch.equal(features, graph["user"].x)
+    meta = graph.meta["features"]["user"]
+    assert meta["method"] == "coco" and meta["users"] == 3 and meta["lora"] is None
+    assert (tmp_path / "coco_summary.json").is_file()

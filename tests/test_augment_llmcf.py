@@ -172,3 +172,29 @@ def test_bad_settings_and_shapes_are_named():
 def test_cf_features_must_match_the_dataset(small):
     with pytest.raises(GraphError, match=r"\[300, d\]"):
         llmcf.check_cf(small, (torch.zeros(10, 4), torch.zeros(small.n_items, 4)))
+
+
+def test_augmenter_attaches_user_features_to_the_right_nodes(small, encoder, tmp_path):
+    from cikg.graph import build_cikg
+
+    graph = build_cikg(small)
+    augmenter = llmcf.LLMCF(LLMCFConfig(n_examples=200, dim=16, heads=2, layers=1, epochs=3, seed=11),
+                            encoder=encoder, out_dir=tmp_path)
+    with pytest.raises(GraphError, match="not fitted"):
+        augmenter.attach(graph)
+    features = augmenter.fit(small, graph)["user"]
+    assert features.shape == (N_USERS, 16)
+    augmenter.attach(graph)
+    assert torch.equal(graph["user"].x, features)
+    meta = graph.meta["features"]["user"]
+    assert meta["method"] == "llmcf" and meta["not_an_llm"] is True and meta["dim"] == 16
+    assert meta["template"] == "llmcf-cot" and meta["examples"] > 150
+    # row u belongs to user u: recompute two users from the stored context
+    result = augmenter.result
+    users = torch.tensor([N_USERS - 1, 0])
+    user_text = llmcf.user_text_embeddings(small, encoder, 10, users.tolist())
+    cf_users = llmcf.cf_embeddings(small, 64, 11)[0][users]
+    with torch.no_grad():
+        alone = result.module(*llmcf._context_tensors(result.cot, result.context, users), user_text, cf_users)
+    assert torch.allclose(alone, graph["user"].x[users], atol=1e-5)
+    assert (tmp_path / llmcf.DATASET_FILE).is_file() and (tmp_path / "llmcf_summary.json").is_file()

@@ -689,3 +689,51 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor
         torch_save_atomic({"state_dict": trainable, "config": dataclasses.asdict(config)}, out / "coco_model.pt")
         write_json_atomic(out / "coco_summary.json", {**provenance, "report": report.to_dict()})
     return CoCoResult(users_t, knowledge, codes, model, report, provenance)
+
+
+class CoCo:
+    """CoCo as an augmenter: :meth:`fit` computes the per-user knowledge vectors, :meth:`attach` puts them on a graph.
+
+    Args:
+        config: :class:`CoCoConfig` (the LM, codebook, LoRA settings).
+        cf: collaborative ``(user, item)`` embeddings of a trained recommender (default: truncated SVD).
+        users: run on these users only (the others get zero rows); default all.
+        out_dir: where the model and summary go.
+    """
+
+    name = "coco"
+
+    def __init__(self, config: Optional[CoCoConfig] = None, cf: Optional[Tuple[Tensor, Tensor]] = None,
+                 users: Optional[Sequence[int]] = None, out_dir: Union[str, Path, None] = None,
+                 progress: bool = False):
+        self.config = config or CoCoConfig()
+        self.cf, self.users, self.out_dir, self.progress = cf, users, out_dir, progress
+        self.result: Optional[CoCoResult] = None
+        self._n_users = 0
+
+    def __repr__(self) -> str:
+        c = self.config
+        fitted = "" if self.result is None else f", flagged={self.result.report.flagged_before}"
+        return (f"CoCo(model={str(c.model or 'all-MiniLM-L6-v2')!r}, n_codes={c.n_codes}, "
+                f"prompt_len={c.prompt_len}, lora_r={c.lora_r}{fitted})")
+
+    def fit(self, dataset: Any, graph: Any = None) -> Dict[str, Tensor]:
+        """Run the method on ``dataset``; returns ``{"user": [n_users, h]}`` (``graph`` is only checked)."""
+        if graph is not None and graph["user"].num_nodes != dataset.n_users:
+            raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
+        self.result = run_coco(dataset, self.config, self.cf, self.users, self.progress, out_dir=self.out_dir)
+        self._n_users = dataset.n_users
+        return {"user": self.result.user_features(dataset.n_users)}
+
+    @property
+    def provenance(self) -> Dict[str, Any]:
+        if self.result is None:
+            raise GraphError("CoCo is not fitted: call fit(dataset, graph) first")
+        return self.result.provenance
+
+    def attach(self, graph: Any) -> Any:
+        """``graph['user'].x = k`` with the run's provenance in ``graph.meta['features']['user']``."""
+        from ..graph import attach_features
+
+        provenance = self.provenance
+        return attach_features(graph, "user", self.result.user_features(self._n_users), provenance)

@@ -809,3 +809,56 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
              {k: round(v, 4) for k, v in training.best.items() if k != "epoch"}, features.size(0), features.size(1),
              provenance["wall_s"])
     return LLMCFResult(features, provenance, cot, context, module, training)
+
+
+class LLMCF:
+    """LLM-CF as an augmenter: :meth:`fit` computes the per-user ICT features, :meth:`attach` puts them on a graph.
+
+    Args:
+        config: :class:`LLMCFConfig`.
+        backend: any :mod:`cikg.llm` backend; default :class:`CoTProfileBackend` (offline, not an LLM).
+        encoder: a :class:`cikg.interests.embed.Encoder`; default one with an in-memory cache.
+        cf: collaborative ``(user, item)`` embeddings of a trained recommender (default: truncated SVD).
+        out_dir: where the CoT dataset and summaries go.
+    """
+
+    name = "llmcf"
+
+    def __init__(self, config: Optional[LLMCFConfig] = None, backend: Optional[Backend] = None,
+                 encoder: Any = None, cf: Optional[Tuple[Tensor, Tensor]] = None,
+                 out_dir: Union[str, Path, None] = None, progress: bool = False):
+        self.config = config or LLMCFConfig()
+        self.backend, self.encoder, self.cf, self.out_dir, self.progress = backend, encoder, cf, out_dir, progress
+        self.result: Optional[LLMCFResult] = None
+
+    def __repr__(self) -> str:
+        c = self.config
+        fitted = "" if self.result is None else f", fitted on {self.result.provenance['examples']} examples"
+        return (f"LLMCF(n_examples={c.n_examples}, k={c.k}, dim={c.dim}, layers={c.layers}, "
+                f"backend={getattr(self.backend, 'name', 'cot-profile')!r}{fitted})")
+
+    def fit(self, dataset: Any, graph: Any = None) -> Dict[str, Tensor]:
+        """Run the method on ``dataset``; returns ``{"user": [n_users, dim]}`` (``graph`` is only checked)."""
+        if graph is not None and graph["user"].num_nodes != dataset.n_users:
+            raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
+        if self.encoder is None:
+            from ..interests.embed import Encoder
+
+            self.encoder = Encoder(None if self.out_dir is None else Path(self.out_dir) / "embeddings.sqlite",
+                                   show_progress=self.progress)
+        backend = self.backend if self.backend is not None else CoTProfileBackend(dataset)
+        self.result = run_llmcf(dataset, self.config, backend, self.encoder, self.cf, self.out_dir, self.progress)
+        return {"user": self.result.user_features}
+
+    @property
+    def provenance(self) -> Dict[str, Any]:
+        if self.result is None:
+            raise GraphError("LLMCF is not fitted: call fit(dataset, graph) first")
+        return self.result.provenance
+
+    def attach(self, graph: Any) -> Any:
+        """``graph['user'].x = h`` with the run's provenance in ``graph.meta['features']['user']``."""
+        from ..graph import attach_features
+
+        provenance = self.provenance
+        return attach_features(graph, "user", self.result.user_features, provenance)
