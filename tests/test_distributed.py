@@ -197,3 +197,14 @@ def test_sigkilled_distributed_run_resumes_to_the_uninterrupted_metrics(tmp_path
     assert got["test"] == ref["test"] and got["best_epoch"] == ref["best_epoch"]
     history = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(h)["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_cuda_without_a_gpu_is_a_config_error_naming_the_key(tmp_path, capsys):
+    from cikg.cli import main
+
+    args = ["train", "-", "data.synthetic_users=100", "data.synthetic_items=40", "train.ks=[10]",
+            "train.select=[recall@10]", "--device", "cuda", "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "config key 'train.device'" in err and "CUDA is not available" in err

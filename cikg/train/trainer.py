@@ -43,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CheckpointError(f"device {name!r} asked for but CUDA is not available (use device=cpu)")
+        raise ConfigError(f"device {name!r} asked for but CUDA is not available (use cpu)", "train.device")
     return torch.device(name)
 
 
