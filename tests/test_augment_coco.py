@@ -188,3 +188,46 @@ def test_augmenter_attaches_knowledge_to_the_right_nodes(small, cf, tmp_path):
     meta = graph.meta["features"]["user"]
     assert meta["method"] == "coco" and meta["users"] == 3 and meta["lora"] is None
     assert (tmp_path / "coco_summary.json").is_file()
+
+
+def _augment_parser():
+    import argparse
+
+    from cikg.augment import llmcf
+
+    parser = argparse.ArgumentParser(prog="cikg augment")
+    sub = parser.add_subparsers()
+    llmcf.add_cli(sub)
+    coco.add_cli(sub)
+    return parser
+
+
+@pytest.mark.slow
+def test_cli_writes_features_and_a_graph_with_them(tmp_path):
+    from cikg.graph import load_graph
+
+    args = _augment_parser().parse_args(["coco", "dbbook2014", "-o", str(tmp_path), "--users", "40", "--epochs", "1",
+                                         "--lora-epochs", "1", "--codes", "4", "--graph", "--no-progress"])
+    assert args.func(args) == 0
+    saved = torch.load(tmp_path / "user_features.pt", weights_only=True)
+    graph = load_graph(tmp_path / "graph.pt")
+    assert torch.equal(graph["user"].x, saved["user"]) and saved["user"][:40].abs().sum() > 0
+    assert graph.meta["features"]["user"]["method"] == "coco"
+
+
+@pytest.mark.slow
+def test_cli_llmcf_replays_its_own_answers(tmp_path):
+    parser = _augment_parser()
+    first = parser.parse_args(["llmcf", "dbbook2014", "-o", str(tmp_path / "a"), "--examples", "200", "--epochs", "2",
+                               "--no-progress"])
+    assert first.func(first) == 0
+    again = parser.parse_args(["llmcf", "dbbook2014", "-o", str(tmp_path / "b"), "--examples", "200", "--epochs",
+                               "2", "--backend", "replay", "--replay", str(tmp_path / "a" / "cot_examples.jsonl"),
+                               "--no-progress"])
+    assert again.func(again) == 0
+    import json
+
+    a = [json.loads(line) for line in (tmp_path / "a" / "cot_examples.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "b" / "cot_examples.jsonl").read_text().splitlines()]
+    assert [r["raw"] for r in a] == [r["raw"] for r in b] and len(a) > 150
+    assert all(r["not_an_llm"] for r in b) and {r["source"] for r in b} == {"replay:cot_examples.jsonl"}

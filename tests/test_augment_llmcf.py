@@ -88,6 +88,7 @@ def test_offline_cot_answers_are_item_aware_recorded_and_replayable(small, cot_r
     # the JSONL is a replay file: a replay backend answers the same requests with the same texts
     replayed = generate_cot(small, examples, ReplayBackend(out / llmcf.EXAMPLES_FILE), domain="books")
     assert [r["raw"] for r in replayed.records] == [line["raw"] for line in lines]
+    assert replayed.summary.not_an_llm and all(r["not_an_llm"] for r in replayed.records)  # label survives
 
 
 def test_the_prompt_never_shows_the_label(small):

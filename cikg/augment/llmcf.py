@@ -377,6 +377,11 @@ class CoTProfileBackend:
         return out
 
 
+def _not_an_llm(backend: Backend, completion: Completion) -> bool:
+    recorded = str(completion.meta.get("recorded_source") or "")
+    return bool(backend.not_an_llm or completion.meta.get("not_an_llm") or NOT_AN_LLM in recorded)
+
+
 @dataclass
 class CoTRecords:
     """The answers of :func:`generate_cot`: one record per example plus the backend's summary."""
@@ -407,9 +412,11 @@ def generate_cot(dataset: Any, examples: Examples, backend: Backend, template: P
                                     examples.labels.tolist(), strict=True):
         records.append({"user_id": c.request.user_id, "user": user, "item": item, "label": label,
                         "raw": c.text if c.ok else None, "status": OK if c.ok else "failed", "reason": c.reason,
-                        "source": c.source, "key": c.key, "not_an_llm": bool(backend.not_an_llm),
+                        "source": c.source, "key": c.key, "not_an_llm": _not_an_llm(backend, c),
                         "template": template.name, "template_version": template.version})
     summary = backend.summary() or RunSummary.of(backend.name, completions, started, backend.not_an_llm)
+    # replayed answers keep the label of the backend that recorded them
+    summary.not_an_llm = bool(records) and all(r["not_an_llm"] for r in records if r["status"] == OK)
     failed = sum(r["status"] != OK for r in records)
     if failed:
         log.warning("LLM-CF: %d of %d chain-of-thought request(s) failed; those examples are dropped", failed,
@@ -862,3 +869,114 @@ class LLMCF:
 
         provenance = self.provenance
         return attach_features(graph, "user", self.result.user_features, provenance)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def load_cf_file(path: Union[str, Path], dataset: Any) -> Tuple[Tensor, Tensor]:
+    """``(user, item)`` embeddings from a ``torch.save`` file holding ``{"user": [n_users, d], "item": [n_items, d]}``.
+
+    Raises:
+        DatasetError: the file is missing or holds something else; GraphError: the shapes do not match.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("CF embedding file not found", path)
+    try:
+        payload = torch.load(path, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise DatasetError(f"not a torch file ({type(err).__name__})", path) from None
+    if not isinstance(payload, dict) or not {"user", "item"} <= set(payload):
+        raise DatasetError("expected a dict with tensors 'user' [n_users, d] and 'item' [n_items, d]", path)
+    return check_cf(dataset, (payload["user"], payload["item"]))
+
+
+def add_common_arguments(p: Any) -> None:
+    """Arguments every ``cikg augment`` method of this family takes (dataset, output, CF, graph)."""
+    p.add_argument("dataset", help="dataset name under CIKG_DATA (dbbook2014, ...) or a folder")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--cf", type=Path, default=None, metavar="FILE",
+                   help="torch file {'user': [n_users, d], 'item': [n_items, d]} of a trained recommender's "
+                        "embeddings (default: truncated SVD of the train matrix)")
+    p.add_argument("--graph", action="store_true", help="also write DIR/graph.pt: the CIKG with the features")
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def write_outputs(args: Any, dataset: Any, augmenter: Any, features: Dict[str, Tensor]) -> List[str]:
+    """``DIR/user_features.pt`` (and ``DIR/graph.pt`` with ``--graph``); returns lines to print."""
+    from ..graph import build_cikg, save_graph
+
+    torch_save_atomic({"user": features["user"], "provenance": augmenter.provenance}, args.out / "user_features.pt")
+    lines = [f"user features {tuple(features['user'].shape)} -> {args.out / 'user_features.pt'}"]
+    if args.graph:
+        graph = augmenter.attach(build_cikg(dataset))
+        lines.append(f"graph with features -> {save_graph(graph, args.out / 'graph.pt')}")
+    return lines
+
+
+def add_cli(subparsers: Any) -> None:
+    """Add ``llmcf`` to the sub-parsers of ``cikg augment``."""
+    import argparse
+
+    p = subparsers.add_parser(
+        "llmcf", help="LLM-CF: in-context chain-of-thought user features (arXiv 2403.17688)",
+        description="Sample labelled train examples, generate a chain-of-thought per example, encode them, "
+                    "retrieve the top-K per user and pre-train the ICT transformer; writes per-user features.",
+        epilog="examples:\n"
+               "  cikg augment llmcf dbbook2014 -o runs/dbbook-llmcf                  # offline cot-profile\n"
+               "  cikg augment llmcf dbbook2014 -o runs/again --backend replay "
+               "--replay runs/dbbook-llmcf/cot_examples.jsonl\n"
+               "  cikg augment llmcf book-crossing -o runs/bx-llmcf --backend openai "
+               "--base-url http://127.0.0.1:8080/v1 --model smollm2 --examples 500",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(p)
+    p.add_argument("--backend", choices=("cot-profile", "openai", "openai-batch", "replay"), default="cot-profile",
+                   help="where chain-of-thought answers come from (default: cot-profile, offline, not an LLM)")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server root ending in /v1")
+    p.add_argument("--model", default="smollm2", help="model name on the server")
+    p.add_argument("--replay", type=Path, default=None, metavar="FILE", help="a cot_examples.jsonl to replay")
+    p.add_argument("--cache", type=Path, default=None, help="SQLite answer cache (default: DIR/llm_cache.sqlite)")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--max-attempts", type=int, default=6)
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--batch-poll", type=float, default=30.0)
+    p.add_argument("--examples", type=int, default=2000, help="examples in the CoT dataset (default: 2000)")
+    p.add_argument("--k", type=int, default=4, help="examples retrieved per user (default: 4)")
+    p.add_argument("--epochs", type=int, default=30, help="ICT pre-training epochs (default: 30)")
+    p.add_argument("--dim", type=int, default=64, help="ICT width = feature size (default: 64)")
+    p.add_argument("--history-len", type=int, default=10, help="last train titles per user (default: 10)")
+    p.set_defaults(func=llmcf_command)
+
+
+def llmcf_command(args: Any) -> int:
+    import sys
+
+    from ..data import load_dataset
+    from ..interests.embed import Encoder
+
+    config = LLMCFConfig(n_examples=args.examples, k=args.k, epochs=args.epochs, dim=args.dim,
+                         history_len=args.history_len, seed=args.seed)
+    dataset = load_dataset(args.dataset)
+    if args.backend == "cot-profile":
+        backend: Any = CoTProfileBackend(dataset)
+    else:
+        from ..llm.commands import build_backend
+
+        backend = build_backend(args, dataset)
+    cf = load_cf_file(args.cf, dataset) if args.cf is not None else None
+    encoder = Encoder(args.out / "embeddings.sqlite", show_progress=not args.no_progress)
+    augmenter = LLMCF(config, backend, encoder, cf, args.out, progress=not args.no_progress)
+    features = augmenter.fit(dataset)
+    p = augmenter.provenance
+    lines = [f"LLM-CF on {dataset.name}: {p['examples']} examples from {p['model']}"
+             + (f" ({NOT_AN_LLM})" if p["not_an_llm"] else "")
+             + f", {p['llm_calls']} LLM call(s), {p['tokens']} tokens",
+             f"ICT pre-training: best epoch {p['ict_best_epoch']}, "
+             + ", ".join(f"{k} {v:.4f}" for k, v in p["ict_best"].items() if k != "epoch"),
+             f"wall time {p['wall_s']:.1f} s; CoT dataset and replay file in {args.out}"]
+    lines += write_outputs(args, dataset, augmenter, features)
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
