@@ -199,3 +199,29 @@ def test_augmenter_attaches_user_features_to_the_right_nodes(small, encoder, tmp
         alone = result.module(*llmcf._context_tensors(result.cot, result.context, users), user_text, cf_users)
     assert torch.allclose(alone, graph["user"].x[users], atol=1e-5)
     assert (tmp_path / llmcf.DATASET_FILE).is_file() and (tmp_path / "llmcf_summary.json").is_file()
+
+
+@pytest.mark.llm
+def test_real_llm_chain_of_thought_feeds_the_cot_dataset(small, encoder, tmp_path):
+    """SmolLM2 through llama.cpp answers LLM-CF prompts; the answers are cached, encoded and replayable."""
+    from cikg.llm import LLMConfig, OpenAIBackend
+    from cikg.llm.serve import ServeConfig, llama_cpp_available, llama_server
+
+    if not llama_cpp_available():
+        pytest.skip("needs the local-llm extra (llama-cpp-python[server])")
+    examples = sample_examples(small, 8, seed=2)
+    with llama_server(ServeConfig(n_threads=2)) as server:
+        config = LLMConfig(model="smollm2", base_url=server.base_url, concurrency=2, max_tokens=96, timeout=180,
+                           progress=False)
+        backend = OpenAIBackend(config, tmp_path / "cache.sqlite")
+        answers = generate_cot(small, examples, backend, domain="books", out_dir=tmp_path)
+        assert backend.summary().sent == len(examples) and backend.summary().completion_tokens > 0
+        again = OpenAIBackend(config, tmp_path / "cache.sqlite")
+        generate_cot(small, examples, again, domain="books")
+        assert again.summary().sent == 0  # every answer came from the cache
+    assert bool(answers.ok.all()) and not answers.summary.not_an_llm
+    assert len({r["raw"] for r in answers.records}) > 1
+    cot = build_cot_dataset(small, examples, answers, encoder, cf_embeddings(small, 8))
+    assert cot.cot.shape == (len(examples), 384) and cot.meta["not_an_llm"] is False
+    replayed = generate_cot(small, examples, ReplayBackend(tmp_path / llmcf.EXAMPLES_FILE), domain="books")
+    assert [r["raw"] for r in replayed.records] == [r["raw"] for r in answers.records]
