@@ -138,14 +138,16 @@ def broadcast_object(obj: Any, device: torch.device, src: int = 0) -> Any:
 
 class _LossModule(nn.Module):
     """What DDP wraps, so that every ``backward`` all-reduces gradients: ``forward(batch)`` is
-    ``model.loss(batch)``, ``forward(batch, task)`` an auxiliary task's ``task.loss(batch)``."""
+    ``model.loss(batch)``, ``forward(batch, k)`` the ``k``-th auxiliary task's ``loss(batch)`` (an index, so
+    that DDP's input handling never copies the task)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, tasks: List[AuxiliaryTask]):
         super().__init__()
         self.model = model
+        self.tasks = tasks
 
-    def forward(self, batch: Any, task: Optional[AuxiliaryTask] = None):  # type: ignore[override]
-        return self.model.loss(batch) if task is None else task.loss(batch)
+    def forward(self, batch: Any, task: int = -1):  # type: ignore[override]
+        return self.model.loss(batch) if task < 0 else self.tasks[task].loss(batch)
 
 
 class DistributedTrainer(Trainer):
@@ -171,7 +173,7 @@ class DistributedTrainer(Trainer):
         super().__init__(config, run_dir, dataset=dataset, views=views, rank=env.rank, world_size=env.world_size)
         self.device = device
         self.ddp = nn.parallel.DistributedDataParallel(
-            _LossModule(self.model), device_ids=[device.index] if device.type == "cuda" else None,
+            _LossModule(self.model, self.aux_tasks), device_ids=[device.index] if device.type == "cuda" else None,
             # parameters used only by auxiliary tasks (TransE relations) get no gradient from the main loss
             find_unused_parameters=True)
 
@@ -198,7 +200,7 @@ class DistributedTrainer(Trainer):
             yield (round_ + first * self.world_size)[self.rank]
 
     def _aux_loss(self, task: AuxiliaryTask, batch: Any):
-        return self.ddp(batch, task)
+        return self.ddp(batch, self.aux_tasks.index(task))
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """One epoch on this rank's shard; returns the loss terms averaged over ranks."""
