@@ -57,7 +57,7 @@ def reset_peak() -> float:
 
 
 def run_rung(n_users: int, batches: int, eval_users: int, batch_size: int, dim: int, threads: int,
-             seed: int) -> dict:
+             seed: int, device: str = "cpu") -> dict:
     import torch
 
     from cikg.data import synthetic
@@ -67,13 +67,20 @@ def run_rung(n_users: int, batches: int, eval_users: int, batch_size: int, dim: 
 
     torch.set_num_threads(threads)
     out: dict = {"users": n_users, "threads": threads, "batch_size": batch_size, "dim": dim, "seed": seed,
-                 "seconds": {}, "peak_mb": {}, "load_start": os.getloadavg()[0]}
+                 "device": device, "seconds": {}, "peak_mb": {}, "cuda_peak_mb": {}, "load_start": os.getloadavg()[0]}
+    cuda = torch.device(device).type == "cuda"
 
     def phase(name, fn):
         base = reset_peak()
         print(f"{name} ...", file=sys.stderr, flush=True)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         value = fn()
+        if cuda:
+            torch.cuda.synchronize()
+            out["cuda_peak_mb"][name] = torch.cuda.max_memory_allocated() / 2**20
         out["seconds"][name] = time.perf_counter() - start
         peak = memory_mb()["VmHWM"]  # clear_refs set it to the RSS at the phase's start
         out["peak_mb"][name] = peak - base
@@ -96,7 +103,8 @@ def run_rung(n_users: int, batches: int, eval_users: int, batch_size: int, dim: 
     config = RunConfig(
         data=DataConfig(dataset="synthetic"),
         model=CIKGRecConfig(dim=dim, transe_batches=1 + batches),
-        train=TrainConfig(batch_size=batch_size, ks=(20, 50, 100), seed=seed, progress=False, epochs=1))
+        train=TrainConfig(batch_size=batch_size, ks=(20, 50, 100), seed=seed, progress=False, epochs=1,
+                          device=device, eval_block_size=256 if not cuda else 4096))
     run_dir = tempfile.mkdtemp(prefix="bench_scale_")
     trainer = phase("model", lambda: Trainer(config, run_dir, dataset=dataset, views=views))
     out["batches_per_epoch"] = len(trainer.sampler)
@@ -175,6 +183,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (train and evaluate there; data and graph "
+                                                         "are built on the CPU, then moved)")
     parser.add_argument("--max-rss-gb", type=float, default=17.0, help="kill a rung above this resident memory")
     parser.add_argument("--glibc-default", action="store_true",
                         help="keep glibc's malloc thresholds (by default big blocks are mmap-ed so that freed "
@@ -184,17 +194,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_rung(args.one, args.batches, args.eval_users, args.batch_size, args.dim,
-                                  args.threads, args.seed)))
+                                  args.threads, args.seed, args.device)))
         return
 
-    print(f"scale ladder: users {args.users}, {args.batches} timed batches of {args.batch_size}, dim {args.dim}, "
+    print(f"scale ladder on {args.device}: users {args.users}, {args.batches} timed batches of {args.batch_size}, dim {args.dim}, "
           f"{args.eval_users} eval users, torch threads {args.threads}, seed {args.seed}; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
     rungs = []
     for n_users in args.users:
         command = [sys.executable, __file__, "--one", str(n_users), "--batches", str(args.batches), "--eval-users",
                    str(args.eval_users), "--batch-size", str(args.batch_size), "--dim", str(args.dim),
-                   "--threads", str(args.threads), "--seed", str(args.seed)]
+                   "--threads", str(args.threads), "--seed", str(args.seed), "--device", args.device]
         start = time.perf_counter()
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         if not args.glibc_default:
@@ -214,6 +224,7 @@ def main() -> None:
         print("    " + "  ".join(f"{p}: {s[p]:.2f} s / +{m[p]:.0f} MB" for p in PHASES), flush=True)
         print(f"    epoch (extrapolated: setup + {rung['batches_per_epoch']:,} batches): "
               f"{rung['epoch_extrapolated_s']:.0f} s; peak RSS of the rung {rung['peak_rung_mb']:.0f} MB; "
+              + (f"CUDA peak {max(rung['cuda_peak_mb'].values()):.0f} MB; " if rung["cuda_peak_mb"] else "") +
               f"recall@20 (untrained) {rung['recall@20']:.4f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rungs, indent=1))

@@ -174,7 +174,8 @@ class DistributedTrainer(Trainer):
         self.device = device
         self.ddp = nn.parallel.DistributedDataParallel(
             _LossModule(self.model, self.aux_tasks), device_ids=[device.index] if device.type == "cuda" else None,
-            # parameters used only by auxiliary tasks (TransE relations) get no gradient from the main loss
+            # the main loss leaves the auxiliary tasks' own parameters (TransE relations) without gradient, an
+            # auxiliary step leaves most of the model's; DDP must not wait for them
             find_unused_parameters=True)
 
     def __repr__(self) -> str:
@@ -200,7 +201,7 @@ class DistributedTrainer(Trainer):
             yield (round_ + first * self.world_size)[self.rank]
 
     def _aux_loss(self, task: AuxiliaryTask, batch: Any):
-        return self.ddp(batch, self.aux_tasks.index(task))
+        return self.ddp(batch, next(k for k, t in enumerate(self.aux_tasks) if t is task))
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """One epoch on this rank's shard; returns the loss terms averaged over ranks."""
