@@ -238,9 +238,11 @@ def main() -> None:
         print(f"  {'peak memory':12s} slope {slope:.2f}")
     big = [r for r in rungs if r["users"] >= 1_000_000]
     for r in big:
-        fits = r["peak_rung_mb"] < 16 * 1024
-        print(f"{r['users']:,} users: peak {r['peak_rung_mb'] / 1024:.1f} GB -> "
-              f"{'fits' if fits else 'does NOT fit'} in 16 GB")
+        peak, what = r["peak_rung_mb"], "host RSS"
+        if r["cuda_peak_mb"]:
+            peak, what = max(r["cuda_peak_mb"].values()), "CUDA memory"
+        print(f"{r['users']:,} users: peak {what} {peak / 1024:.1f} GB -> "
+              f"{'fits' if peak < 16 * 1024 else 'does NOT fit'} in 16 GB")
 
 
 if __name__ == "__main__":
