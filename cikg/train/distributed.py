@@ -10,9 +10,11 @@ is one training loop for one and for many processes:
 * **Data.** Every rank holds the whole dataset and the whole graph (replicated: the CIKG's CSR views are a
   few hundred MB even at a million users, see ``docs/scaling.md``). Each epoch all ranks draw the same
   permutation of the train positives from the epoch seed and rank ``r`` takes ``perm[r::N]``: the shards
-  are disjoint and together cover the epoch once; negatives, dropout and noise come from seeds derived from
-  ``(seed, epoch, rank)`` (:func:`~cikg.train.trainer.epoch_seed`). Every rank runs the same number of
-  batches, so the collective calls stay in step.
+  are disjoint and together cover the epoch once; negatives and dropout come from seeds derived from
+  ``(seed, epoch, rank)`` (:func:`~cikg.train.trainer.epoch_seed`), while the model's per-epoch draws (edge
+  dropout, UIR masks, contrastive noise) come from the epoch's generator shared by all ranks (on the CPU; a
+  CUDA model draws from the per-rank seeded CUDA generator). Every rank runs the same number of batches, so
+  the collective calls stay in step.
 * **Gradients.** The main loss runs through :class:`torch.nn.parallel.DistributedDataParallel`, which
   all-reduces (averages) gradients during ``backward``; a step on ``N`` ranks with batch ``B`` is a step
   with batch ``N * B``, and an epoch has ``N`` times fewer steps. Auxiliary tasks with their own optimiser
