@@ -79,6 +79,8 @@ class GraphViews:
         offsets: first global index of each node type.
         edges: undirected edge list ``[2, E]`` (global ids) of each part: ``interacts``, ``interest``, ``kg``.
         adjacency: the normalised CSR adjacency of each requested :class:`View`.
+        features: node features by node type (``graph[t].x``, rows = node ids of type ``t``), if attached.
+        feature_blocks: node type -> ordered ``{block: width}`` of its features (from their provenance).
     """
 
     counts: Dict[str, int]
@@ -86,6 +88,8 @@ class GraphViews:
     edges: Dict[str, torch.Tensor]
     self_loops: bool = False
     adjacency: Dict[View, torch.Tensor] = field(default_factory=dict)
+    features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    feature_blocks: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
     @property
     def n_nodes(self) -> int:
@@ -109,7 +113,9 @@ class GraphViews:
 
     def to(self, device: torch.device | str) -> "GraphViews":
         return GraphViews(dict(self.counts), dict(self.offsets), {k: v.to(device) for k, v in self.edges.items()},
-                          self.self_loops, {k: v.to(device) for k, v in self.adjacency.items()})
+                          self.self_loops, {k: v.to(device) for k, v in self.adjacency.items()},
+                          {k: v.to(device) for k, v in self.features.items()},
+                          {k: dict(v) for k, v in self.feature_blocks.items()})
 
     def __repr__(self) -> str:
         edges = ", ".join(f"{k}={v.size(1)}" for k, v in self.edges.items())
@@ -137,6 +143,13 @@ def build_views(graph: HeteroData, views: Optional[Iterable[View]] = tuple(View)
     if kg_types:
         edges["kg"] = torch.cat([globalise(et) for et in kg_types], dim=1)
     result = GraphViews(counts, offsets, edges, self_loops)
+    for node_type in NODE_TYPES:  # node features attached by cikg.augment (graph[t].x), for the fusion layer
+        if "x" in graph[node_type]:
+            result.features[node_type] = graph[node_type].x
+            provenance = getattr(graph, "meta", None) or {}
+            blocks = provenance.get("features", {}).get(node_type, {}).get("blocks")
+            if blocks:
+                result.feature_blocks[node_type] = {str(k): int(v) for k, v in blocks.items()}
     for view in views or ():
         result.adj(view)
     return result

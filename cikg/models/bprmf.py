@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from torch import Tensor, nn
@@ -16,27 +16,31 @@ from ..data import Dataset
 from ..graph import GraphViews
 from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
+from .fusion import FusionConfig, build_fusion
 
 
 @dataclass
 class BPRMFConfig:
-    """Settings of :class:`BPRMF`: embedding size ``dim`` and L2 weight ``l2`` (:math:`\\lambda`)."""
+    """Settings of :class:`BPRMF`: embedding size ``dim``, L2 weight ``l2`` (:math:`\\lambda`) and the node-feature
+    fusion ``features`` (:class:`~cikg.models.fusion.FusionConfig`)."""
 
     dim: int = 64
     l2: float = 1e-4
+    features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
         _checks.positive_int(self, "dim")
         _checks.non_negative(self, "l2")
 
     def build(self, views: Optional[GraphViews], dataset: Dataset) -> "BPRMF":
-        return BPRMF(dataset.n_users, dataset.n_items, self)
+        return BPRMF(dataset.n_users, dataset.n_items, self, views)
 
 
 class BPRMF(Recommender):
     """Users and items as free embeddings ``[n_users, dim]`` and ``[n_items, dim]``; score = inner product."""
 
-    def __init__(self, n_users: int, n_items: int, config: Optional[BPRMFConfig] = None):
+    def __init__(self, n_users: int, n_items: int, config: Optional[BPRMFConfig] = None,
+                 views: Optional[GraphViews] = None):
         super().__init__()
         if n_users < 1 or n_items < 1:
             raise ValueError(f"need at least one user and one item, got {n_users} users, {n_items} items")
@@ -44,17 +48,27 @@ class BPRMF(Recommender):
         self.n_users, self.n_items = n_users, n_items
         self.user_emb = nn.Embedding(n_users, self.config.dim)
         self.item_emb = nn.Embedding(n_items, self.config.dim)
+        self.fusion = build_fusion(self.config.features, views, self.config.dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
+        if self.fusion is not None:
+            self.fusion.reset_parameters()
 
     def embed(self) -> Tuple[Tensor, Tensor]:
-        return self.user_emb.weight, self.item_emb.weight
+        if self.fusion is None:
+            return self.user_emb.weight, self.item_emb.weight
+        return self.fusion.fuse("user", self.user_emb.weight), self.fusion.fuse("item", self.item_emb.weight)
+
+    def _rows(self, node_type: str, table: nn.Embedding, index: Tensor) -> Tensor:
+        rows = table(index)
+        return rows if self.fusion is None else self.fusion.fuse(node_type, rows, index)
 
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
-        users, pos, neg = self.user_emb(batch.users), self.item_emb(batch.pos), self.item_emb(batch.neg)
+        users = self._rows("user", self.user_emb, batch.users)
+        pos, neg = self._rows("item", self.item_emb, batch.pos), self._rows("item", self.item_emb, batch.neg)
         bpr = bpr_loss((users * pos).sum(-1), (users * neg).sum(-1))
         l2 = l2_reg(users, pos, neg)
         return bpr + self.config.l2 * l2, {"bpr": bpr.detach(), "l2": l2.detach()}

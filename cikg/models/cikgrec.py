@@ -38,7 +38,7 @@ dense (no isolated ids of dropped clusters).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
@@ -50,6 +50,7 @@ from ..errors import ConfigError
 from ..graph import GraphViews, View
 from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
+from .fusion import FusionConfig, build_fusion
 from .propagation import (
     AdjacencyStore,
     EdgeDropout,
@@ -114,6 +115,7 @@ class CIKGRecConfig:
     transe_l2: float = 1e-3
     transe_batch_size: int = 4096
     transe_batches: Optional[int] = None
+    features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
         _checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size")
@@ -312,6 +314,7 @@ class CIKGRec(Recommender):
         self.uir_decoder = LGPropagation(c.decoder_layers)
         self.mask_token = nn.Parameter(torch.zeros(1, c.dim))
         self.encoder_to_decoder = nn.Linear(c.dim, c.dim)
+        self.fusion = build_fusion(c.features, views, c.dim)
         self.triples: Optional[TransETriples] = None
         if c.use_transe:
             self.triples = TransETriples(dataset, views, use_kg=self.has_kg)
@@ -332,7 +335,14 @@ class CIKGRec(Recommender):
         nn.init.zeros_(self.encoder_to_decoder.bias)
         if self.triples is not None:
             nn.init.xavier_uniform_(self.relation_embedding.weight)
+        if self.fusion is not None:
+            self.fusion.reset_parameters()
         self._epoch_adj = {}
+
+    def ego(self) -> Tensor:
+        """Layer-0 embeddings ``[n_nodes, dim]``: the ID table, fused with node features when configured."""
+        weight = self.embedding.weight
+        return weight if self.fusion is None else self.fusion(weight)
 
     @property
     def device(self) -> torch.device:
@@ -381,7 +391,7 @@ class CIKGRec(Recommender):
     # ------------------------------------------------------------------ scoring
     def propagate(self) -> Tensor:
         """Encoder output of every node ``[n_nodes, dim]`` over the full CIKG (no dropout in eval mode)."""
-        return self.propagation(self.embedding.weight, self.adj(self.encoder_view))
+        return self.propagation(self.ego(), self.adj(self.encoder_view))
 
     def embed(self) -> Tuple[Tensor, Tensor]:
         out = self.propagate()
@@ -390,7 +400,7 @@ class CIKGRec(Recommender):
     # ------------------------------------------------------------------ objectives
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
         c = self.config
-        ego = self.embedding.weight
+        ego = self.ego()
         out = self.propagation(ego, self._training_adj("encoder", c.edge_dropout))
         pos, neg = batch.pos + self.item_offset, batch.neg + self.item_offset
         users = out[batch.users]
@@ -399,18 +409,18 @@ class CIKGRec(Recommender):
         total = c.cf_weight * bpr + c.l2 * l2
         terms: LossTerms = {"bpr": bpr, "l2": l2}
         if self.use_uir:
-            terms["uir"] = self.interest_reconstruction_loss()
+            terms["uir"] = self.interest_reconstruction_loss(ego)
             total = total + c.uir_weight * terms["uir"]
         if self.use_cl_user or self.use_cl_item:
-            cl = self.contrastive_losses(batch.users, batch.pos)
+            cl = self.contrastive_losses(batch.users, batch.pos, ego)
             total = total + c.gcl_weight * sum(cl.values())
             terms.update(cl)
         return total, {k: v.detach() for k, v in terms.items()}
 
-    def interest_reconstruction_loss(self) -> Tensor:
+    def interest_reconstruction_loss(self, ego: Optional[Tensor] = None) -> Tensor:
         """SCE between masked interest rows of the ego table and their reconstruction (a scalar)."""
         c = self.config
-        ego = self.embedding.weight
+        ego = self.ego() if ego is None else ego
         n_interests = self.interest_slice.stop - self.interest_slice.start
         n_mask = int(self.mask_rate * n_interests)
         if n_mask == 0:
@@ -427,10 +437,10 @@ class CIKGRec(Recommender):
         reconstructed = self.uir_decoder(hidden, adj)
         return sce_loss(reconstructed[masked], ego[masked], c.sce_alpha)
 
-    def contrastive_losses(self, users: Tensor, items: Tensor) -> Dict[str, Tensor]:
+    def contrastive_losses(self, users: Tensor, items: Tensor, ego: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """``{"cl_user": ..., "cl_item": ...}`` (those the enabled parts allow) for a batch's users and items."""
         c = self.config
-        ego = self.embedding.weight
+        ego = self.ego() if ego is None else ego
         anchor = self.cl_propagation(ego, self.adj(self.anchor_view), perturb=simgcl_noise(c.eps, self._generator))
         losses: Dict[str, Tensor] = {}
         if self.use_cl_user:

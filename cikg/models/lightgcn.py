@@ -14,7 +14,7 @@ is the classic baseline (nodes outside the view are isolated and unused); ``view
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..graph import GraphViews, View
 from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
+from .fusion import FusionConfig, build_fusion
 from .propagation import AdjacencyStore, EdgeDropout, LGPropagation
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class LightGCNConfig:
         self_loops: add :math:`I` to the adjacency before normalising.
         edge_dropout: share of undirected edges dropped, resampled once per epoch (0 = off).
         message_dropout: dropout on the ego embeddings before propagation (0 = off).
+        features: how node features (``graph[t].x``) are fused into the ego embeddings
+            (:class:`~cikg.models.fusion.FusionConfig`; ``mode: none`` = plain LightGCN).
     """
 
     dim: int = 64
@@ -51,6 +54,7 @@ class LightGCNConfig:
     self_loops: bool = False
     edge_dropout: float = 0.0
     message_dropout: float = 0.0
+    features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
         _checks.positive_int(self, "dim")
@@ -97,13 +101,21 @@ class LightGCN(Recommender):
         self.adjacency = AdjacencyStore(views, self.config.self_loops)
         self.embedding = nn.Embedding(views.n_nodes, self.config.dim)
         self.propagation = LGPropagation(self.config.layers, message_dropout=self.config.message_dropout)
+        self.fusion = build_fusion(self.config.features, views, self.config.dim)
         self._edge_dropout: Optional[EdgeDropout] = None
         self._train_adj: Optional[Tensor] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.embedding.weight)
+        if self.fusion is not None:
+            self.fusion.reset_parameters()
         self._train_adj = None
+
+    def ego(self) -> Tensor:
+        """Layer-0 embeddings ``[n_nodes, dim]``: the ID table, fused with node features when configured."""
+        weight = self.embedding.weight
+        return weight if self.fusion is None else self.fusion(weight)
 
     def full_adjacency(self) -> Tensor:
         return self.adjacency.get(self.view, self.embedding.weight.device)
@@ -129,18 +141,18 @@ class LightGCN(Recommender):
 
     def propagate(self, adj: Optional[Tensor] = None) -> Tensor:
         """Final embeddings of every node ``[n_nodes, dim]`` (over the full adjacency by default)."""
-        return self.propagation(self.embedding.weight, self.full_adjacency() if adj is None else adj)
+        return self.propagation(self.ego(), self.full_adjacency() if adj is None else adj)
 
     def embed(self) -> Tuple[Tensor, Tensor]:
         out = self.propagate()
         return out[: self.n_users], out[self.item_offset: self.item_offset + self.n_items]
 
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
-        out = self.propagate(self.training_adjacency() if self.training else None)
+        ego = self.ego()
+        out = self.propagation(ego, self.training_adjacency() if self.training else self.full_adjacency())
         pos, neg = batch.pos + self.item_offset, batch.neg + self.item_offset
         users = out[batch.users]
         bpr = bpr_loss((users * out[pos]).sum(-1), (users * out[neg]).sum(-1))
-        ego = self.embedding.weight
         l2 = l2_reg(ego[batch.users], ego[pos], ego[neg])
         return bpr + self.config.l2 * l2, {"bpr": bpr.detach(), "l2": l2.detach()}
 
@@ -148,4 +160,5 @@ class LightGCN(Recommender):
         c = self.config
         return (f"LightGCN(view={self.view.value}, nodes={self.embedding.num_embeddings}, dim={c.dim}, "
                 f"layers={c.layers}, l2={c.l2}, self_loops={c.self_loops}, edge_dropout={c.edge_dropout}, "
-                f"message_dropout={c.message_dropout})")
+                f"message_dropout={c.message_dropout}"
+                + (f", features={c.features.mode}/{c.features.adaptor})" if self.fusion is not None else ")"))

@@ -24,7 +24,9 @@ class DataConfig:
 
     ``dataset`` is a name under ``$CIKG_DATA`` / ``../shared/data``, a directory, or ``synthetic``.
     ``interests`` optionally points to a directory or ``user_interest_clustered.txt`` produced by
-    ``cikg interests cluster`` that replaces the dataset's own interests.
+    ``cikg interests cluster`` that replaces the dataset's own interests. ``features`` optionally points to
+    a node-features artifact (``features.pt`` or the directory holding it, written by ``cikg augment``)
+    attached to the CIKG as ``x`` of users/items; models consume it through ``model.features``.
     """
 
     dataset: str = "synthetic"
@@ -32,6 +34,7 @@ class DataConfig:
     valid_fraction: float = 0.125
     split_seed: int = 2024
     interests: Optional[str] = None
+    features: Optional[str] = None
     include_kg: bool = True
     include_interests: bool = True
     synthetic_users: int = 2000
@@ -122,6 +125,11 @@ class RunConfig:
     def to_dict(self) -> Dict[str, Any]:
         out = to_dict(self)
         out["model"] = {"name": self.model_name, **to_dict(self.model)}
+        # node-feature keys only when used: configs (and checkpoints) of runs without features stay as before
+        if out["data"].get("features") is None:
+            out["data"].pop("features", None)
+        if isinstance(out["model"].get("features"), dict) and out["model"]["features"].get("mode") == "none":
+            out["model"].pop("features")
         return out
 
     def to_yaml(self) -> str:

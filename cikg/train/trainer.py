@@ -75,6 +75,13 @@ def load_run_dataset(config: Union[RunConfig, DataConfig]) -> Dataset:
 
 def build_run_graph(config: RunConfig, dataset: Dataset) -> GraphViews:
     graph = build_cikg(dataset, include_kg=config.data.include_kg, include_interests=config.data.include_interests)
+    if config.data.features:  # node features from `cikg augment` (KAR, REKI, LLM-CF, CoCo), for model.features
+        from ..augment.base import NodeFeatures
+
+        NodeFeatures.load(config.data.features).attach(graph)
+    elif getattr(config.model, "features", None) is not None and config.model.features.enabled:
+        raise ConfigError(f"model.features.mode={config.model.features.mode!r} needs node features: set "
+                          "data.features to a `cikg augment` output", "data.features")
     return build_views(graph, views=(), self_loops=False)
 
 

@@ -1,0 +1,17 @@
+"""Knowledge augmentation: LLM knowledge turned into user/item vectors attached as node features of the CIKG.
+
+Methods (each an :class:`~cikg.augment.base.Augmenter` producing :class:`~cikg.augment.base.NodeFeatures`):
+
+* :mod:`cikg.augment.kar` — KAR (Xi et al., arXiv 2306.10933): factorisation prompting, reasoning and
+  factual knowledge, hybrid-expert adaptor;
+* :mod:`cikg.augment.reki` — REKI (Xi et al., arXiv 2408.10520): individual and collective (clustered)
+  extraction, the same expert adaptor;
+* :mod:`cikg.augment.llmcf` — LLM-CF (Sun et al., arXiv 2403.17688);
+* :mod:`cikg.augment.coco` — CoCo (Mu et al., arXiv 2510.14257).
+
+The expert adaptor (:mod:`cikg.augment.experts`) and the fusion layer (:mod:`cikg.models.fusion`) are shared.
+Submodules are imported on use (this package import stays light).
+"""
+from .base import FEATURES_FILE, Augmenter, NodeFeatures, features_path
+
+__all__ = ["FEATURES_FILE", "Augmenter", "NodeFeatures", "features_path"]

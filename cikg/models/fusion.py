@@ -1,0 +1,218 @@
+"""One fusion layer through which every model consumes node features (``graph['user'].x``, ``graph['item'].x``).
+
+The features of a node type (``[n, d_feat]``, e.g. encoded LLM knowledge from :mod:`cikg.augment`) are
+mapped to the embedding width by an adaptor and fused with that type's ID embeddings *before*
+propagation:
+
+.. math::
+    e^{(0)}_v = \\begin{cases}
+        e^{id}_v & \\text{mode none} \\\\
+        e^{id}_v + A_{\\tau(v)}(x_v) & \\text{mode add} \\\\
+        A_{\\tau(v)}(x_v) & \\text{mode features}
+    \\end{cases}
+
+The adaptor :math:`A` is ``linear`` (one ``Linear(d_feat, dim)`` per node type, with dropout on its input) or
+``experts``: the hybrid-expert adaptor of KAR/REKI (:class:`cikg.augment.experts.HybridExpertAdaptor`), which
+splits ``x`` into its knowledge blocks (``blocks[node_type]``), passes each through the shared experts and
+the block's dedicated experts under the block's gate, and sums the block outputs. The adaptor trains with
+the backbone's loss. Node types without features keep their ID embeddings.
+
+Shapes: ``forward(ego [n_nodes, dim]) -> [n_nodes, dim]`` over a global node index (LightGCN, CIKGRec);
+``fuse(node_type, emb [m, dim], index [m]) -> [m, dim]`` for per-type tables (BPR-MF).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..augment.experts import HybridExpertAdaptor
+from ..errors import ConfigError
+from . import _checks
+
+FUSION_MODES = ("none", "add", "features")
+ADAPTORS = ("linear", "experts")
+
+
+@dataclass
+class FusionConfig:
+    """How a model consumes node features (YAML: ``model.features``).
+
+    Attributes:
+        mode: ``none`` (ignore features: the plain model), ``add`` (ID embedding + adapted features) or
+            ``features`` (adapted features replace the ID embeddings of featured node types).
+        adaptor: ``linear`` or ``experts`` (hybrid experts, KAR/REKI).
+        node_types: which featured node types to fuse (those without features are skipped).
+        hidden: hidden width of every expert MLP.
+        n_shared: shared experts (``experts`` only).
+        n_dedicated: dedicated experts per knowledge block (``experts`` only).
+        dropout: dropout on the features (linear) or inside the experts.
+        reduce: when > 0, each knowledge block is first reduced to its top ``reduce`` principal components
+            (an SVD of the centred block, computed once when the model is built; fixed, not trained). It
+            makes the experts cheap: they run over every featured node in every batch.
+    """
+
+    mode: str = "none"
+    adaptor: str = "linear"
+    node_types: Tuple[str, ...] = ("user", "item")
+    hidden: int = 128
+    n_shared: int = 2
+    n_dedicated: int = 2
+    dropout: float = 0.0
+    reduce: int = 0
+
+    def __post_init__(self) -> None:
+        _checks.one_of(self, "mode", FUSION_MODES)
+        _checks.one_of(self, "adaptor", ADAPTORS)
+        for node_type in self.node_types:
+            if node_type not in ("user", "item"):
+                raise ConfigError(f"expected user and/or item, got {node_type!r}", "node_types")
+        _checks.positive_int(self, "hidden")
+        _checks.non_negative_int(self, "n_shared", "n_dedicated")
+        if self.adaptor == "experts" and self.n_shared + self.n_dedicated < 1:
+            raise ConfigError("the experts adaptor needs n_shared + n_dedicated >= 1", "n_shared")
+        _checks.probability(self, "dropout")
+        _checks.non_negative_int(self, "reduce")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+class FeatureFusion(nn.Module):
+    """Adapt node features to ``dim`` and fuse them with ID embeddings (see the module docstring).
+
+    Args:
+        config: :class:`FusionConfig` (``mode`` must not be ``none``).
+        features: node type -> ``[count, d_feat]`` features (rows are node ids of that type). Stored as
+            non-persistent buffers: checkpoints hold the adaptor's parameters, the features come from
+            their artifact (``data.features``).
+        dim: the embedding width.
+        blocks: node type -> ordered ``{block: width}`` (for ``experts``; one block per type if absent).
+        offsets: node type -> first row of the type in a global ego table (for :meth:`forward`).
+    """
+
+    def __init__(self, config: FusionConfig, features: Mapping[str, Tensor], dim: int,
+                 blocks: Optional[Mapping[str, Mapping[str, int]]] = None,
+                 offsets: Optional[Mapping[str, int]] = None):
+        super().__init__()
+        if not config.enabled:
+            raise ConfigError("FeatureFusion built with mode 'none'", "features.mode")
+        self.config = config
+        self.dim = dim
+        self.node_types = [t for t in config.node_types if t in features]
+        if not self.node_types:
+            raise ConfigError(f"features.mode={config.mode!r} but the graph has no features for "
+                              f"{list(config.node_types)} (attach them, e.g. data.features=PATH)", "features.mode")
+        blocks = dict(blocks or {})
+        self.blocks: Dict[str, Dict[str, int]] = {}
+        self.offsets = {t: int((offsets or {}).get(t, 0)) for t in self.node_types}
+        for node_type in self.node_types:
+            x = features[node_type].detach().float()
+            layout = dict(blocks.get(node_type) or {node_type: int(x.size(1))})
+            if sum(layout.values()) != x.size(1):
+                raise ConfigError(f"{node_type} blocks {layout} do not add up to its {x.size(1)} feature columns",
+                                  "features")
+            if config.reduce:
+                x, layout = _reduce_blocks(x, layout, config.reduce)
+            self.blocks[node_type] = layout
+            self.register_buffer(f"x_{node_type}", x, persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        if config.adaptor == "linear":
+            self.linear = nn.ModuleDict({t: nn.Linear(features[t].size(1), dim) for t in self.node_types})
+            self.experts = None
+        else:
+            kinds: Dict[str, int] = {}
+            for node_type in self.node_types:
+                for name, width in self.blocks[node_type].items():
+                    if kinds.setdefault(name, width) != width:
+                        raise ConfigError(f"knowledge block {name!r} has widths {kinds[name]} and {width}",
+                                          "features")
+            self.linear = None
+            self.experts = HybridExpertAdaptor(kinds, dim, config.n_shared, config.n_dedicated, config.hidden,
+                                               config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.linear is not None:
+            for layer in self.linear.values():
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        else:
+            self.experts.reset_parameters()
+
+    def features(self, node_type: str) -> Tensor:
+        return getattr(self, f"x_{node_type}")
+
+    def project(self, node_type: str, index: Optional[Tensor] = None) -> Tensor:
+        """Adapted features of ``node_type`` ``[count or len(index), dim]``."""
+        x = self.features(node_type)
+        if index is not None:
+            x = x[index]
+        if self.linear is not None:
+            return self.linear[node_type](self.dropout(x))
+        out, start = None, 0
+        for name, width in self.blocks[node_type].items():
+            part = self.experts(x[:, start:start + width], name)
+            out = part if out is None else out + part
+            start += width
+        return out
+
+    def fuse(self, node_type: str, emb: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        """ID embeddings ``emb`` of ``node_type`` (rows ``index``, or all) fused with their adapted features."""
+        if node_type not in self.node_types:
+            return emb
+        projected = self.project(node_type, index)
+        return projected if self.config.mode == "features" else emb + projected
+
+    def forward(self, ego: Tensor) -> Tensor:
+        """The global ego table ``[n_nodes, dim]`` with each featured type's rows fused (out of place)."""
+        pieces, cursor = [], 0
+        for node_type in sorted(self.node_types, key=lambda t: self.offsets[t]):
+            start = self.offsets[node_type]
+            end = start + self.features(node_type).size(0)
+            pieces += [ego[cursor:start], self.fuse(node_type, ego[start:end])]
+            cursor = end
+        pieces.append(ego[cursor:])
+        return torch.cat(pieces, dim=0)
+
+    def extra_repr(self) -> str:
+        shapes = {t: tuple(self.features(t).shape) for t in self.node_types}
+        return f"mode={self.config.mode}, adaptor={self.config.adaptor}, features={shapes}, dim={self.dim}"
+
+
+def _reduce_blocks(x: Tensor, layout: Mapping[str, int], k: int) -> Tuple[Tensor, Dict[str, int]]:
+    """Each block of ``x`` projected on its top-``k`` principal components (fewer when the block is narrower)."""
+    parts, out_layout, start = [], {}, 0
+    for name, width in layout.items():
+        block = x[:, start:start + width]
+        start += width
+        centred = block - block.mean(dim=0, keepdim=True)
+        keep = min(k, width, block.size(0))
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        parts.append(centred @ vh[:keep].t())
+        out_layout[name] = keep
+    return torch.cat(parts, dim=1).contiguous(), out_layout
+
+
+def build_fusion(config: Optional[FusionConfig], views, dim: int) -> Optional[FeatureFusion]:
+    """The fusion layer of a model built over ``views`` (``None`` for mode ``none``: the plain model).
+
+    ``views`` is a :class:`cikg.graph.GraphViews` whose ``features`` / ``feature_blocks`` were filled from
+    the graph's ``x`` slots by :func:`cikg.graph.build_views`.
+    """
+    if config is None or not config.enabled:
+        return None
+    if views is None:
+        raise ConfigError(f"features.mode={config.mode!r} needs a graph with node features", "features.mode")
+    counts = views.counts
+    for node_type, x in views.features.items():
+        if x.size(0) != counts[node_type]:
+            raise ConfigError(f"{node_type} features have {x.size(0)} rows but the graph has {counts[node_type]} "
+                              f"{node_type}s", "features")
+    return FeatureFusion(config, views.features, dim, views.feature_blocks, views.offsets)
+
+
+__all__ = ["ADAPTORS", "FUSION_MODES", "FeatureFusion", "FusionConfig", "build_fusion"]
