@@ -178,7 +178,7 @@ def test_augmenter_attaches_knowledge_to_the_right_nodes(small, cf, tmp_path):
     users = [7, 3, 120]
     augmenter = coco.CoCo(CoCoConfig(n_codes=2, prompt_len=2, epochs=1, max_tokens=16, lora_epochs=0, seed=4),
                           cf=cf, users=users, out_dir=tmp_path)
-    features = augmenter.fit(small, graph)["user"]
+    features = augmenter.fit(small, graph).user
     augmenter.attach(graph)
     assert graph["user"].x.shape == (N_USERS, 384)
     assert torch.equal(graph["user"].x[users], augmenter.result.knowledge)
@@ -209,9 +209,11 @@ def test_cli_writes_features_and_a_graph_with_them(tmp_path):
     args = _augment_parser().parse_args(["coco", "dbbook2014", "-o", str(tmp_path), "--users", "40", "--epochs", "1",
                                          "--lora-epochs", "1", "--codes", "4", "--graph", "--no-progress"])
     assert args.func(args) == 0
-    saved = torch.load(tmp_path / "user_features.pt", weights_only=True)
+    from cikg.augment.base import NodeFeatures
+
+    saved = NodeFeatures.load(tmp_path)
     graph = load_graph(tmp_path / "graph.pt")
-    assert torch.equal(graph["user"].x, saved["user"]) and saved["user"][:40].abs().sum() > 0
+    assert torch.equal(graph["user"].x, saved.user) and saved.user[:40].abs().sum() > 0
     assert graph.meta["features"]["user"]["method"] == "coco"
 
 

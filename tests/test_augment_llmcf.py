@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cikg.augment import llmcf
+from cikg.augment.base import NodeFeatures
 from cikg.augment.llmcf import (
     CoTProfileBackend,
     ICTModule,
@@ -181,15 +182,19 @@ def test_augmenter_attaches_user_features_to_the_right_nodes(small, encoder, tmp
     graph = build_cikg(small)
     augmenter = llmcf.LLMCF(LLMCFConfig(n_examples=200, dim=16, heads=2, layers=1, epochs=3, seed=11),
                             encoder=encoder, out_dir=tmp_path)
-    with pytest.raises(GraphError, match="not fitted"):
+    with pytest.raises(GraphError, match="before fit"):
         augmenter.attach(graph)
-    features = augmenter.fit(small, graph)["user"]
-    assert features.shape == (N_USERS, 16)
+    fitted = augmenter.fit(small, graph)
+    features = fitted.user
+    assert features.shape == (N_USERS, 16) and fitted.item is None and fitted.blocks == {"user": {"llmcf": 16}}
     augmenter.attach(graph)
     assert torch.equal(graph["user"].x, features)
     meta = graph.meta["features"]["user"]
     assert meta["method"] == "llmcf" and meta["not_an_llm"] is True and meta["dim"] == 16
-    assert meta["template"] == "llmcf-cot" and meta["examples"] > 150
+    assert meta["template"] == "llmcf-cot" and meta["examples"] > 150 and meta["llm_model"] == "cot-profile"
+    assert meta["n_calls"] == meta["examples"] and meta["prompt_tokens"] == 0
+    loaded = NodeFeatures.load(fitted.save(tmp_path))
+    assert torch.equal(loaded.user, features) and loaded.provenance["method"] == "llmcf"
     # row u belongs to user u: recompute two users from the stored context
     result = augmenter.result
     users = torch.tensor([N_USERS - 1, 0])

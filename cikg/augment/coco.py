@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, GraphError
+from .base import Augmenter, NodeFeatures
 from .llmcf import history_text
 
 log = logging.getLogger(__name__)
@@ -672,7 +673,9 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor
     for line in report.lines():
         log.info("CoCo: %s", line)
     provenance = {
-        "method": "coco", "paper": "arXiv 2510.14257", "model": str(config.model or default_model_path()),
+        "method": "coco", "paper": "arXiv 2510.14257", "llm_model": str(config.model or default_model_path()),
+        "backend": "transformers (local)", "not_an_llm": False, "template_version": "history titles v1",
+        "n_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
         "encoder": "soft-prompted LM, masked mean of the last hidden states", "cf": cf_source,
         "n_codes": config.n_codes, "prompt_len": config.prompt_len, "users": int(users_t.numel()),
         "judged": report.before.get("judged", 0), "flagged": report.flagged_before,
@@ -680,7 +683,7 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor
         "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "targets": list(config.lora_targets),
                  "epochs": config.lora_epochs} if report.lora else None,
         "codes_used": int(sum(1 for c in report.code_usage if c)), "seed": config.seed,
-        "wall_s": round(time.perf_counter() - started, 3),
+        "seconds": round(time.perf_counter() - started, 3),
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -691,8 +694,8 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor
     return CoCoResult(users_t, knowledge, codes, model, report, provenance)
 
 
-class CoCo:
-    """CoCo as an augmenter: :meth:`fit` computes the per-user knowledge vectors, :meth:`attach` puts them on a graph.
+class CoCo(Augmenter):
+    """CoCo as an :class:`~cikg.augment.base.Augmenter`: :meth:`fit` returns the per-user knowledge vectors.
 
     Args:
         config: :class:`CoCoConfig` (the LM, codebook, LoRA settings).
@@ -709,7 +712,7 @@ class CoCo:
         self.config = config or CoCoConfig()
         self.cf, self.users, self.out_dir, self.progress = cf, users, out_dir, progress
         self.result: Optional[CoCoResult] = None
-        self._n_users = 0
+        self.features: Optional[NodeFeatures] = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -717,26 +720,14 @@ class CoCo:
         return (f"CoCo(model={str(c.model or 'all-MiniLM-L6-v2')!r}, n_codes={c.n_codes}, "
                 f"prompt_len={c.prompt_len}, lora_r={c.lora_r}{fitted})")
 
-    def fit(self, dataset: Any, graph: Any = None) -> Dict[str, Tensor]:
-        """Run the method on ``dataset``; returns ``{"user": [n_users, h]}`` (``graph`` is only checked)."""
+    def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
+        """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, h]`` (``graph`` is only checked)."""
         if graph is not None and graph["user"].num_nodes != dataset.n_users:
             raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
         self.result = run_coco(dataset, self.config, self.cf, self.users, self.progress, out_dir=self.out_dir)
-        self._n_users = dataset.n_users
-        return {"user": self.result.user_features(dataset.n_users)}
-
-    @property
-    def provenance(self) -> Dict[str, Any]:
-        if self.result is None:
-            raise GraphError("CoCo is not fitted: call fit(dataset, graph) first")
-        return self.result.provenance
-
-    def attach(self, graph: Any) -> Any:
-        """``graph['user'].x = k`` with the run's provenance in ``graph.meta['features']['user']``."""
-        from ..graph import attach_features
-
-        provenance = self.provenance
-        return attach_features(graph, "user", self.result.user_features(self._n_users), provenance)
+        self.features = NodeFeatures(user=self.result.user_features(dataset.n_users),
+                                     provenance=self.result.provenance)
+        return self.features
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -783,9 +774,9 @@ def coco_command(args: Any) -> int:
     users = None if args.users is None else range(min(args.users, dataset.n_users))
     augmenter = CoCo(config, cf, users, args.out, progress=not args.no_progress)
     features = augmenter.fit(dataset)
-    p = augmenter.provenance
-    lines = [f"CoCo on {dataset.name}: {p['users']} user(s), LM {p['model']}, {p['codes_used']} of "
+    p = features.provenance
+    lines = [f"CoCo on {dataset.name}: {p['users']} user(s), LM {p['llm_model']}, {p['codes_used']} of "
              f"{config.n_codes} soft prompts used"] + augmenter.result.report.lines()
-    lines += [f"wall time {p['wall_s']:.1f} s"] + write_outputs(args, dataset, augmenter, features)
+    lines += [f"wall time {p['seconds']:.1f} s"] + write_outputs(args, dataset, augmenter, features)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -65,6 +65,7 @@ from ..llm.base import NOT_AN_LLM, Backend, Completion, RunSummary
 from ..llm.cache import OK
 from ..llm.kgprofile import KGProfileBackend, KGProfileConfig, top_k_per_row
 from ..llm.prompts import PromptTemplate, Request, titles_of
+from .base import Augmenter, NodeFeatures
 
 log = logging.getLogger(__name__)
 
@@ -762,6 +763,12 @@ class LLMCFResult:
     training: ICTTraining
 
 
+def _llm_model(backend: Any) -> str:
+    """The model behind ``backend``: the server's model name, or the backend's own name offline."""
+    config = getattr(backend, "config", None)
+    return str(getattr(config, "model", None) or getattr(backend, "name", type(backend).__name__))
+
+
 def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
               cf: Optional[Tuple[Tensor, Tensor]] = None, out_dir: Union[str, Path, None] = None,
               progress: bool = False) -> LLMCFResult:
@@ -794,15 +801,16 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
     features = ict_user_features(module, cot, context, user_text, cf[0], config.block_size)
     summary = answers.summary
     provenance = {
-        "method": "llmcf", "paper": "arXiv 2403.17688", "model": summary.backend,
+        "method": "llmcf", "paper": "arXiv 2403.17688", "llm_model": _llm_model(backend), "backend": summary.backend,
         "not_an_llm": bool(summary.not_an_llm), "template": LLMCF_COT.name, "template_version": LLMCF_COT.version,
         "encoder": getattr(encoder, "model_name", type(encoder).__name__), "cf": cf_source,
         "examples": len(cot), "examples_failed": int((~answers.ok).sum()), "positives": int(cot.labels.sum()),
-        "k": config.k, "llm_calls": summary.sent, "llm_cached": summary.cached,
-        "tokens": summary.total_tokens, "generation_s": round(generated - started, 3),
+        "k": config.k, "n_calls": summary.sent, "cached_calls": summary.cached,
+        "prompt_tokens": summary.prompt_tokens, "completion_tokens": summary.completion_tokens,
+        "generation_s": round(generated - started, 3),
         "ict_best_epoch": training.best_epoch, "ict_best": training.best,
         "users_without_context": int((context.index[:, 0] < 0).sum()),
-        "seed": config.seed, "wall_s": round(time.perf_counter() - started, 3),
+        "seed": config.seed, "seconds": round(time.perf_counter() - started, 3),
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -814,19 +822,19 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
     log.info("LLM-CF: %d examples (%s), ICT best epoch %d %s, %d user features of dim %d in %.1f s",
              len(cot), summary.backend + (f" [{NOT_AN_LLM}]" if summary.not_an_llm else ""), training.best_epoch,
              {k: round(v, 4) for k, v in training.best.items() if k != "epoch"}, features.size(0), features.size(1),
-             provenance["wall_s"])
+             provenance["seconds"])
     return LLMCFResult(features, provenance, cot, context, module, training)
 
 
-class LLMCF:
-    """LLM-CF as an augmenter: :meth:`fit` computes the per-user ICT features, :meth:`attach` puts them on a graph.
+class LLMCF(Augmenter):
+    """LLM-CF as an :class:`~cikg.augment.base.Augmenter`: :meth:`fit` returns the per-user ICT features.
 
     Args:
         config: :class:`LLMCFConfig`.
         backend: any :mod:`cikg.llm` backend; default :class:`CoTProfileBackend` (offline, not an LLM).
-        encoder: a :class:`cikg.interests.embed.Encoder`; default one with an in-memory cache.
+        encoder: a :class:`cikg.interests.embed.Encoder`; default one cached in ``out_dir`` (or in memory).
         cf: collaborative ``(user, item)`` embeddings of a trained recommender (default: truncated SVD).
-        out_dir: where the CoT dataset and summaries go.
+        out_dir: where the CoT dataset, the ICT module and the summary go.
     """
 
     name = "llmcf"
@@ -837,6 +845,7 @@ class LLMCF:
         self.config = config or LLMCFConfig()
         self.backend, self.encoder, self.cf, self.out_dir, self.progress = backend, encoder, cf, out_dir, progress
         self.result: Optional[LLMCFResult] = None
+        self.features: Optional[NodeFeatures] = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -844,8 +853,8 @@ class LLMCF:
         return (f"LLMCF(n_examples={c.n_examples}, k={c.k}, dim={c.dim}, layers={c.layers}, "
                 f"backend={getattr(self.backend, 'name', 'cot-profile')!r}{fitted})")
 
-    def fit(self, dataset: Any, graph: Any = None) -> Dict[str, Tensor]:
-        """Run the method on ``dataset``; returns ``{"user": [n_users, dim]}`` (``graph`` is only checked)."""
+    def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
+        """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, dim]`` (``graph`` is only checked)."""
         if graph is not None and graph["user"].num_nodes != dataset.n_users:
             raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
         if self.encoder is None:
@@ -855,20 +864,8 @@ class LLMCF:
                                    show_progress=self.progress)
         backend = self.backend if self.backend is not None else CoTProfileBackend(dataset)
         self.result = run_llmcf(dataset, self.config, backend, self.encoder, self.cf, self.out_dir, self.progress)
-        return {"user": self.result.user_features}
-
-    @property
-    def provenance(self) -> Dict[str, Any]:
-        if self.result is None:
-            raise GraphError("LLMCF is not fitted: call fit(dataset, graph) first")
-        return self.result.provenance
-
-    def attach(self, graph: Any) -> Any:
-        """``graph['user'].x = h`` with the run's provenance in ``graph.meta['features']['user']``."""
-        from ..graph import attach_features
-
-        provenance = self.provenance
-        return attach_features(graph, "user", self.result.user_features, provenance)
+        self.features = NodeFeatures(user=self.result.user_features, provenance=self.result.provenance)
+        return self.features
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -902,12 +899,12 @@ def add_common_arguments(p: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def write_outputs(args: Any, dataset: Any, augmenter: Any, features: Dict[str, Tensor]) -> List[str]:
-    """``DIR/user_features.pt`` (and ``DIR/graph.pt`` with ``--graph``); returns lines to print."""
+def write_outputs(args: Any, dataset: Any, augmenter: Any, features: NodeFeatures) -> List[str]:
+    """``DIR/features.pt`` (the artifact ``cikg train ... data.features=DIR`` reads) and, with ``--graph``,
+    ``DIR/graph.pt`` (the CIKG with the features attached); returns lines to print."""
     from ..graph import build_cikg, save_graph
 
-    torch_save_atomic({"user": features["user"], "provenance": augmenter.provenance}, args.out / "user_features.pt")
-    lines = [f"user features {tuple(features['user'].shape)} -> {args.out / 'user_features.pt'}"]
+    lines = [f"{features!r} -> {features.save(args.out)}"]
     if args.graph:
         graph = augmenter.attach(build_cikg(dataset))
         lines.append(f"graph with features -> {save_graph(graph, args.out / 'graph.pt')}")
@@ -970,13 +967,13 @@ def llmcf_command(args: Any) -> int:
     encoder = Encoder(args.out / "embeddings.sqlite", show_progress=not args.no_progress)
     augmenter = LLMCF(config, backend, encoder, cf, args.out, progress=not args.no_progress)
     features = augmenter.fit(dataset)
-    p = augmenter.provenance
-    lines = [f"LLM-CF on {dataset.name}: {p['examples']} examples from {p['model']}"
+    p = features.provenance
+    lines = [f"LLM-CF on {dataset.name}: {p['examples']} examples from {p['backend']}"
              + (f" ({NOT_AN_LLM})" if p["not_an_llm"] else "")
-             + f", {p['llm_calls']} LLM call(s), {p['tokens']} tokens",
+             + f", {p['n_calls']} LLM call(s), {p['prompt_tokens'] + p['completion_tokens']} tokens",
              f"ICT pre-training: best epoch {p['ict_best_epoch']}, "
              + ", ".join(f"{k} {v:.4f}" for k, v in p["ict_best"].items() if k != "epoch"),
-             f"wall time {p['wall_s']:.1f} s; CoT dataset and replay file in {args.out}"]
+             f"wall time {p['seconds']:.1f} s; CoT dataset and replay file in {args.out}"]
     lines += write_outputs(args, dataset, augmenter, features)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
