@@ -13,6 +13,11 @@ every book, does not drown out "Science fiction"). Entities come first, title wo
 ``max_phrases``. Everything is sparse tensor algebra over all users at once: with ``H`` the
 ``[n_users, n_items]`` history indicator and ``A`` the ``[n_items, n_features]`` item-feature indicator,
 the counts are ``H @ A``; only the final string formatting loops over users.
+
+A request may say what it is about through ``Request.extra`` (used by :mod:`cikg.augment`): ``("node",
+"item")`` answers with the facts of the items in ``("members", (i, ...))`` (their own entities and title
+words), ``("node", "user")`` with the profile of the summed histories of the users in ``members`` (a group
+of users); a request without ``extra`` is about its own ``user``, as above. The prompt text is never read.
 """
 from __future__ import annotations
 
@@ -204,9 +209,44 @@ class KGProfileBackend:
     # ------------------------------------------------------------------ profiles
     def profiles(self, users: Sequence[int]) -> List[List[Tuple[str, str, int]]]:
         """Per user, up to ``max_phrases`` ``(phrase, kind, count)``: entities first, then title words."""
-        matrix, idf, names, kinds = self.features()
         user_index = torch.as_tensor(list(users), dtype=torch.long)
-        history = history_matrix(self.dataset, user_index, self.config.history_len)
+        return self._profiles(history_matrix(self.dataset, user_index, self.config.history_len))
+
+    def request_items(self, requests: Sequence[Request]) -> torch.Tensor:
+        """Sparse ``[len(requests), n_items]`` item weights of what each request is about (see module docstring)."""
+        pair_rows: List[int] = []
+        pair_users: List[int] = []
+        item_rows: List[int] = []
+        item_cols: List[int] = []
+        for row, request in enumerate(requests):  # one entry per prompt: reading its extra is per-request work
+            extra = dict(request.extra)
+            node, members = extra.get("node", "user"), extra.get("members", (request.user,))
+            if node == "item":
+                item_rows += [row] * len(members)
+                item_cols += [int(m) for m in members]
+            elif node == "user":
+                pair_rows += [row] * len(members)
+                pair_users += [int(m) for m in members]
+            else:
+                raise ConfigError(f"request {request.user_id}: node must be user or item, got {node!r}", key="node")
+        shape = (len(requests), self.dataset.n_items)
+        users = torch.tensor(pair_users, dtype=torch.long)
+        history = history_matrix(self.dataset, users, self.config.history_len)  # [pairs, n_items]
+        group = torch.sparse_coo_tensor(torch.stack([torch.tensor(pair_rows, dtype=torch.long),
+                                                     torch.arange(users.numel())]),
+                                        torch.ones(users.numel()), (len(requests), users.numel()),
+                                        check_invariants=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            summed = torch.sparse.mm(group, history) if users.numel() else torch.sparse_coo_tensor(
+                torch.empty((2, 0), dtype=torch.long), torch.empty(0), shape)
+        items = _indicator(torch.tensor(item_rows, dtype=torch.long), torch.tensor(item_cols, dtype=torch.long),
+                           shape)
+        return (summed + items).coalesce()
+
+    def _profiles(self, history: torch.Tensor) -> List[List[Tuple[str, str, int]]]:
+        """Top phrases of each row of a sparse ``[rows, n_items]`` item-weight matrix."""
+        matrix, idf, names, kinds = self.features()
         with warnings.catch_warnings():  # torch notes that sparse support is beta; the product is exact
             warnings.simplefilter("ignore", UserWarning)
             counts = torch.sparse.mm(history, matrix)
@@ -218,14 +258,17 @@ class KGProfileBackend:
         scores = counts.values().double() * idf[cols] + torch.where(is_entity[cols], 1e4, 0.0).double()
         best = top_k_per_row(rows, cols, scores, self.config.max_phrases)
         top_rows, top_cols, top_counts = rows[best], cols[best], counts.values()[best]
-        out: List[List[Tuple[str, str, int]]] = [[] for _ in range(user_index.numel())]
+        out: List[List[Tuple[str, str, int]]] = [[] for _ in range(history.size(0))]
         for r, c, n in zip(top_rows.tolist(), top_cols.tolist(), top_counts.tolist(), strict=True):
             out[r].append((names[c], kinds[c], int(n)))
         return out
 
     def complete_many(self, requests: Sequence[Request]) -> List[Completion]:
         started = time.perf_counter()
-        profiles = self.profiles([r.user for r in requests])
+        if any(r.extra for r in requests):
+            profiles = self._profiles(self.request_items(requests))
+        else:
+            profiles = self.profiles([r.user for r in requests])
         out = []
         for request, profile in zip(requests, profiles, strict=True):
             text = ", ".join(phrase for phrase, _, _ in profile)
