@@ -14,8 +14,8 @@ from cikg.augment.reki import REKI, REKIConfig, call_counts, load_groups
 from cikg.cli import main
 from cikg.errors import ConfigError, LLMError
 from cikg.llm import ReplayBackend
-from cikg.llm.prompts import titles_of
 from cikg.llm.kgprofile import KGProfileBackend, KGProfileConfig
+from cikg.llm.prompts import titles_of
 from cikg.models import LightGCNConfig
 from cikg.models.fusion import FusionConfig
 from cikg.train import DataConfig, RunConfig, TrainConfig, Trainer
