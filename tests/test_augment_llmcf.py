@@ -202,7 +202,8 @@ def test_augmenter_attaches_user_features_to_the_right_nodes(small, encoder, tmp
     cf_users = llmcf.cf_embeddings(small, 64, 11)[0][users]
     with torch.no_grad():
         alone = result.module(*llmcf._context_tensors(result.cot, result.context, users), user_text, cf_users)
-    assert torch.allclose(alone, graph["user"].x[users], atol=1e-5)
+    assert torch.allclose(torch.nn.functional.normalize(alone, dim=1), graph["user"].x[users], atol=1e-5)
+    assert torch.allclose(graph["user"].x.norm(dim=1), torch.ones(N_USERS), atol=1e-5)
     assert (tmp_path / llmcf.DATASET_FILE).is_file() and (tmp_path / "llmcf_summary.json").is_file()
 
 

@@ -78,6 +78,8 @@ class CoCoConfig:
         lora_epochs, lora_lr: targeted fine-tuning on the flagged users.
         cf_dim: size of the default CF embeddings (truncated SVD) when none are given.
         seed: initialisation, sampling.
+        normalize: attach knowledge vectors scaled to unit norm (users not run keep zero rows); measured
+            better through the fusion layer than the raw pooled states (docs/augment.md).
     """
 
     model: Optional[str] = None
@@ -100,6 +102,7 @@ class CoCoConfig:
     lora_lr: float = 5e-4
     cf_dim: int = 64
     seed: int = 2024
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         for key in ("n_codes", "prompt_len", "hidden", "history_len", "max_tokens", "epochs", "batch_size",
@@ -725,8 +728,11 @@ class CoCo(Augmenter):
         if graph is not None and graph["user"].num_nodes != dataset.n_users:
             raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
         self.result = run_coco(dataset, self.config, self.cf, self.users, self.progress, out_dir=self.out_dir)
-        self.features = NodeFeatures(user=self.result.user_features(dataset.n_users),
-                                     provenance=self.result.provenance)
+        user = self.result.user_features(dataset.n_users)
+        if self.config.normalize:
+            user = nn.functional.normalize(user, dim=1)
+        self.features = NodeFeatures(user=user, provenance=dict(self.result.provenance,
+                                                                normalized=self.config.normalize))
         return self.features
 
 

@@ -105,6 +105,8 @@ class LLMCFConfig:
         cf_dim: size of the default CF features (truncated SVD) when none are given.
         seed: sampling, splitting and initialisation.
         domain: ``books``/``movies``/``items`` in the prompt (default: from the dataset name).
+        normalize: attach :math:`h_u / \\lVert h_u \\rVert_2` (rows of unit norm, like the sentence
+            embeddings); measured better through the fusion layer than the raw LayerNorm output (docs/augment.md).
     """
 
     n_examples: int = 2000
@@ -126,6 +128,7 @@ class LLMCFConfig:
     cf_dim: int = 64
     seed: int = 2024
     domain: Optional[str] = None
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         for key in ("n_examples", "history_len", "k", "dim", "heads", "layers", "epochs", "batch_size",
@@ -864,7 +867,11 @@ class LLMCF(Augmenter):
                                    show_progress=self.progress)
         backend = self.backend if self.backend is not None else CoTProfileBackend(dataset)
         self.result = run_llmcf(dataset, self.config, backend, self.encoder, self.cf, self.out_dir, self.progress)
-        self.features = NodeFeatures(user=self.result.user_features, provenance=self.result.provenance)
+        user = self.result.user_features
+        if self.config.normalize:
+            user = nn.functional.normalize(user, dim=1)
+        self.features = NodeFeatures(user=user, provenance=dict(self.result.provenance,
+                                                                normalized=self.config.normalize))
         return self.features
 
 
