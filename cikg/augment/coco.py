@@ -733,6 +733,8 @@ class CoCo(Augmenter):
             user = nn.functional.normalize(user, dim=1)
         self.features = NodeFeatures(user=user, provenance=dict(self.result.provenance,
                                                                 normalized=self.config.normalize))
+        if self.out_dir is not None:
+            self.features.save(self.out_dir)
         return self.features
 
 

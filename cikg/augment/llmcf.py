@@ -796,6 +796,7 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
     generated = time.perf_counter()
     cot = build_cot_dataset(dataset, examples, answers, encoder, cf)
     user_text = user_text_embeddings(dataset, encoder, config.history_len)
+    encoded = time.perf_counter()
     context = retrieve_context(cot, user_text, cf[0], config.k, config.text_weight, config.block_size)
     torch.manual_seed(config.seed)
     module = ICTModule(user_text.size(1), cf[0].size(1), config.dim, config.heads, config.layers, config.dropout,
@@ -810,7 +811,7 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
         "examples": len(cot), "examples_failed": int((~answers.ok).sum()), "positives": int(cot.labels.sum()),
         "k": config.k, "n_calls": summary.sent, "cached_calls": summary.cached,
         "prompt_tokens": summary.prompt_tokens, "completion_tokens": summary.completion_tokens,
-        "generation_s": round(generated - started, 3),
+        "generation_s": round(generated - started, 3), "encode_seconds": round(encoded - generated, 3),
         "ict_best_epoch": training.best_epoch, "ict_best": training.best,
         "users_without_context": int((context.index[:, 0] < 0).sum()),
         "seed": config.seed, "seconds": round(time.perf_counter() - started, 3),
@@ -872,6 +873,8 @@ class LLMCF(Augmenter):
             user = nn.functional.normalize(user, dim=1)
         self.features = NodeFeatures(user=user, provenance=dict(self.result.provenance,
                                                                 normalized=self.config.normalize))
+        if self.out_dir is not None:
+            self.features.save(self.out_dir)
         return self.features
 
 
@@ -911,7 +914,7 @@ def write_outputs(args: Any, dataset: Any, augmenter: Any, features: NodeFeature
     ``DIR/graph.pt`` (the CIKG with the features attached); returns lines to print."""
     from ..graph import build_cikg, save_graph
 
-    lines = [f"{features!r} -> {features.save(args.out)}"]
+    lines = [f"{features!r} -> {features.save(args.out)}"]  # fit wrote it too; saving is atomic and idempotent
     if args.graph:
         graph = augmenter.attach(build_cikg(dataset))
         lines.append(f"graph with features -> {save_graph(graph, args.out / 'graph.pt')}")
