@@ -1,0 +1,277 @@
+"""Knowledge augmentation side by side: backbones x feature methods x seeds, written to
+``experiments/<dataset>/augment.md``.
+
+    python experiments/augment.py dbbook2014                                # features, training, report
+    python experiments/augment.py dbbook2014 --steps features               # only extract/encode (no training)
+    python experiments/augment.py dbbook2014 --steps train --device cuda    # only training (features present)
+    python experiments/augment.py dbbook2014 --steps report                 # only the table, from finished runs
+    python experiments/augment.py book-crossing --methods none kar reki-col:50 --models lightgcn --seeds 0
+
+Methods are named on the command line; each names how its features are built and fused:
+
+* ``none``: the plain backbone (``model.features.mode=none``).
+* ``kar``: KAR (reasoning + factual knowledge, hybrid experts). Its prompts are REKI's *individual* extraction, so
+  this row is also REKI-individual.
+* ``reki-col:G``: REKI collective extraction with ``G`` user groups and ``G`` item groups (hybrid experts).
+* ``reki-both:G``: REKI individual + collective blocks (four knowledge types in the experts), composed from the
+  ``kar`` and ``reki-col:G`` artifacts (the same prompts and clustering REKI ``mode=both`` uses).
+* further methods register in :data:`METHODS` (a builder writing ``features.pt`` and the fusion overrides).
+
+Artifacts: ``<out>/<dataset>/features/<method>/`` (``features.pt``, ``answers.jsonl`` replay file,
+``augment_summary.json``), runs ``<out>/<dataset>/<model>-<method>-seed<k>`` (resumed when re-run). The answers
+used are copied to ``experiments/<dataset>/augment_answers/<method>.jsonl`` (replay files), and the REKI call-count
+table is computed from the same requests. Test-split figures of the epoch selected on validation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import run_one  # noqa: E402  (the sweep helpers of experiments/run.py)
+
+EXPERTS = ["model.features.mode=add", "model.features.adaptor=experts", "model.features.n_shared=1",
+           "model.features.n_dedicated=1", "model.features.hidden=32", "model.features.reduce=32"]
+MODEL_LABELS = {"lightgcn": "LightGCN", "cikgrec": "CIKGRec", "bprmf": "BPRMF", "lightgcn-cikg": "LightGCN-CIKG"}
+
+
+@dataclass
+class Method:
+    """A row family of the table: how to build its features (``None``: no features) and how models fuse them."""
+
+    label: str
+    build: Optional[Callable[[object, Path, argparse.Namespace], None]]
+    fusion: List[str] = field(default_factory=list)
+
+
+def _encoder(args: argparse.Namespace):
+    from cikg.interests.embed import Encoder
+
+    return Encoder(Path(args.out) / "embeddings.sqlite", n_threads=args.threads, show_progress=False)
+
+
+def build_kar(dataset, out: Path, args: argparse.Namespace) -> None:
+    from cikg.augment.kar import KAR, KARConfig
+    from cikg.llm.kgprofile import KGProfileBackend, KGProfileConfig
+
+    config = KARConfig(history_len=20)
+    KAR(config, KGProfileBackend(dataset, KGProfileConfig(history_len=20)), _encoder(args), out).fit(dataset)
+
+
+def build_reki_collective(groups: int) -> Callable:
+    def build(dataset, out: Path, args: argparse.Namespace) -> None:
+        from cikg.augment.reki import REKI, REKIConfig
+        from cikg.llm.kgprofile import KGProfileBackend, KGProfileConfig
+
+        config = REKIConfig(history_len=20, mode="collective", n_user_groups=groups, n_item_groups=groups,
+                            seed=args.feature_seed)
+        REKI(config, KGProfileBackend(dataset, KGProfileConfig(history_len=20)), _encoder(args), out).fit(dataset)
+    return build
+
+
+def build_reki_both(groups: int) -> Callable:
+    def build(dataset, out: Path, args: argparse.Namespace) -> None:
+        import torch
+
+        from cikg.augment import NodeFeatures
+
+        root = out.parent
+        parts = [feature_dir(root, "kar", dataset, args), feature_dir(root, f"reki-col:{groups}", dataset, args)]
+        ind, col = (NodeFeatures.load(p) for p in parts)
+        p = dict(col.provenance)
+        p.update({"method": "reki", "mode": "both", "individual_calls": ind.provenance["n_calls"],
+                  "n_calls": ind.provenance["n_calls"] + col.provenance["n_calls"],
+                  "seconds": ind.provenance["seconds"] + col.provenance["seconds"],
+                  "encode_seconds": ind.provenance["encode_seconds"] + col.provenance["encode_seconds"],
+                  "template_version": ind.provenance["template_version"] + ", " + col.provenance["template_version"],
+                  "composed_from": [str(x) for x in parts]})
+        both = NodeFeatures(user=torch.cat([ind.user, col.user], 1), item=torch.cat([ind.item, col.item], 1),
+                            blocks={t: {**ind.blocks[t], **col.blocks[t]} for t in ("user", "item")}, provenance=p)
+        both.save(out)
+    return build
+
+
+def build_llmcf(dataset, out: Path, args: argparse.Namespace) -> None:
+    from cikg.augment.llmcf import LLMCF, LLMCFConfig
+
+    LLMCF(LLMCFConfig(seed=args.feature_seed), encoder=_encoder(args), out_dir=out).fit(dataset)
+
+
+def build_coco(dataset, out: Path, args: argparse.Namespace) -> None:
+    from cikg.augment.coco import CoCo, CoCoConfig
+
+    CoCo(CoCoConfig(seed=args.feature_seed), out_dir=out).fit(dataset)
+
+
+METHODS: Dict[str, Callable[[str], Method]] = {
+    "none": lambda arg: Method("none", None),
+    "kar": lambda arg: Method("KAR (= REKI individual)", build_kar, EXPERTS),
+    "reki-col": lambda arg: Method(f"REKI collective, {arg} groups", build_reki_collective(int(arg)), EXPERTS),
+    "reki-both": lambda arg: Method(f"REKI individual + collective ({arg} groups)", build_reki_both(int(arg)), EXPERTS),
+    "llmcf": lambda arg: Method("LLM-CF (ICT user features, linear add)", build_llmcf, ["model.features.mode=add"]),
+    "coco": lambda arg: Method("CoCo (VQ soft prompts + LoRA, linear add)", build_coco, ["model.features.mode=add"]),
+}
+"""Method name (before ``:``) -> factory taking the text after ``:``. Other methods add entries here."""
+
+
+def method_of(name: str) -> Method:
+    key, _, arg = name.partition(":")
+    if key not in METHODS:
+        raise SystemExit(f"unknown method {name!r}; known: {sorted(METHODS)} (with :ARG where they take one)")
+    return METHODS[key](arg)
+
+
+def feature_dir(root: Path, name: str, dataset, args: argparse.Namespace) -> Path:
+    """The artifact folder of method ``name`` (built first when missing)."""
+    path = root / name.replace(":", "-")
+    if not (path / "features.pt").exists():
+        method = method_of(name)
+        logging.info("building %s features in %s", name, path)
+        started = time.perf_counter()
+        method.build(dataset, path, args)
+        logging.info("%s features built in %.1f s", name, time.perf_counter() - started)
+    return path
+
+
+def copy_answers(dataset_name: str, name: str, path: Path) -> None:
+    """Keep the answers of an experiment's features as a replay file under ``experiments/<dataset>/``."""
+    src = path / "answers.jsonl"
+    if src.exists():
+        target = HERE / dataset_name / "augment_answers" / f"{name.replace(':', '-')}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+
+
+def run_dir_label(model: str, name: str) -> str:
+    return f"{model}-{name.replace(':', '-')}"
+
+
+def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, features_root: Path) -> str:
+    rows = []
+    for model in args.models:
+        for name in args.methods:
+            provenance = {}
+            fpath = features_root / name.replace(":", "-") / "features.pt"
+            if method_of(name).build is not None and fpath.exists():
+                from cikg.augment import NodeFeatures
+
+                provenance = NodeFeatures.load(fpath).provenance
+            results = []
+            for seed in args.seeds:
+                metrics = runs_root / f"{run_dir_label(model, name)}-seed{seed}" / "metrics.json"
+                if metrics.exists():
+                    results.append(json.loads(metrics.read_text()))
+            if not results:
+                continue
+            frame = pd.DataFrame([r["test"] for r in results])
+            row = {"model": MODEL_LABELS.get(model, model), "features": method_of(name).label}
+            for c in ("recall@20", "ndcg@20", "recall@50", "ndcg@50"):
+                row[c] = f"{frame[c].mean():.4f} ± {frame[c].std(ddof=0):.4f}"
+            row["best epochs"] = ", ".join(str(r["best_epoch"]) for r in results)
+            row["seeds"] = ", ".join(str(r["seed"]) for r in results)
+            if provenance:
+                label = " (not an LLM)" if provenance.get("not_an_llm") else ""
+                row["LLM / backend"] = f"{provenance.get('llm_model')}{label}"
+                row["LLM calls"] = provenance.get("n_calls")
+                row["tokens"] = provenance.get("prompt_tokens", 0) + provenance.get("completion_tokens", 0)
+                row["extraction s"] = round(float(provenance.get("seconds", 0.0)), 1)
+                row["encoding s"] = round(float(provenance.get("encode_seconds", 0.0)), 1)
+            else:
+                row.update({"LLM / backend": "–", "LLM calls": 0, "tokens": 0, "extraction s": 0.0, "encoding s": 0.0})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.to_markdown(index=False) if len(table) else "(no finished runs)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=["dbbook2014", "book-crossing", "ml1m"])
+    parser.add_argument("--methods", nargs="+", default=["none", "kar", "reki-col:50", "reki-both:50"])
+    parser.add_argument("--models", nargs="+", default=["lightgcn", "cikgrec"], choices=list(MODEL_LABELS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", nargs="+", default=["features", "train", "report"],
+                        choices=["features", "train", "report"])
+    parser.add_argument("--set", nargs="*", default=["train.epochs=60", "train.lr=0.005", "train.progress=false"],
+                        help="overrides of every training run (key=value)")
+    parser.add_argument("--device", default=None, help="train.device for the runs (cpu, cuda, auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads and encoding)")
+    parser.add_argument("--feature-seed", type=int, default=2024, help="seed of the REKI clustering")
+    parser.add_argument("--out", default="runs/augment")
+    parser.add_argument("--call-counts", nargs="+", type=int, default=[10, 50, 200, 1000],
+                        help="group counts of the REKI LLM-call table")
+    parser.add_argument("--output", help="results file (default experiments/<dataset>/augment.md)")
+    parser.add_argument("--note", default="", help="a line added under the table (e.g. where the runs ran)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from cikg.train import load_run_config, load_run_dataset
+
+    for name in args.methods:
+        method_of(name)
+    out = Path(args.out)
+    features_root = out / args.dataset / "features"
+    runs_root = out / args.dataset
+    dataset = load_run_dataset(load_run_config(HERE / args.dataset / "lightgcn.yaml"))
+    if "features" in args.steps:
+        for name in args.methods:
+            if method_of(name).build is not None:
+                copy_answers(args.dataset, name, feature_dir(features_root, name, dataset, args))
+    if "train" in args.steps:
+        overrides = list(args.set) + [f"train.threads={args.threads}"]
+        if args.device:
+            overrides.append(f"train.device={args.device}")
+        for model in args.models:
+            for name in args.methods:
+                method = method_of(name)
+                extra = list(method.fusion)
+                if method.build is not None:
+                    path = features_root / name.replace(":", "-")
+                    if not (path / "features.pt").exists():
+                        raise SystemExit(f"{path}/features.pt missing: run --steps features first")
+                    extra.append(f"data.features={path}")
+                for seed in args.seeds:
+                    run_one(args.dataset, model, seed, [*overrides, *extra], out, run_dir_label(model, name))
+    if "report" in args.steps:
+        from cikg.augment.kar import KARConfig
+        from cikg.augment.reki import call_counts
+
+        command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        counts = call_counts(dataset, args.call_counts, KARConfig(history_len=20))
+        lines = [
+            f"# {args.dataset}: knowledge augmentation (KAR, REKI{', ' if len(METHODS) > 4 else ''}"
+            f"{', '.join(k for k in METHODS if k not in ('none', 'kar', 'reki-col', 'reki-both'))})", "",
+            f"Command: `{command}`", "",
+            "Test split at the epoch selected on validation (Recall@20 + NDCG@20); mean ± std (population) over the "
+            f"seeds listed. Training overrides: `{' '.join(args.set)}`; backbone configs "
+            f"`experiments/{args.dataset}/<model>.yaml`. Feature fusion for KAR/REKI rows: "
+            f"`{' '.join(EXPERTS)}` (ID embedding + hybrid-expert adaptor output, trained jointly). "
+            "LLM calls, tokens and extraction seconds are those of building the features once (pre-stored).", "",
+            report(args, args.dataset, runs_root, features_root), "",
+        ]
+        if args.note:
+            lines += [args.note, ""]
+        lines += ["## LLM calls: individual vs collective extraction (REKI)", "",
+                  "Prompts each extraction sends for this dataset (computed from the requests a run builds; "
+                  "collective: one per user group plus one per item group).", "",
+                  counts.to_markdown(index=False, floatfmt=".4f"), ""]
+        target = Path(args.output) if args.output else HERE / args.dataset / "augment.md"
+        target.write_text("\n".join(lines))
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
