@@ -5,7 +5,9 @@
     python experiments/run.py dbbook2014 --ablations           # CIKGRec w/o UIR, CL, interests, KG
 
 Runs live in ``runs/experiments/<dataset>/<model>-seed<k>`` and resume when re-run (a killed sweep loses
-at most one epoch). The tables are test-split figures of the epoch selected on validation (Recall@20 +
+at most one epoch). Each finished row (model over its seeds) is added to ``experiments/<dataset>/results.json``
+(``ablations.json``), replacing an older row of the same name, and the Markdown page is rendered from all rows,
+each with the command that produced it: a later sweep adds models to a table without re-running the others. The tables are test-split figures of the epoch selected on validation (Recall@20 +
 NDCG@20), mean ± std over the seeds, with the exact command in the file.
 """
 from __future__ import annotations
@@ -44,27 +46,59 @@ def run_one(dataset: str, config_name: str, seed: int, overrides: list, out: Pat
     return metrics
 
 
-def mean_std_table(rows: dict) -> pd.DataFrame:
+def summarise(label: str, runs: list, command: str) -> dict:
+    """One table row of the ledger: mean ± std of each column over the seeds, and the group means."""
+    frame = pd.DataFrame([r["test"] for r in runs])[COLUMNS]
+    groups = {}
+    for metric in ("recall@20", "ndcg@20"):
+        frames = [pd.DataFrame(r["groups"]).set_index("group") for r in runs]
+        header = {g: f"{g} (n={int(f.loc[g, 'n_users'])}, train {int(f.loc[g, 'min_train'])}–"
+                     f"{int(f.loc[g, 'max_train'])})" for f in frames[:1] for g in f.index}
+        groups[metric] = {header[g]: float(v) for g, v in (sum(f[metric] for f in frames) / len(frames)).items()}
+    return {"label": label, "command": command, "seeds": [r["seed"] for r in runs],
+            "best_epochs": [r["best_epoch"] for r in runs], "minutes": sum(r["minutes"] for r in runs),
+            "split": str(runs[0]["split"]), "per_seed": [{c: r["test"][c] for c in COLUMNS} for r in runs],
+            "mean": frame.mean().to_dict(), "std": frame.std(ddof=0).to_dict(), "groups": groups}
+
+
+def mean_std_table(ledger: dict) -> pd.DataFrame:
     table = {}
-    for label, runs in rows.items():
-        frame = pd.DataFrame([r["test"] for r in runs])[COLUMNS]
-        table[label] = {c: f"{frame[c].mean():.4f} ± {frame[c].std(ddof=0):.4f}" for c in COLUMNS}
-        table[label]["best epochs"] = ", ".join(str(r["best_epoch"]) for r in runs)
-        table[label]["seeds"] = ", ".join(str(r["seed"]) for r in runs)
+    for label, row in ledger.items():
+        table[label] = {c: f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" for c in COLUMNS}
+        table[label]["best epochs"] = ", ".join(map(str, row["best_epochs"]))
+        table[label]["seeds"] = ", ".join(map(str, row["seeds"]))
     return pd.DataFrame(table).T
 
 
-def groups_table(rows: dict, metric: str = "recall@20") -> pd.DataFrame:
-    out = {}
-    for label, runs in rows.items():
-        frames = [pd.DataFrame(r["groups"]).set_index("group") for r in runs]
-        mean = sum(f[metric] for f in frames) / len(frames)
-        out[label] = mean
-    table = pd.DataFrame(out).T
-    first = pd.DataFrame(next(iter(rows.values()))[0]["groups"]).set_index("group")
-    header = {g: f"{g} (n={int(first.loc[g, 'n_users'])}, train {int(first.loc[g, 'min_train'])}–"
-                 f"{int(first.loc[g, 'max_train'])})" for g in table.columns}
-    return table.rename(columns=header)
+def groups_table(ledger: dict, metric: str = "recall@20") -> pd.DataFrame:
+    return pd.DataFrame({label: row["groups"][metric] for label, row in ledger.items()}).T
+
+
+def render(dataset: str, ledger: dict, ablations: bool) -> str:
+    """The Markdown page of a ledger: the mean ± std table, the sparse-user tables, and each row's command."""
+    order = [label for label in [*MODELS.values(), "CIKGRec", *ABLATIONS] if label in ledger]
+    ledger = {label: ledger[label] for label in dict.fromkeys([*order, *ledger])}
+    commands = {}
+    for label, row in ledger.items():
+        commands.setdefault(row["command"], []).append(label)
+    splits = sorted({row["split"] for row in ledger.values()})
+    lines = [
+        f"# {dataset}: {'CIKGRec ablations' if ablations else 'results'}", "",
+        "Test split, each model at the epoch selected on the validation split (Recall@20 + NDCG@20); "
+        "mean ± std (population) over the seeds in the last column. Validation split: " + "; ".join(splits)
+        + f". Configs: `experiments/{dataset}/*.yaml` with the overrides in each command below. CIKGRec's view-1 "
+        "anchor is the full CIKG (as in the released code) unless the row says otherwise.", "",
+        "Commands (each wrote the rows named after it; `experiments/run.py` keeps the rows in "
+        f"`experiments/{dataset}/{'ablations' if ablations else 'results'}.json` and adds to them):", "",
+        *[f"- `{command}`: {', '.join(labels)}" for command, labels in commands.items()], "",
+        mean_std_table(ledger).to_markdown(), "",
+        "## Sparse users: test Recall@20 per user-activity group (mean over seeds)", "",
+        groups_table(ledger).to_markdown(floatfmt=".4f"), "",
+        "## Test NDCG@20 per user-activity group", "", groups_table(ledger, "ndcg@20").to_markdown(floatfmt=".4f"), "",
+        "Training minutes (all seeds, 2-core CPU shared with other runs): "
+        + ", ".join(f"{label} {row['minutes']:.1f}" for label, row in ledger.items()), "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -74,35 +108,27 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], help="overrides applied to every run (key=value)")
     parser.add_argument("--ablations", action="store_true", help="run the CIKGRec ablations instead of the models")
+    parser.add_argument("--only", nargs="+", help="with --ablations: only these rows (e.g. 'CIKGRec w/o UIR')")
     parser.add_argument("--out", default="runs/experiments")
-    parser.add_argument("--output", help="results file (default experiments/<dataset>/results.md or ablations.md)")
+    parser.add_argument("--output", help="results file (default experiments/<dataset>/results.md or ablations.md); "
+                                         "its rows are kept in the .json beside it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
-    jobs = ({label: ("cikgrec", extra) for label, extra in
-             {"CIKGRec": [], **ABLATIONS}.items()} if args.ablations
+    jobs = ({label: ("cikgrec", extra) for label, extra in {"CIKGRec": [], **ABLATIONS}.items()
+             if not args.only or label in args.only} if args.ablations
             else {MODELS[m]: (m, []) for m in args.models})
-    rows = {label: [run_one(args.dataset, name, seed, [*args.set, *extra], out, label) for seed in args.seeds]
-            for label, (name, extra) in jobs.items()}
     command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    minutes = {label: sum(r["minutes"] for r in runs) for label, runs in rows.items()}
-    split = next(iter(rows.values()))[0]["split"]
-    lines = [
-        f"# {args.dataset}: {'CIKGRec ablations' if args.ablations else 'results'}", "",
-        f"Command: `{command}`", "",
-        f"Test split, each model at the epoch selected on the validation split (Recall@20 + NDCG@20); "
-        f"mean ± std (population) over seeds {', '.join(map(str, args.seeds))}. Validation split: {split}. "
-        f"Configs: `experiments/{args.dataset}/*.yaml`" + (f"; overrides `{' '.join(args.set)}`" if args.set else "")
-        + ". CIKGRec's view-1 anchor is the full CIKG (as in the released code) unless the row says otherwise.", "",
-        mean_std_table(rows).to_markdown(), "",
-        "## Sparse users: test Recall@20 per user-activity group (mean over seeds)", "",
-        groups_table(rows).to_markdown(floatfmt=".4f"), "",
-        "## Test NDCG@20 per user-activity group", "", groups_table(rows, "ndcg@20").to_markdown(floatfmt=".4f"), "",
-        "Training minutes (all seeds, 2-core CPU): " + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()), "",
-    ]
     target = Path(args.output) if args.output else HERE / args.dataset / ("ablations.md" if args.ablations else "results.md")
-    target.write_text("\n".join(lines))
-    print("\n".join(lines))
+    ledger_path = target.with_suffix(".json")
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    for label, (name, extra) in jobs.items():
+        runs = [run_one(args.dataset, name, seed, [*args.set, *extra], out, label) for seed in args.seeds]
+        ledger[label] = summarise(label, runs, command)
+        ledger_path.write_text(json.dumps(ledger, indent=1, ensure_ascii=False) + "\n")  # a row lands as it ends
+    page = render(args.dataset, ledger, args.ablations)
+    target.write_text(page)
+    print(page)
     return 0
 
 
