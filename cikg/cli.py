@@ -86,7 +86,11 @@ def _cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def _register_data(sub) -> None:
-    data = sub.add_parser("data", **_parser_kwargs("dataset statistics, splits and conversion"))
+    data = sub.add_parser("data", **_parser_kwargs("dataset statistics, splits and conversion",
+                                                   "cikg data stats dbbook2014",
+                                                   "cikg data split book-crossing -o data/bc --seed 7",
+                                                   "cikg data convert ratings.csv --user-col userId --item-col movieId "
+                                                   "-o data/mine"))
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="{stats,split,convert}")
     p = dsub.add_parser("stats", **_parser_kwargs("print a dataset's statistics and its CIKG's node/edge counts",
                                                   "cikg data stats dbbook2014", "cikg data stats ./my_data"))
@@ -180,7 +184,10 @@ def _cmd_graph_export(args: argparse.Namespace) -> int:
 
 
 def _register_graph(sub) -> None:
-    graph = sub.add_parser("graph", **_parser_kwargs("build, inspect and export the CIKG"))
+    graph = sub.add_parser("graph", **_parser_kwargs("build, inspect and export the CIKG",
+                                                     "cikg graph build dbbook2014 -o runs/dbbook.pt",
+                                                     "cikg graph stats runs/dbbook.pt",
+                                                     "cikg graph export dbbook2014 --user 0 -o user0.graphml"))
     gsub = graph.add_subparsers(dest="graph_command", required=True, metavar="{build,stats,export}")
     p = gsub.add_parser("build", **_parser_kwargs("build the CIKG of a dataset and save it (torch.save of plain tensors)",
                                                   "cikg graph build dbbook2014 -o runs/dbbook.pt",
@@ -343,11 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cikg", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="cikg: Collaborative Interest Knowledge Graphs (LLM interests + item KG + graph recommenders).",
         epilog=textwrap.dedent("""\
-            start here:
+            examples:
               cikg demo                                   the whole pipeline on synthetic data
               cikg data stats dbbook2014                  a real dataset and its CIKG
               cikg train experiments/dbbook2014/cikgrec.yaml
-            docs: README.md and docs/ (tutorial.md, llm.md, architecture.md)"""))
+            exit codes: 0 success, 1 a run that produced nothing usable (e.g. no LLM answer parsed),
+              2 a user-side error (bad path, dataset, config key, unreachable server; one line on stderr,
+              --debug for the traceback), 130 interrupted (re-running resumes)
+            docs: README.md and docs/ (cli.md, data.md, tutorial.md, llm.md, architecture.md)"""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -365,7 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_interests(sub) -> None:
-    interests = sub.add_parser("interests", **_parser_kwargs("infer user interests with an LLM and cluster them"))
+    interests = sub.add_parser("interests", **_parser_kwargs(
+        "infer user interests with an LLM and cluster them",
+        "cikg interests infer dbbook2014 --backend kg-profile --users 200 -o runs/db-int   # offline, not an LLM",
+        "cikg interests infer book-crossing --base-url http://127.0.0.1:8080/v1 --model smollm2 -o runs/bx",
+        "cikg interests cluster runs/db-int --search 20:80 --kappa-step 20"))
     isub = interests.add_subparsers(dest="interests_command", required=True, metavar="{infer,cluster}")
     for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster")):
         register = _optional(module_name, function)

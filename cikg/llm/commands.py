@@ -65,12 +65,15 @@ def register_infer(interests_subparsers: Any) -> None:
 def register_llm(subparsers: Any) -> None:
     """Add the ``llm`` group: ``serve`` and ``export-replay``."""
     group = subparsers.add_parser("llm", help="local LLM server and answer-cache tools",
-                                  description="Local LLM server (llama.cpp + SmolLM2-135M) and cache tools.")
+                                  description="Local LLM server (llama.cpp + SmolLM2-135M) and cache tools.",
+                                  epilog="examples:\n  cikg llm serve --port 8080\n"
+                                         "  cikg llm export-replay runs/bx/llm_cache.sqlite -o bx_replay.jsonl",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = group.add_subparsers(dest="llm_command", metavar="COMMAND")
     sub.required = True
     serve = sub.add_parser(
         "serve", help="serve SmolLM2-135M-Instruct through llama.cpp's OpenAI-compatible server",
-        epilog="example:\n  cikg llm serve --port 8080\n  # then: --base-url http://127.0.0.1:8080/v1 --model smollm2",
+        epilog="examples:\n  cikg llm serve --port 8080\n  # then: --base-url http://127.0.0.1:8080/v1 --model smollm2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -80,7 +83,7 @@ def register_llm(subparsers: Any) -> None:
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
     serve.set_defaults(func=serve_command)
     export = sub.add_parser("export-replay", help="write the ok answers of a cache as a replay JSONL file",
-                            epilog="example:\n  cikg llm export-replay runs/bx/llm_cache.sqlite -o bx_replay.jsonl",
+                            epilog="examples:\n  cikg llm export-replay runs/bx/llm_cache.sqlite -o bx_replay.jsonl",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("cache", type=Path, help="llm_cache.sqlite")
     export.add_argument("-o", "--out", type=Path, required=True, help="replay JSONL to write")
@@ -132,7 +135,26 @@ def infer_command(args: argparse.Namespace) -> int:
         f"parsed: {result.parse}", f"phrases: {len(result.frame)} for {result.frame['user'].nunique()} user(s)",
         f"written: {result.path}"]
     sys.stdout.write("\n".join(lines) + "\n")
+    _raise_if_unreachable(args, result.summary)
     return 1 if result.records and result.parse.get("ok", 0) == 0 else 0
+
+
+_UNREACHABLE = {"connection error", "timeout"}
+
+
+def _raise_if_unreachable(args: argparse.Namespace, summary: Any) -> None:
+    """Every request sent this run failed to reach the server: a user-side error (exit 2) naming the URL."""
+    if summary is None or args.backend not in ("openai", "openai-batch") or not summary.sent or summary.ok:
+        return
+    if not summary.failures or not set(summary.failures) <= _UNREACHABLE:
+        return
+    from ..errors import LLMError
+
+    url = args.base_url or "https://api.openai.com/v1 (the default; set --base-url or OPENAI_BASE_URL)"
+    kinds = ", ".join(f"{kind} x{n}" for kind, n in summary.failures.items())
+    raise LLMError(f"cannot reach the LLM server at {url}: all {summary.sent} request(s) failed ({kinds}); "
+                   f"start one (`cikg llm serve --port 8080`, then --base-url http://127.0.0.1:8080/v1) "
+                   f"or fix --base-url / --timeout")
 
 
 def serve_command(args: argparse.Namespace) -> int:
