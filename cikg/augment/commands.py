@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
                     "DIR/features.pt; train with `cikg train CONFIG data.features=DIR model.features.mode=add`.",
         epilog="examples:\n  cikg augment kar dbbook2014 --backend kg-profile --out runs/kar-dbbook2014\n"
                "  cikg augment reki dbbook2014 --groups 50 --out runs/reki-dbbook2014\n"
-               "  cikg train experiments/dbbook2014/augment_kar.yaml",
+               "  cikg train experiments/dbbook2014/augment-lightgcn.yaml  # uses runs/augment/dbbook2014/features/kar",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     methods = parser.add_subparsers(dest="augment_method", required=True, metavar="METHOD")
     for name in METHOD_MODULES:
