@@ -86,7 +86,7 @@ class RunSummary:
 
     def lines(self) -> List[str]:
         """Human-readable summary, one fact per line."""
-        label = f"{self.backend} ({NOT_AN_LLM})" if self.not_an_llm else self.backend
+        label = f"{self.backend} ({NOT_AN_LLM})" if self.not_an_llm and NOT_AN_LLM not in self.backend else self.backend
         out = [f"backend: {label}",
                f"requests: {self.requests} (cached {self.cached}, sent {self.sent}, retries {self.retries})",
                f"answers: ok {self.ok}, failed {self.failed}",

@@ -11,7 +11,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import matplotlib
 
-if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg", "widget"):
+# files only, never a window, unless a notebook chose a backend that shows figures inline (matplotlib >= 3.9
+# names `%matplotlib inline` "inline", older ones "module://matplotlib_inline.backend_inline")
+_NOTEBOOK_BACKENDS = ("inline", "nbagg", "widget", "ipympl")
+if not any(name in matplotlib.get_backend().lower() for name in _NOTEBOOK_BACKENDS):
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
