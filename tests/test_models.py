@@ -161,6 +161,39 @@ def test_info_nce_matches_hand_computation():
     assert float(info_nce(anchor, candidates, positive, tau)) == pytest.approx((l0 + l1) / 2, rel=1e-6)
 
 
+@pytest.mark.parametrize("max_logits", [1, 7 * 5, 7 * 13, 7 * 40])  # one candidate per block ... all but one block
+def test_blocked_info_nce_matches_dense_value_and_gradients(max_logits):
+    g = torch.Generator().manual_seed(max_logits)
+    anchor = torch.randn(7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    candidates = torch.randn(41, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    positive = torch.tensor([0, 3, 3, 40, 12, 0, 39])  # repeated positives and the last candidate
+    dense = info_nce(anchor, candidates, positive, 0.2)
+    blocked = info_nce(anchor, candidates, positive, 0.2, max_logits=max_logits)
+    dense_grads = torch.autograd.grad(dense, (anchor, candidates))
+    blocked_grads = torch.autograd.grad(blocked, (anchor, candidates))
+    assert blocked.item() == pytest.approx(dense.item(), rel=1e-12)
+    for got, want in zip(blocked_grads, dense_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_cikgrec_blocked_contrastive_loss_equals_dense(small_synthetic, views):
+    dense = CIKGRec(views, small_synthetic, CIKGRecConfig(dim=16, layers=1))
+    blocked = CIKGRec(views, small_synthetic, CIKGRecConfig(dim=16, layers=1, cl_max_logits=500))
+    blocked.load_state_dict(dense.state_dict())
+    users, items = torch.arange(0, 60, 3), torch.arange(0, 60, 2)
+    losses = []
+    for model in (dense, blocked):
+        model._generator = torch.Generator().manual_seed(0)  # the same SimGCL noise in both
+        terms = model.contrastive_losses(users, items)
+        grad = torch.autograd.grad(sum(terms.values()), model.embedding.weight)[0]
+        losses.append((terms, grad))
+    (a, grad_a), (b, grad_b) = losses
+    assert set(a) == set(b) == {"cl_user", "cl_item"}
+    for key in a:
+        assert b[key].item() == pytest.approx(a[key].item(), rel=1e-5)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("cls, kwargs, key", [
     (BPRMFConfig, {"dim": 0}, "dim"),

@@ -80,7 +80,8 @@ class CIKGRecConfig:
     ``sce_alpha``, ``min_mask_rate``, ``max_mask_rate``, ``total_epoch``, ``increase_type`` (``exp`` |
     ``linear``).
     CL: ``cl_anchor`` (``collaborative`` = paper, ``full`` = released code), ``gcl_weight``, ``gcl_temp``,
-    ``eps`` (SimGCL noise magnitude).
+    ``eps`` (SimGCL noise magnitude), ``cl_max_logits`` (above ``batch x candidates`` logits the InfoNCE runs
+    over candidate blocks: same loss, bounded memory).
     TransE: ``transe_lr``, ``transe_l2`` (L2 weight inside its loss), ``transe_batch_size``,
     ``transe_batches`` (per epoch; ``None`` = triples // batch size).
     """
@@ -111,6 +112,7 @@ class CIKGRecConfig:
     gcl_weight: float = 0.01
     gcl_temp: float = 0.2
     eps: float = 0.1
+    cl_max_logits: int = 2 ** 26
     transe_lr: float = 2e-3
     transe_l2: float = 1e-3
     transe_batch_size: int = 4096
@@ -118,7 +120,8 @@ class CIKGRecConfig:
     features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
-        _checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size")
+        _checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size",
+                             "cl_max_logits")
         _checks.non_negative_int(self, "layers")
         _checks.non_negative(self, "l2", "cf_weight", "uir_weight", "gcl_weight", "eps", "transe_l2")
         _checks.positive(self, "gcl_temp", "sce_alpha", "transe_lr")
@@ -164,16 +167,55 @@ def sce_loss(reconstructed: Tensor, target: Tensor, alpha: float = 2.0) -> Tenso
     return (1.0 - cos).pow(alpha).mean()
 
 
-def info_nce(anchor: Tensor, candidates: Tensor, positive: Tensor, temperature: float) -> Tensor:
+def info_nce(anchor: Tensor, candidates: Tensor, positive: Tensor, temperature: float,
+             max_logits: Optional[int] = None) -> Tensor:
     """InfoNCE of each anchor against all candidates, its positive being ``candidates[positive]``.
 
     .. math:: -\\frac{1}{B} \\sum_b \\log \\frac{\\exp(s_{b,p_b}/\\tau)}{\\sum_m \\exp(s_{b,m}/\\tau)},
         \\qquad s = \\bar{a} \\bar{c}^\\top \\text{ (cosine)}
 
     Shapes: ``anchor`` ``[B, d]``, ``candidates`` ``[M, d]``, ``positive`` ``LongTensor [B]`` in ``0..M-1``.
+
+    When ``B * M`` exceeds ``max_logits`` the loss is computed over blocks of candidates (the same value and
+    gradients, up to float rounding): memory is ``O(max_logits)`` instead of ``O(B * M)``, which is what lets
+    a 1M-user graph train at batch 1024 (the dense ``[1024, 1M]`` logits and their softmax take > 8 GB).
     """
-    logits = (F.normalize(anchor, dim=-1) / temperature) @ F.normalize(candidates, dim=-1).t()
-    return F.cross_entropy(logits, positive)  # fused log-softmax: fewer passes over [B, M] than logsumexp
+    a, c = F.normalize(anchor, dim=-1) / temperature, F.normalize(candidates, dim=-1)
+    if max_logits is None or a.shape[0] * c.shape[0] <= max_logits:
+        return F.cross_entropy(a @ c.t(), positive)  # fused log-softmax: fewer passes over [B, M] than logsumexp
+    block = max(1, max_logits // max(1, a.shape[0]))
+    return _BlockedInfoNCE.apply(a, c, positive, block)
+
+
+class _BlockedInfoNCE(torch.autograd.Function):
+    """``cross_entropy(a @ c.T, positive)`` over blocks of ``block`` rows of ``c``: the forward keeps only the
+    per-anchor log-sum-exp; the backward recomputes each block's logits, softmax minus one-hot, and accumulates
+    ``dL/da = G c / B`` and ``dL/dc = G^T a / B``."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, c: Tensor, positive: Tensor, block: int) -> Tensor:  # type: ignore[override]
+        lse = torch.full((a.shape[0],), float("-inf"), dtype=a.dtype, device=a.device)
+        for start in range(0, c.shape[0], block):
+            lse = torch.logaddexp(lse, torch.logsumexp(a @ c[start:start + block].t(), dim=1))
+        positive_logit = (a * c[positive]).sum(-1)
+        ctx.save_for_backward(a, c, positive, lse)
+        ctx.block = block
+        return (lse - positive_logit).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        a, c, positive, lse = ctx.saved_tensors
+        scale = grad_out / a.shape[0]
+        grad_a, grad_c = torch.zeros_like(a), torch.zeros_like(c)
+        for start in range(0, c.shape[0], ctx.block):
+            chunk = c[start:start + ctx.block]
+            probs = torch.exp(a @ chunk.t() - lse[:, None]) * scale  # softmax block, [B, block]
+            grad_a += probs @ chunk
+            grad_c[start:start + ctx.block] = probs.t() @ a
+        # the one-hot part of softmax - onehot
+        grad_a -= c[positive] * scale
+        grad_c.index_add_(0, positive, -a * scale)
+        return grad_a, grad_c, None, None
 
 
 def transe_distance(head: Tensor, relation: Tensor, tail: Tensor) -> Tensor:
@@ -445,12 +487,13 @@ class CIKGRec(Recommender):
         losses: Dict[str, Tensor] = {}
         if self.use_cl_user:
             view2 = self.cl_propagation(ego, self.adj(View.INTEREST))
-            losses["cl_user"] = info_nce(anchor[users], view2[: self.n_users], users, c.gcl_temp)
+            losses["cl_user"] = info_nce(anchor[users], view2[: self.n_users], users, c.gcl_temp,
+                                         c.cl_max_logits)
         if self.use_cl_item:
             view3 = self.cl_propagation(ego, self.adj(View.KG))
             # items come first in the entity space, so item i is candidate i
             losses["cl_item"] = info_nce(anchor[items + self.item_offset], view3[self.entity_space], items,
-                                         c.gcl_temp)
+                                         c.gcl_temp, c.cl_max_logits)
         return losses
 
     # ------------------------------------------------------------------ TransE
