@@ -331,7 +331,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _register_bench(sub) -> None:
     p = sub.add_parser("bench", **_parser_kwargs("run one of the benchmark scripts in benchmarks/",
-                                                 "cikg bench propagation", "cikg bench eval -- --users 10000"))
+                                                 "cikg bench propagation", "cikg bench load -- --repeat 1",
+                                                 "cikg bench eval -- --skip-dense --threads 1"))
     p.add_argument("name")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)

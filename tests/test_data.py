@@ -284,3 +284,15 @@ def test_synthetic_interests_beat_popularity():
 def test_synthetic_scales_vectorised():
     ds = synthetic(50_000, 5_000, seed=0)
     assert ds.n_users == 50_000 and ds.train.size(1) > 500_000
+
+
+def test_original_ids_with_number_words_round_trip(tmp_path):
+    """"Apollo 13 7 Apollo 13" cannot be split at the remap id: ids with whitespace are written tab-separated."""
+    items = pd.DataFrame({"item": [f"Apollo {i}" for i in range(20)], "text": [f"Title\t{i}" for i in range(20)]})
+    kg = pd.DataFrame({"head": items["item"], "relation": "written by", "tail": [f"Author {i % 3}" for i in range(20)]})
+    rows = [(f"user {u}", f"Apollo {(u + k) % 20}") for u in range(30) for k in range(6)]
+    ds = from_pandas(pd.DataFrame(rows, columns=["user", "item"]), kg=kg, items=items, seed=0)
+    back = load_dataset(save_dataset(ds, tmp_path / "d"))
+    assert back.equals(ds)
+    assert back.entity_ids[-3:] == ["Author 0", "Author 1", "Author 2"] and back.user_ids[:2] == ["user 0", "user 1"]
+    assert back.item_text[:2] == ["Title\t0", "Title\t1"] and back.relation_ids == ["written by"]

@@ -85,7 +85,7 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
             Without ``split``, a seeded ``test_fraction`` of each user's items becomes test (in row order,
             so sort by time first for a temporal split), then ``valid_fraction`` of train becomes valid.
         kg: columns ``head``, ``relation``, ``tail``; items are matched by id, other heads/tails become
-            entities.
+            entities, named by their id (``"Stephen King"``): the text prompts and ``kg-profile`` show.
         user_interest: columns ``user``, ``interest`` (a label or id per interest).
         items: column ``item`` (the id order) and optionally ``text`` (titles).
         users: column ``user`` (the id order, to keep users without interactions).
@@ -156,4 +156,5 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
         user_ids=user_ids, item_ids=item_ids, entity_ids=entity_ids, relation_ids=relation_ids,
         relation_names=relation_short_names(relation_ids),
         interest_ids=[] if interest_labels is None else list(range(len(interest_labels))),
-        interest_labels=interest_labels, item_text=item_text, meta=meta)
+        interest_labels=interest_labels, item_text=item_text,
+        entity_text=list(item_text) + [str(e) for e in entity_ids[n_items:]], meta=meta)

@@ -183,6 +183,9 @@ _LOAD_WARNINGS: List[str] = []
 # (ASCII digits and whitespace only, as in the integer files)
 _LIST_WITH_TEXT = re.compile(r"^(.*?)\s+(\d+)(?:\s+(.*))?$", re.ASCII)
 _LIST_WITHOUT_TEXT = re.compile(r"^(.*?)\s+(\d+)()\s*$", re.ASCII)
+# "Apollo 13<TAB>7<TAB>Apollo 13": save_dataset separates the columns with tabs when an original id holds
+# whitespace, since "Apollo 13 7 Apollo 13" cannot be split (the published files have no tabs)
+_TAB_SEPARATED = re.compile(r"^([^\t]*?)\t[ ]*(\d+)[ ]*(?:\t(.*))?$", re.ASCII)
 
 
 @dataclass
@@ -220,7 +223,7 @@ def read_id_list(path: Path) -> IdList:
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        match = pattern.match(line)
+        match = _TAB_SEPARATED.match(line) or pattern.match(line)
         if match is None:
             raise DatasetError(f"expected '{' '.join(header)}', found {line[:80]!r}", path, number)
         if len(match.group(2)) > 12:
@@ -462,8 +465,9 @@ def _write_list(path: Path, header: str, org_ids: List[str], text: Optional[List
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(header + "\n")
         for idx, org in enumerate(org_ids):
-            extra = "" if text is None else f" {text[idx] if text[idx] is not None else 'None'}"
-            fh.write(f"{org} {idx}{extra}\n")
+            sep = "\t" if any(c.isspace() for c in org) else " "  # keeps "Apollo 13" apart from its remap id
+            extra = "" if text is None else f"{sep}{text[idx] if text[idx] is not None else 'None'}"
+            fh.write(f"{org}{sep}{idx}{extra}\n")
 
 
 def save_dataset(dataset: Dataset, path: PathLike) -> Path:

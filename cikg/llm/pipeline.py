@@ -124,7 +124,7 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
                 for record in records:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         write_json_atomic(Path(out_dir) / SUMMARY_FILE, {
-            **summary.to_dict(), "parse": parse_counts, "dataset": dataset.name, "template": template.name,
+            **summary.to_dict(), "parse": parse_counts, **_dataset_reference(dataset), "template": template.name,
             "template_version": template.version, "history_len": history_len, "domain": domain,
             "label": NOT_AN_LLM if backend.not_an_llm else "LLM"})
     result = InferenceResult(frame, records, summary, skipped, path, parse_counts)
@@ -133,3 +133,17 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
     log.info("parsed: %s; %d phrase(s) for %d user(s)%s", parse_counts, len(frame), frame["user"].nunique(),
              f" -> {path}" if path else "")
     return result
+
+
+def _dataset_reference(dataset: Any) -> Dict[str, str]:
+    """The dataset's name, plus its absolute directory when the name alone would not find it (a dataset loaded
+    from a path outside ``$CIKG_DATA``), so that ``cikg interests cluster DIR`` loads the same dataset."""
+    reference = {"dataset": dataset.name}
+    source = dataset.meta.get("source") if isinstance(getattr(dataset, "meta", None), dict) else None
+    if isinstance(source, str) and Path(source).is_dir():
+        from ..data.io import data_dir
+
+        if Path(source).resolve() != (data_dir() / dataset.name).resolve():
+            reference["dataset_path"] = str(Path(source).resolve())
+    return reference
+
