@@ -203,8 +203,17 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ public
     def complete_many(self, requests: Sequence[Request]) -> List[Completion]:
-        """Answer ``requests`` (in order), from the cache where possible; see :meth:`acomplete_many`."""
-        return asyncio.run(self.acomplete_many(requests))
+        """Answer ``requests`` (in order), from the cache where possible; see :meth:`acomplete_many`.
+
+        Inside a running event loop (a Jupyter notebook) the requests run on a fresh loop in a worker thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.acomplete_many(requests))
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cikg-llm") as pool:
+            return pool.submit(lambda: asyncio.run(self.acomplete_many(requests))).result()
 
     async def acomplete_many(self, requests: Sequence[Request]) -> List[Completion]:
         started = time.perf_counter()
