@@ -107,6 +107,10 @@ def test_console_entry_point_exit_code(tmp_path):
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("cikg: error:"), proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    debug = subprocess.run(argv[:3] + ["--debug"] + argv[3:], env=env, capture_output=True, text=True,
-                           timeout=120, cwd=tmp_path)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_debug_raises_instead(tmp_path):
+    from cikg.errors import CikgError
+
+    with pytest.raises(CikgError, match="missing.yaml"):
+        main(["--debug", "train", str(tmp_path / "missing.yaml")])
