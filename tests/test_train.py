@@ -118,10 +118,28 @@ def test_resume_after_interruption_gives_identical_metrics(tmp_path, monkeypatch
     assert [json.loads(h)["epoch"] for h in history] == [1, 2, 3, 4]
 
 
-def test_resume_refuses_a_different_config(tmp_path):
+def test_resume_refuses_a_different_config_naming_the_setting(tmp_path):
     Trainer(_config(epochs=1), tmp_path / "run").fit()
-    with pytest.raises(CheckpointError, match="different configuration"):
+    with pytest.raises(CheckpointError, match=r"different configuration \(train.lr: 0.005 -> 0.01\)"):
         Trainer(_config(epochs=1, lr=0.01), tmp_path / "run").fit()
+
+
+def test_a_setting_added_after_the_checkpoint_resumes_at_its_default(tmp_path):
+    """A checkpoint from before a config field existed (here CIKGRec's cl_max_logits) still resumes."""
+    model = CIKGRecConfig(dim=16, layers=1, total_epoch=4, transe_batch_size=256)
+    reference = Trainer(_config(model, epochs=2), tmp_path / "reference").fit()
+    Trainer(_config(model, epochs=1), tmp_path / "old").fit()
+    path = tmp_path / "old" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["model"]["cl_max_logits"]  # as written by the older cikg
+    state["config"]["train"]["epochs"] = 2
+    torch.save(state, path)
+    resumed = Trainer(_config(model, epochs=2), tmp_path / "old").fit()
+    assert resumed.test == reference.test
+    changed = CIKGRecConfig(dim=16, layers=1, total_epoch=4, transe_batch_size=256, cl_max_logits=1000)
+    # the resumed run re-wrote its checkpoint with the setting present; changing it now is refused
+    with pytest.raises(CheckpointError, match=r"model.cl_max_logits: 67108864 -> 1000"):
+        Trainer(_config(changed, epochs=2), tmp_path / "old").fit()
 
 
 # ------------------------------------------------------------------------------------------- CLI

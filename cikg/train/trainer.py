@@ -101,6 +101,34 @@ class FitResult:
                 "test": self.test}
 
 
+def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: Dict[str, Any], config: RunConfig) -> List[str]:
+    """``"key: saved -> now"`` for every setting in which a checkpoint's config and ``config`` differ.
+
+    A setting the saved config lacks (one added to cikg after the checkpoint was written) counts only when
+    ``config`` does not leave it at its default, so upgrading cikg does not orphan a run that can resume.
+    """
+    now = _flatten(config.to_dict())
+    defaults = _flatten(RunConfig(data=config.data, model=type(config.model)(), train=config.train).to_dict())
+    old = _flatten(saved)
+    out = []
+    for key in sorted(set(now) | set(old)):
+        if key not in old and key in defaults and now[key] == defaults[key]:
+            continue
+        if old.get(key, "<absent>") != now.get(key, "<absent>"):
+            out.append(f"{key}: {old.get(key, '<absent>')!r} -> {now.get(key, '<absent>')!r}")
+    return out
+
+
 class Trainer:
     """Trains one model of a :class:`RunConfig` and evaluates it the framework's way.
 
@@ -264,9 +292,11 @@ class Trainer:
             version = state.get("version") if isinstance(state, dict) else type(state).__name__
             raise CheckpointError(f"{self.checkpoint_path}: checkpoint version {version} is not "
                                   f"{CHECKPOINT_VERSION}")
-        if state["config"] != self.config.to_dict():
-            raise CheckpointError(f"{self.checkpoint_path}: was written by a different configuration; use a new "
-                                  "run directory or the same config to resume")
+        differences = config_differences(state["config"], self.config)
+        if differences:
+            raise CheckpointError(f"{self.checkpoint_path}: was written by a different configuration "
+                                  f"({'; '.join(differences[:5])}); use a new run directory or the same config "
+                                  "to resume")
         return state
 
     def _restore(self, state: Dict[str, Any]) -> None:
