@@ -146,8 +146,8 @@ def feature_dir(root: Path, name: str, dataset, args: argparse.Namespace) -> Pat
 
 def copy_answers(dataset_name: str, name: str, path: Path) -> None:
     """Keep the answers of an experiment's features as a replay file under ``experiments/<dataset>/``."""
-    src = path / "answers.jsonl"
-    if src.exists():
+    src = next((p for p in (path / "answers.jsonl", path / "cot_examples.jsonl") if p.exists()), None)  # KAR/REKI, LLM-CF
+    if src is not None:
         target = HERE / dataset_name / "augment_answers" / f"{name.replace(':', '-')}.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
@@ -248,11 +248,14 @@ def main() -> int:
         from cikg.augment.kar import KARConfig
         from cikg.augment.reki import call_counts
 
-        command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        argv = sys.argv[1:]
+        if "--note" in argv:  # the note is printed under the table, not repeated in the command
+            at = argv.index("--note")
+            argv = argv[:at] + argv[at + 2:]
+        command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in argv)
         counts = call_counts(dataset, args.call_counts, KARConfig(history_len=20))
         lines = [
-            f"# {args.dataset}: knowledge augmentation (KAR, REKI{', ' if len(METHODS) > 4 else ''}"
-            f"{', '.join(k for k in METHODS if k not in ('none', 'kar', 'reki-col', 'reki-both'))})", "",
+            f"# {args.dataset}: knowledge augmentation ({', '.join(method_of(m).label.split(' (')[0] for m in args.methods if m != 'none')})", "",
             f"Command: `{command}`", "",
             "Test split at the epoch selected on validation (Recall@20 + NDCG@20); mean ± std (population) over the "
             f"seeds listed. Training overrides: `{' '.join(args.set)}`; backbone configs "
