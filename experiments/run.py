@@ -17,7 +17,6 @@ import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,10 +35,11 @@ COLUMNS = ["recall@20", "ndcg@20", "recall@50", "ndcg@50", "recall@100", "ndcg@1
 def run_one(dataset: str, config_name: str, seed: int, overrides: list, out: Path, label: str) -> dict:
     config = load_run_config(HERE / dataset / f"{config_name}.yaml", [*overrides, f"train.seed={seed}"])
     run_dir = out / dataset / f"{label.replace(' ', '_').replace('/', '')}-seed{seed}"
-    started = time.perf_counter()
     result = Trainer(config, run_dir).fit()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics["minutes"] = (time.perf_counter() - started) / 60
+    # the epochs' own seconds, so a run resumed (or re-read when finished) reports what its training cost
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics["minutes"] = sum(e.get("seconds", 0.0) for e in epochs) / 60
     metrics["groups"] = pd.read_csv(run_dir / "groups.csv").to_dict("records")
     logging.info("%s %s seed %d: test %s (best epoch %d)", dataset, label, seed,
                  {k: round(v, 4) for k, v in result.test.items() if k in COLUMNS[:2]}, result.best_epoch)
