@@ -46,14 +46,20 @@ def run_one(dataset: str, config_name: str, seed: int, overrides: list, out: Pat
     return metrics
 
 
+def group_header(group: str, row: pd.Series) -> str:
+    """``Q1 (n=1522, train 3–4)``; a group no user falls in (ml1m has no user with <= 5 train items) says so."""
+    if not row["n_users"] or pd.isna(row["min_train"]):
+        return f"{group} (n=0)"
+    return f"{group} (n={int(row['n_users'])}, train {int(row['min_train'])}–{int(row['max_train'])})"
+
+
 def summarise(label: str, runs: list, command: str) -> dict:
     """One table row of the ledger: mean ± std of each column over the seeds, and the group means."""
     frame = pd.DataFrame([r["test"] for r in runs])[COLUMNS]
     groups = {}
     for metric in ("recall@20", "ndcg@20"):
         frames = [pd.DataFrame(r["groups"]).set_index("group") for r in runs]
-        header = {g: f"{g} (n={int(f.loc[g, 'n_users'])}, train {int(f.loc[g, 'min_train'])}–"
-                     f"{int(f.loc[g, 'max_train'])})" for f in frames[:1] for g in f.index}
+        header = {g: group_header(g, frames[0].loc[g]) for g in frames[0].index}
         groups[metric] = {header[g]: float(v) for g, v in (sum(f[metric] for f in frames) / len(frames)).items()}
     return {"label": label, "command": command, "seeds": [r["seed"] for r in runs],
             "best_epochs": [r["best_epoch"] for r in runs], "minutes": sum(r["minutes"] for r in runs),
@@ -71,7 +77,8 @@ def mean_std_table(ledger: dict) -> pd.DataFrame:
 
 
 def groups_table(ledger: dict, metric: str = "recall@20") -> pd.DataFrame:
-    return pd.DataFrame({label: row["groups"][metric] for label, row in ledger.items()}).T
+    table = pd.DataFrame({label: row["groups"][metric] for label, row in ledger.items()}).T
+    return table.dropna(axis=1, how="all")  # groups no user falls in
 
 
 def render(dataset: str, ledger: dict, ablations: bool) -> str:
