@@ -56,11 +56,10 @@ def group_header(group: str, row: pd.Series) -> str:
 def summarise(label: str, runs: list, command: str) -> dict:
     """One table row of the ledger: mean ± std of each column over the seeds, and the group means."""
     frame = pd.DataFrame([r["test"] for r in runs])[COLUMNS]
-    groups = {}
-    for metric in ("recall@20", "ndcg@20"):
-        frames = [pd.DataFrame(r["groups"]).set_index("group") for r in runs]
-        header = {g: group_header(g, frames[0].loc[g]) for g in frames[0].index}
-        groups[metric] = {header[g]: float(v) for g, v in (sum(f[metric] for f in frames) / len(frames)).items()}
+    frames = [pd.DataFrame(r["groups"]).set_index("group") for r in runs]
+    header = {g: group_header(g, frames[0].loc[g]) for g in frames[0].index}
+    groups = {metric: {header[g]: float(v) for g, v in (sum(f[metric] for f in frames) / len(frames)).items()}
+              for metric in ("recall@20", "ndcg@20")}
     return {"label": label, "command": command, "seeds": [r["seed"] for r in runs],
             "best_epochs": [r["best_epoch"] for r in runs], "minutes": sum(r["minutes"] for r in runs),
             "split": str(runs[0]["split"]), "per_seed": [{c: r["test"][c] for c in COLUMNS} for r in runs],

@@ -59,8 +59,8 @@ def _run(args: List[str], log: Path, timeout: float = 300) -> None:
 
 
 def _forget_artifacts(directory: Path, *names: str) -> None:
-    """Remove the final artifacts of a run that finished before its kill, so that the next kill meets a run
-    in progress instead of one that only re-reads a finished artifact."""
+    """Remove the final artifacts a run wrote when it finished before its kill, so that the next run (a kill
+    target or the final resume) works in progress instead of only re-reading a finished artifact."""
     for name in names:
         (directory / name).unlink(missing_ok=True)
 
@@ -137,7 +137,7 @@ def _inference_kill_loop(tmp_path: Path, signals: List[int], seed: int) -> None:
             with sqlite3.connect(out / "llm_cache.sqlite") as conn:
                 assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert survived >= min(2, len(signals) - 1), "the runs finished before they could be killed"
-        (out / "user_interests_raw.jsonl").unlink(missing_ok=True)  # written by a run that finished first
+        _forget_artifacts(out, "user_interests_raw.jsonl")  # written by a run that finished first
         _run(_infer_args(server, out), log)
         sent = len(server.requests) - reference_requests
     # everything answered once, except requests in flight at a kill (at most the concurrency, per kill)

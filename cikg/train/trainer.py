@@ -32,7 +32,7 @@ from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
-from .config import DataConfig, RunConfig, load_run_config, run_config_from_dict
+from .config import DataConfig, RunConfig, TrainConfig, load_run_config, run_config_from_dict
 from .sampling import BPRSampler
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def config_differences(saved: Dict[str, Any], config: RunConfig) -> List[str]:
     ``config`` does not leave it at its default, so upgrading cikg does not orphan a run that can resume.
     """
     now = _flatten(config.to_dict())
-    defaults = _flatten(RunConfig(data=config.data, model=type(config.model)(), train=config.train).to_dict())
+    defaults = _flatten(RunConfig(data=DataConfig(), model=type(config.model)(), train=TrainConfig()).to_dict())
     old = _flatten(saved)
     out = []
     for key in sorted(set(now) | set(old)):
