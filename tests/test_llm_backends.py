@@ -87,6 +87,30 @@ def test_kg_profile_ranks_shared_entities_and_is_labelled(caplog):
     assert out[0].meta["evidence"][0] == {"phrase": "Science fiction", "kind": "entity:genre", "count": 3}
 
 
+_PROFILE_SCRIPT = """
+import sys
+from cikg.data import load_dataset
+from cikg.llm import KGProfileBackend
+ds = load_dataset(sys.argv[1])
+print("\\n".join(", ".join(p for p, _, _ in row) for row in KGProfileBackend(ds).profiles(range(600))))
+"""
+
+
+def test_kg_profile_answers_do_not_depend_on_the_hash_seed(data_dir):
+    """Score ties are broken by feature order, which must not follow Python's per-process string hashing."""
+    import os
+    import subprocess
+
+    answers = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _PROFILE_SCRIPT, str(data_dir / "book-crossing")], env=env,
+                              capture_output=True, text=True, timeout=300, check=True)
+        answers.append(done.stdout.splitlines())
+    assert len(answers[0]) == 600 and sum(bool(a) for a in answers[0]) > 500
+    assert answers[0] == answers[1]
+
+
 def test_kg_profile_on_real_dbbook_uses_named_entities(dbbook, tmp_path):
     users = range(300)
     result = infer_interests(dbbook, KGProfileBackend(dbbook), users=users, out_dir=tmp_path)

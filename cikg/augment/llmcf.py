@@ -825,7 +825,7 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
         write_json_atomic(out / "llmcf_summary.json", {**provenance, "training": training.history,
                                                        "llm": summary.to_dict()})
     log.info("LLM-CF: %d examples (%s), ICT best epoch %d %s, %d user features of dim %d in %.1f s",
-             len(cot), summary.backend + (f" [{NOT_AN_LLM}]" if summary.not_an_llm else ""), training.best_epoch,
+             len(cot), summary.label, training.best_epoch,
              {k: round(v, 4) for k, v in training.best.items() if k != "epoch"}, features.size(0), features.size(1),
              provenance["seconds"])
     return LLMCFResult(features, provenance, cot, context, module, training)

@@ -84,10 +84,14 @@ class RunSummary:
                    failures=dict(failures.most_common()), wall_s=time.perf_counter() - started,
                    not_an_llm=not_an_llm)
 
+    @property
+    def label(self) -> str:
+        """The backend's name, with ``(not an LLM)`` for offline stand-ins (the one place that suffix is added)."""
+        return f"{self.backend} ({NOT_AN_LLM})" if self.not_an_llm else self.backend
+
     def lines(self) -> List[str]:
         """Human-readable summary, one fact per line."""
-        label = f"{self.backend} ({NOT_AN_LLM})" if self.not_an_llm and NOT_AN_LLM not in self.backend else self.backend
-        out = [f"backend: {label}",
+        out = [f"backend: {self.label}",
                f"requests: {self.requests} (cached {self.cached}, sent {self.sent}, retries {self.retries})",
                f"answers: ok {self.ok}, failed {self.failed}",
                f"tokens this run: prompt {self.prompt_tokens}, completion {self.completion_tokens}, "

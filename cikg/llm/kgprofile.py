@@ -198,7 +198,9 @@ class KGProfileBackend:
         for item, title in enumerate(self.dataset.item_text):  # tokenising is string work, once per item
             if not title:
                 continue
-            for word in set(_WORD.findall(title.lower())):
+            # first-occurrence order, not set order: the column order breaks score ties, and a set's order
+            # changes with PYTHONHASHSEED, so answers would differ between processes
+            for word in dict.fromkeys(_WORD.findall(title.lower())):
                 word = word.strip("'-")
                 if len(word) < self.config.min_word_chars or word in _STOPWORDS:
                     continue
@@ -277,6 +279,6 @@ class KGProfileBackend:
             out.append(Completion(request, status, text, None if text else "kg-profile: no named KG entity or "
                                   "title word in the history", source=SOURCE, cached=False,
                                   meta={"not_an_llm": True, "evidence": evidence}))
-        self._summary = RunSummary.of(SOURCE, out, started, not_an_llm=True)
+        self._summary = RunSummary.of(self.name, out, started, not_an_llm=True)
         log.info("kg-profile (%s): %d user profile(s) in %.2f s", NOT_AN_LLM, len(out), time.perf_counter() - started)
         return out

@@ -56,8 +56,7 @@ class InferenceResult:
         return [r["user"] for r in self.records if r["status"] == status]
 
     def __repr__(self) -> str:
-        label = f" [{NOT_AN_LLM}]" if self.not_an_llm else ""
-        return (f"InferenceResult(backend={self.summary.backend!r}{label}, users={len(self.records)}, "
+        return (f"InferenceResult(backend={self.summary.label!r}, users={len(self.records)}, "
                 f"phrases={len(self.frame)}, {self.parse}, path={str(self.path) if self.path else None!r})")
 
 
