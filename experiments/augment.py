@@ -13,6 +13,8 @@ Methods are named on the command line; each names how its features are built and
 * ``kar``: KAR (reasoning + factual knowledge, hybrid experts). Its prompts are REKI's *individual* extraction, so
   this row is also REKI-individual.
 * ``reki-col:G``: REKI collective extraction with ``G`` user groups and ``G`` item groups (hybrid experts).
+* ``reki-col-llm:G``: the same collective extraction answered by a real LLM (``--base-url``, ``--llm-model``;
+  without ``--base-url`` the bundled SmolLM2-135M is served by llama.cpp while it runs).
 * ``reki-both:G``: REKI individual + collective blocks (four knowledge types in the experts), composed from the
   ``kar`` and ``reki-col:G`` artifacts (the same prompts and clustering REKI ``mode=both`` uses).
 * further methods register in :data:`METHODS` (a builder writing ``features.pt`` and the fusion overrides).
@@ -80,6 +82,33 @@ def build_reki_collective(groups: int) -> Callable:
     return build
 
 
+def build_reki_collective_llm(groups: int) -> Callable:
+    """REKI collective extraction answered by a real LLM: ``--base-url``/``--llm-model``, or (without
+    ``--base-url``) the bundled SmolLM2 served by llama.cpp for the duration of the extraction. Answers are cached
+    in ``<features>/llm_cache.sqlite``, so an interrupted extraction resumes."""
+    def build(dataset, out: Path, args: argparse.Namespace) -> None:
+        from cikg.augment.reki import REKI, REKIConfig
+        from cikg.llm.cache import ResponseCache
+        from cikg.llm.client import LLMConfig, OpenAIBackend
+        from cikg.llm.serve import ServeConfig, llama_server
+
+        config = REKIConfig(history_len=20, mode="collective", n_user_groups=groups, n_item_groups=groups,
+                            seed=args.feature_seed)
+        out.mkdir(parents=True, exist_ok=True)
+
+        def fit(base_url: str, model: str) -> None:
+            llm = LLMConfig(model=model, base_url=base_url, max_tokens=args.max_tokens, timeout=600, concurrency=1,
+                            progress=False)
+            REKI(config, OpenAIBackend(llm, ResponseCache(out / "llm_cache.sqlite")), _encoder(args), out).fit(dataset)
+
+        if args.base_url:
+            fit(args.base_url, args.llm_model)
+        else:
+            with llama_server(ServeConfig(n_threads=args.threads), log_path=out / "llama_server.log") as server:
+                fit(server.base_url, server.config.alias)
+    return build
+
+
 def build_reki_both(groups: int) -> Callable:
     def build(dataset, out: Path, args: argparse.Namespace) -> None:
         import torch
@@ -118,6 +147,8 @@ METHODS: Dict[str, Callable[[str], Method]] = {
     "none": lambda arg: Method("none", None),
     "kar": lambda arg: Method("KAR (= REKI individual)", build_kar, EXPERTS),
     "reki-col": lambda arg: Method(f"REKI collective, {arg} groups", build_reki_collective(int(arg)), EXPERTS),
+    "reki-col-llm": lambda arg: Method(f"REKI collective, {arg} groups, real LLM", build_reki_collective_llm(int(arg)),
+                                       EXPERTS),
     "reki-both": lambda arg: Method(f"REKI individual + collective ({arg} groups)", build_reki_both(int(arg)), EXPERTS),
     "llmcf": lambda arg: Method("LLM-CF (ICT user features, linear add)", build_llmcf, ["model.features.mode=add"]),
     "coco": lambda arg: Method("CoCo (VQ soft prompts + LoRA, linear add)", build_coco, ["model.features.mode=add"]),
@@ -177,7 +208,7 @@ def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, feature
             frame = pd.DataFrame([r["test"] for r in results])
             row = {"model": MODEL_LABELS.get(model, model), "features": method_of(name).label}
             for c in ("recall@20", "ndcg@20", "recall@50", "ndcg@50"):
-                row[c] = f"{frame[c].mean():.4f} ± {frame[c].std(ddof=0):.4f}"
+                row[c] = f"{frame[c].mean():.4f}" + (f" ± {frame[c].std(ddof=0):.4f}" if len(frame) > 1 else "")
             row["best epochs"] = ", ".join(str(r["best_epoch"]) for r in results)
             row["seeds"] = ", ".join(str(r["seed"]) for r in results)
             if provenance:
@@ -207,6 +238,10 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="train.device for the runs (cpu, cuda, auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads and encoding)")
     parser.add_argument("--feature-seed", type=int, default=2024, help="seed of the REKI clustering")
+    parser.add_argument("--base-url", help="OpenAI-compatible server of the *-llm methods (default: start the "
+                                           "bundled SmolLM2 with llama.cpp while they extract)")
+    parser.add_argument("--llm-model", default="smollm2", help="model name of --base-url")
+    parser.add_argument("--max-tokens", type=int, default=96, help="answer length of the *-llm methods")
     parser.add_argument("--out", default="runs/augment")
     parser.add_argument("--call-counts", nargs="+", type=int, default=[10, 50, 200, 1000],
                         help="group counts of the REKI LLM-call table")
