@@ -1,0 +1,57 @@
+"""experiments/augment.py: method names, the table it writes from finished runs and feature provenance."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cikg.augment import NodeFeatures
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def augment_script():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("augment")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_method_names_parse_and_unknown_names_are_refused(augment_script):
+    assert augment_script.method_of("none").build is None
+    assert augment_script.method_of("reki-col:50").label == "REKI collective, 50 groups"
+    assert augment_script.method_of("reki-col-llm:10").label == "REKI collective, 10 groups, real LLM"
+    assert augment_script.method_of("kar").fusion == augment_script.EXPERTS
+    with pytest.raises(SystemExit, match="unknown method 'kr'"):
+        augment_script.method_of("kr")
+
+
+def _finished_run(folder: Path, seed: int, recall: float) -> None:
+    folder.mkdir(parents=True)
+    test = {"recall@20": recall, "ndcg@20": recall / 2, "recall@50": recall * 1.5, "ndcg@50": recall * 0.6}
+    (folder / "metrics.json").write_text(json.dumps({"test": test, "best_epoch": 10 + seed, "seed": seed}))
+
+
+def test_report_means_seeds_and_shows_the_extraction_cost(augment_script, tmp_path):
+    runs, features = tmp_path / "runs", tmp_path / "features"
+    for seed, recall in ((0, 0.20), (1, 0.22)):
+        _finished_run(runs / f"lightgcn-none-seed{seed}", seed, recall)
+    _finished_run(runs / "cikgrec-reki-col-llm-10-seed0", 0, 0.30)
+    provenance = {"method": "reki", "llm_model": "smollm2", "not_an_llm": False, "n_calls": 19,
+                  "prompt_tokens": 3090, "completion_tokens": 1702, "seconds": 55.0, "encode_seconds": 2.5}
+    NodeFeatures(user=torch.ones(3, 4), provenance=provenance).save(features / "reki-col-llm-10")
+    args = argparse.Namespace(models=["lightgcn", "cikgrec"], methods=["none", "reki-col-llm:10"], seeds=[0, 1, 2])
+    table = augment_script.report(args, "dbbook2014", runs, features).splitlines()
+    assert len(table) == 4  # header, rule, two rows: the runs that do not exist are left out
+    plain, llm = table[2], table[3]
+    assert "0.2100 ± 0.0100" in plain and "| 10, 11 " in plain and "| 0, 1 " in plain
+    cells = [c.strip() for c in llm.split("|")]
+    assert cells[3] == "0.3000" and "±" not in llm  # one seed: no spread shown
+    assert "smollm2" in llm and "not an LLM" not in llm and "| 19 |" in llm and "| 4792 |" in llm
