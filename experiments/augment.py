@@ -225,6 +225,24 @@ def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, feature
     return table.to_markdown(index=False) if len(table) else "(no finished runs)"
 
 
+def recorded_argv(argv: List[str]) -> List[str]:
+    """The command line a table states: without ``--note`` (printed under the table) and without ``--steps``
+    (the same command with every step re-creates the table: finished features and runs are re-read)."""
+    out: List[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--note":
+            i += 2
+        elif argv[i] == "--steps":
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                i += 1
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["dbbook2014", "book-crossing", "ml1m"])
@@ -283,11 +301,7 @@ def main() -> int:
         from cikg.augment.kar import KARConfig
         from cikg.augment.reki import call_counts
 
-        argv = sys.argv[1:]
-        if "--note" in argv:  # the note is printed under the table, not repeated in the command
-            at = argv.index("--note")
-            argv = argv[:at] + argv[at + 2:]
-        command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in argv)
+        command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in recorded_argv(sys.argv[1:]))
         counts = call_counts(dataset, args.call_counts, KARConfig(history_len=20))
         lines = [
             f"# {args.dataset}: knowledge augmentation ({', '.join(method_of(m).label.split(' (')[0] for m in args.methods if m != 'none')})", "",

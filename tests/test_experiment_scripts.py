@@ -55,3 +55,10 @@ def test_report_means_seeds_and_shows_the_extraction_cost(augment_script, tmp_pa
     cells = [c.strip() for c in llm.split("|")]
     assert cells[3] == "0.3000" and "±" not in llm  # one seed: no spread shown
     assert cells[9:12] == ["smollm2", "19", "4792"]  # a real LLM: no "(not an LLM)" label; calls, tokens
+
+
+def test_the_recorded_command_drops_the_note_and_the_steps(augment_script):
+    argv = ["dbbook2014", "--methods", "none", "kar", "--steps", "train", "report", "--note", "ran on 2 cores",
+            "--seeds", "0", "1"]
+    assert augment_script.recorded_argv(argv) == ["dbbook2014", "--methods", "none", "kar", "--seeds", "0", "1"]
+    assert augment_script.recorded_argv(["book-crossing", "--note", "x"]) == ["book-crossing"]
