@@ -62,3 +62,26 @@ def test_the_recorded_command_drops_the_note_and_the_steps(augment_script):
             "--seeds", "0", "1"]
     assert augment_script.recorded_argv(argv) == ["dbbook2014", "--methods", "none", "kar", "--seeds", "0", "1"]
     assert augment_script.recorded_argv(["book-crossing", "--note", "x"]) == ["book-crossing"]
+
+
+@pytest.mark.slow
+def test_recorded_real_llm_answers_answer_the_prompts_built_now(dbbook, tmp_path):
+    """The SmolLM2 replay file of the experiments is matched by cache key (same prompts, same generation
+    parameters), not merely by group id: a changed clustering or template would make it stale."""
+    from cikg.augment.reki import REKI, REKIConfig
+    from cikg.interests.embed import Encoder
+    from cikg.llm import ReplayBackend
+    from cikg.llm.client import LLMConfig
+
+    class KeyCheckingReplay(ReplayBackend):
+        def complete_many(self, requests):
+            self.matched = getattr(self, "matched", []) + [self.config.key_of(r) in self.by_key for r in requests]
+            return super().complete_many(requests)
+
+    replay = KeyCheckingReplay(EXPERIMENTS / "dbbook2014" / "augment_answers" / "reki-col-llm-10.jsonl",
+                               LLMConfig(model="smollm2", max_tokens=96))  # augment.py's reki-col-llm settings
+    config = REKIConfig(history_len=20, mode="collective", n_user_groups=10, n_item_groups=10, seed=2024)
+    features = REKI(config, replay, Encoder(tmp_path / "emb.sqlite", show_progress=False), tmp_path).fit(dbbook)
+    assert len(replay.matched) == 19 and all(replay.matched)
+    assert features.provenance["llm_model"] == "smollm2" and not features.provenance["not_an_llm"]
+    assert features.user.shape == (dbbook.n_users, 384) and features.item.shape[0] == dbbook.n_items
