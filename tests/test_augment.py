@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -189,6 +190,25 @@ def test_reki_both_trains_with_the_expert_adaptor(small, encoder, kar_run, tmp_p
     trainer.fit()
     bpr = [r["bpr"] for r in trainer.history]
     assert bpr[-1] < 0.6 * bpr[0], bpr
+
+
+@pytest.mark.parametrize("method", ["kar", "reki"])
+def test_a_graph_of_another_dataset_is_refused_before_any_llm_call(small, dbbook, encoder, method, tmp_path):
+    from cikg.errors import GraphError
+    from cikg.graph import build_cikg
+
+    class Counting(KGProfileBackend):
+        calls = 0
+
+        def complete_many(self, requests):
+            Counting.calls += len(requests)
+            return super().complete_many(requests)
+
+    augmenter = (KAR(KARConfig(), Counting(small), encoder, tmp_path) if method == "kar"
+                 else REKI(REKIConfig(n_user_groups=5, n_item_groups=5), Counting(small), encoder, tmp_path))
+    with pytest.raises(GraphError, match=re.escape(f"the graph has {dbbook.n_users} users, {small.name} has {N_USERS}")):
+        augmenter.fit(small, build_cikg(dbbook))
+    assert Counting.calls == 0 and not (tmp_path / "features.pt").exists()
 
 
 def test_reki_config_errors_name_the_key():

@@ -193,6 +193,16 @@ class Augmenter(ABC):
     def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
         """Extract knowledge for ``dataset`` (``graph`` optional: a built CIKG some methods read) and encode it."""
 
+    @staticmethod
+    def check_graph(dataset: Any, graph: Any) -> None:
+        """Refuse a ``graph`` (optional) whose user or item count is not ``dataset``'s, before any LLM call."""
+        if graph is None:
+            return
+        for node_type, expected in (("user", dataset.n_users), ("item", dataset.n_items)):
+            if node_type in graph.node_types and graph[node_type].num_nodes != expected:
+                raise GraphError(f"the graph has {graph[node_type].num_nodes} {node_type}s, {dataset.name} has "
+                                 f"{expected}")
+
     def attach(self, graph: Any) -> Any:
         """Attach the fitted features to ``graph`` (see :meth:`NodeFeatures.attach`)."""
         if self.features is None:

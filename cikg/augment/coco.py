@@ -725,8 +725,7 @@ class CoCo(Augmenter):
 
     def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
         """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, h]`` (``graph`` is only checked)."""
-        if graph is not None and graph["user"].num_nodes != dataset.n_users:
-            raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
+        self.check_graph(dataset, graph)
         self.result = run_coco(dataset, self.config, self.cf, self.users, self.progress, out_dir=self.out_dir)
         user = self.result.user_features(dataset.n_users)
         if self.config.normalize:

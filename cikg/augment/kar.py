@@ -269,6 +269,7 @@ class KAR(Augmenter):
         return backend, self.encoder
 
     def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
+        self.check_graph(dataset, graph)
         backend, encoder = self._setup(dataset)
         c = self.config
         domain = domain_of(dataset, c.domain)

@@ -860,8 +860,7 @@ class LLMCF(Augmenter):
 
     def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
         """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, dim]`` (``graph`` is only checked)."""
-        if graph is not None and graph["user"].num_nodes != dataset.n_users:
-            raise GraphError(f"the graph has {graph['user'].num_nodes} users, {dataset.name} has {dataset.n_users}")
+        self.check_graph(dataset, graph)
         if self.encoder is None:
             from ..interests.embed import Encoder
 

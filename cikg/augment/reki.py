@@ -269,6 +269,7 @@ class REKI(KAR):
                 representatives(item_x, item_groups, c.sample_size))
 
     def fit(self, dataset: Any, graph: Any = None) -> NodeFeatures:
+        self.check_graph(dataset, graph)
         backend, encoder = self._setup(dataset)
         c: REKIConfig = self.config
         domain = domain_of(dataset, c.domain)
