@@ -1,6 +1,8 @@
 """CoCo on a real subset of dbbook2014 with the shipped MiniLM transformer: VQ, straight-through, judge, LoRA."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from test_augment_llmcf import user_subset
@@ -152,6 +154,9 @@ def test_run_coco_judges_flags_and_reports(small, cf):
     full = result.user_features(N_USERS)
     assert torch.equal(full[users], knowledge) and not full[1::2].any()  # rows are the users' node ids
     assert result.provenance["flagged"] == report.flagged_before and result.provenance["method"] == "coco"
+    # reports name the model, not this machine's site-packages path (kept apart for reloading)
+    assert result.provenance["llm_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (Path(result.provenance["lm_path"]) / "config.json").is_file()
     assert sum(report.code_usage) == len(users)
     judged_users = sum(1 for u in users if small.history(u, "valid"))
     assert report.before["judged"] == judged_users

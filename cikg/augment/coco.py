@@ -133,6 +133,13 @@ def default_model_path() -> Path:
     return model_dir()
 
 
+def lm_name(name_or_path: Optional[str]) -> str:
+    """The name a report shows for the LM: the Hugging Face name of the default, else the name or path given."""
+    from ..interests.embed import DEFAULT_MODEL_NAME
+
+    return str(name_or_path) if name_or_path else DEFAULT_MODEL_NAME
+
+
 def load_lm(name_or_path: Optional[str] = None) -> Tuple[nn.Module, Any]:
     """``(model, tokenizer)`` of a Hugging Face transformer, offline (``HF_HUB_OFFLINE=1``).
 
@@ -676,7 +683,8 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor
     for line in report.lines():
         log.info("CoCo: %s", line)
     provenance = {
-        "method": "coco", "paper": "arXiv 2510.14257", "llm_model": str(config.model or default_model_path()),
+        "method": "coco", "paper": "arXiv 2510.14257", "llm_model": lm_name(config.model),
+        "lm_path": str(config.model or default_model_path()),
         "backend": "transformers (local)", "not_an_llm": False, "template_version": "history titles v1",
         "n_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
         "encoder": "soft-prompted LM, masked mean of the last hidden states", "cf": cf_source,
