@@ -303,8 +303,9 @@ def main() -> int:
 
         command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in recorded_argv(sys.argv[1:]))
         counts = call_counts(dataset, args.call_counts, KARConfig(history_len=20))
+        families = dict.fromkeys(method_of(m).label.split(" (")[0].split(",")[0] for m in args.methods if m != "none")
         lines = [
-            f"# {args.dataset}: knowledge augmentation ({', '.join(method_of(m).label.split(' (')[0] for m in args.methods if m != 'none')})", "",
+            f"# {args.dataset}: knowledge augmentation ({', '.join(families)})", "",
             f"Command: `{command}`", "",
             "Test split at the epoch selected on validation (Recall@20 + NDCG@20); mean ± std (population) over the "
             f"seeds listed. Training overrides: `{' '.join(args.set)}`; backbone configs "
