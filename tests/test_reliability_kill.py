@@ -125,10 +125,12 @@ def _inference_kill_loop(tmp_path: Path, signals: List[int], seed: int) -> None:
         log = tmp_path / "killed.log"
         survived = 0
         for sig in signals:
-            before = _answers(out)
-            target = min(before + rng.randint(8, 25), N_USERS - 20)
+            # the kill target counts requests the server received (not committed answers: polling a WAL
+            # database read-only from another process can miss rows), leaving >= 20 answers of work after it
+            remaining = N_USERS - _answers(out)
+            target = len(server.requests) + max(0, min(rng.randint(8, 25), remaining - 20))
             proc = _start(_infer_args(server, out), log)
-            if _kill_when(proc, lambda target=target: _answers(out) >= target, sig, rng, log):
+            if _kill_when(proc, lambda target=target: len(server.requests) >= target, sig, rng, log):
                 survived += 1
                 KILLS[f"inference {signal.Signals(sig).name}"] += 1
                 assert not (out / "user_interests_raw.jsonl").exists()  # never a half-written artifact
