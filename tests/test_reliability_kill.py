@@ -134,7 +134,7 @@ def _inference_kill_loop(tmp_path: Path, signals: List[int], seed: int) -> None:
                 survived += 1
                 KILLS[f"inference {signal.Signals(sig).name}"] += 1
                 assert not (out / "user_interests_raw.jsonl").exists()  # never a half-written artifact
-            elif _answers(out) >= N_USERS:  # it finished first (a starved poller on a loaded machine): every
+            elif _answers(out) >= N_USERS:  # it finished before the kill (the poll thread starved): every
                 break                         # answer is cached, so later kills would test nothing
             with sqlite3.connect(out / "llm_cache.sqlite") as conn:
                 assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
