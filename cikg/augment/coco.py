@@ -133,6 +133,11 @@ def default_model_path() -> Path:
     return model_dir()
 
 
+def lm_source(name_or_path: Optional[str]) -> str:
+    """What :func:`load_lm` loads: the name or path given, else the bundled default's directory."""
+    return str(name_or_path) if name_or_path else str(default_model_path())
+
+
 def lm_name(name_or_path: Optional[str]) -> str:
     """The name a report shows for the LM: the Hugging Face name of the default, else the name or path given."""
     from ..interests.embed import DEFAULT_MODEL_NAME
@@ -150,7 +155,7 @@ def load_lm(name_or_path: Optional[str] = None) -> Tuple[nn.Module, Any]:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from transformers import AutoModel, AutoTokenizer
 
-    source = str(name_or_path) if name_or_path else str(default_model_path())
+    source = lm_source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source)
@@ -684,7 +689,7 @@ def run_coco(dataset: Any, config: CoCoConfig, cf: Optional[Tuple[Tensor, Tensor
         log.info("CoCo: %s", line)
     provenance = {
         "method": "coco", "paper": "arXiv 2510.14257", "llm_model": lm_name(config.model),
-        "lm_path": str(config.model or default_model_path()),
+        "lm_path": lm_source(config.model),
         "backend": "transformers (local)", "not_an_llm": False, "template_version": "history titles v1",
         "n_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
         "encoder": "soft-prompted LM, masked mean of the last hidden states", "cf": cf_source,
