@@ -203,6 +203,17 @@ class Augmenter(ABC):
                 raise GraphError(f"the graph has {graph[node_type].num_nodes} {node_type}s, {dataset.name} has "
                                  f"{expected}")
 
+    def _keep_user_features(self, user: Tensor, provenance: Dict[str, Any], normalize: bool,
+                            out_dir: Union[str, Path, None]) -> NodeFeatures:
+        """Store user-only features as ``self.features`` (L2-normalised rows when ``normalize``; saved in
+        ``out_dir`` when given) and return them."""
+        if normalize:
+            user = torch.nn.functional.normalize(user, dim=1)
+        self.features = NodeFeatures(user=user, provenance=dict(provenance, normalized=normalize))
+        if out_dir is not None:
+            self.features.save(out_dir)
+        return self.features
+
     def attach(self, graph: Any) -> Any:
         """Attach the fitted features to ``graph`` (see :meth:`NodeFeatures.attach`)."""
         if self.features is None:

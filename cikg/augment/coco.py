@@ -740,14 +740,8 @@ class CoCo(Augmenter):
         """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, h]`` (``graph`` is only checked)."""
         self.check_graph(dataset, graph)
         self.result = run_coco(dataset, self.config, self.cf, self.users, self.progress, out_dir=self.out_dir)
-        user = self.result.user_features(dataset.n_users)
-        if self.config.normalize:
-            user = nn.functional.normalize(user, dim=1)
-        self.features = NodeFeatures(user=user, provenance=dict(self.result.provenance,
-                                                                normalized=self.config.normalize))
-        if self.out_dir is not None:
-            self.features.save(self.out_dir)
-        return self.features
+        return self._keep_user_features(self.result.user_features(dataset.n_users), self.result.provenance, self.config.normalize,
+                                        self.out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

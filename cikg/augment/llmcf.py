@@ -868,14 +868,8 @@ class LLMCF(Augmenter):
                                    show_progress=self.progress)
         backend = self.backend if self.backend is not None else CoTProfileBackend(dataset)
         self.result = run_llmcf(dataset, self.config, backend, self.encoder, self.cf, self.out_dir, self.progress)
-        user = self.result.user_features
-        if self.config.normalize:
-            user = nn.functional.normalize(user, dim=1)
-        self.features = NodeFeatures(user=user, provenance=dict(self.result.provenance,
-                                                                normalized=self.config.normalize))
-        if self.out_dir is not None:
-            self.features.save(self.out_dir)
-        return self.features
+        return self._keep_user_features(self.result.user_features, self.result.provenance, self.config.normalize,
+                                        self.out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
