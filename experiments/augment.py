@@ -255,7 +255,8 @@ def main() -> int:
                         help="overrides of every training run (key=value)")
     parser.add_argument("--device", default=None, help="train.device for the runs (cpu, cuda, auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads and encoding)")
-    parser.add_argument("--feature-seed", type=int, default=2024, help="seed of the REKI clustering")
+    parser.add_argument("--feature-seed", type=int, default=2024,
+                        help="seed of feature building (REKI clustering, LLM-CF sampling, CoCo training)")
     parser.add_argument("--base-url", help="OpenAI-compatible server of the *-llm methods (default: start the "
                                            "bundled SmolLM2 with llama.cpp while they extract)")
     parser.add_argument("--llm-model", default="smollm2", help="model name of --base-url")
