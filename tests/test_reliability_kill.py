@@ -46,9 +46,15 @@ def _env() -> dict:
                 TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 
+# `python -m cikg` with Ctrl-C restored: a shell that starts the suite in the background (`nohup ... &`,
+# as CI harnesses may) hands SIGINT down ignored, and a SIGINT kill would then let the run finish
+_CIKG_WITH_SIGINT = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "from cikg.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def _start(args: List[str], log: Path) -> subprocess.Popen:
     handle = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "cikg", *args], env=_env(), stdout=handle,
+    return subprocess.Popen([sys.executable, "-c", _CIKG_WITH_SIGINT, *args], env=_env(), stdout=handle,
                             stderr=subprocess.STDOUT)
 
 
