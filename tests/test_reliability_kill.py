@@ -131,8 +131,8 @@ def _inference_kill_loop(tmp_path: Path, signals: List[int], seed: int) -> None:
         log = tmp_path / "killed.log"
         survived = 0
         for sig in signals:
-            # the kill target counts requests the server received (not committed answers: polling a WAL
-            # database read-only from another process can miss rows), leaving >= 20 answers of work after it
+            # the kill target counts requests the server received (the run's progress as the server sees it),
+            # leaving >= 20 answers of work after it
             remaining = N_USERS - _answers(out)
             target = len(server.requests) + max(0, min(rng.randint(8, 25), remaining - 20))
             proc = _start(_infer_args(server, out), log)
@@ -140,7 +140,7 @@ def _inference_kill_loop(tmp_path: Path, signals: List[int], seed: int) -> None:
                 survived += 1
                 KILLS[f"inference {signal.Signals(sig).name}"] += 1
                 assert not (out / "user_interests_raw.jsonl").exists()  # never a half-written artifact
-            elif _answers(out) >= N_USERS:  # it finished before the kill (the poll thread starved): every
+            elif _answers(out) >= N_USERS:  # it finished first (a starved poller on a loaded machine): every
                 break                         # answer is cached, so later kills would test nothing
             with sqlite3.connect(out / "llm_cache.sqlite") as conn:
                 assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

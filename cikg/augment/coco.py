@@ -740,8 +740,8 @@ class CoCo(Augmenter):
         """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, h]`` (``graph`` is only checked)."""
         self.check_graph(dataset, graph)
         self.result = run_coco(dataset, self.config, self.cf, self.users, self.progress, out_dir=self.out_dir)
-        return self._keep_user_features(self.result.user_features(dataset.n_users), self.result.provenance, self.config.normalize,
-                                        self.out_dir)
+        user = self.result.user_features(dataset.n_users)
+        return self._keep_user_features(user, self.result.provenance, self.config.normalize, self.out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
