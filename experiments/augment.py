@@ -17,6 +17,8 @@ Methods are named on the command line; each names how its features are built and
   without ``--base-url`` the bundled SmolLM2-135M is served by llama.cpp while it runs).
 * ``reki-both:G``: REKI individual + collective blocks (four knowledge types in the experts), composed from the
   ``kar`` and ``reki-col:G`` artifacts (the same prompts and clustering REKI ``mode=both`` uses).
+* ``M+gate``: method ``M``'s features fused through a zero-initialised gate (``model.features.gate=true``: the model
+  starts as the plain backbone and learns how much knowledge to let in), e.g. ``kar+gate``, ``reki-col:50+gate``.
 * further methods register in :data:`METHODS` (a builder writing ``features.pt`` and the fusion overrides).
 
 Artifacts: ``<out>/<dataset>/features/<method>/`` (``features.pt``, ``answers.jsonl`` replay file,
@@ -156,15 +158,30 @@ METHODS: Dict[str, Callable[[str], Method]] = {
 """Method name (before ``:``) -> factory taking the text after ``:``. Other methods add entries here."""
 
 
+GATE = "+gate"
+
+
+def features_of(name: str) -> str:
+    """The feature method a row uses (``kar+gate`` uses ``kar``'s features)."""
+    return name[:-len(GATE)] if name.endswith(GATE) else name
+
+
 def method_of(name: str) -> Method:
-    key, _, arg = name.partition(":")
+    key, _, arg = features_of(name).partition(":")
     if key not in METHODS:
-        raise SystemExit(f"unknown method {name!r}; known: {sorted(METHODS)} (with :ARG where they take one)")
-    return METHODS[key](arg)
+        raise SystemExit(f"unknown method {name!r}; known: {sorted(METHODS)} (with :ARG where they take one, "
+                         f"{GATE} for a gated fusion)")
+    method = METHODS[key](arg)
+    if name.endswith(GATE):
+        if method.build is None:
+            raise SystemExit(f"{name!r}: the plain backbone has no features to gate")
+        method = Method(f"{method.label}, zero-init gate", method.build, [*method.fusion, "model.features.gate=true"])
+    return method
 
 
 def feature_dir(root: Path, name: str, dataset, args: argparse.Namespace) -> Path:
     """The artifact folder of method ``name`` (built first when missing)."""
+    name = features_of(name)
     path = root / name.replace(":", "-")
     if not (path / "features.pt").exists():
         method = method_of(name)
@@ -185,7 +202,7 @@ def copy_answers(dataset_name: str, name: str, path: Path) -> None:
 
 
 def run_dir_label(model: str, name: str) -> str:
-    return f"{model}-{name.replace(':', '-')}"
+    return f"{model}-{name.replace(':', '-').replace('+', '-')}"
 
 
 def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, features_root: Path) -> str:
@@ -193,7 +210,7 @@ def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, feature
     for model in args.models:
         for name in args.methods:
             provenance = {}
-            fpath = features_root / name.replace(":", "-") / "features.pt"
+            fpath = features_root / features_of(name).replace(":", "-") / "features.pt"
             if method_of(name).build is not None and fpath.exists():
                 from cikg.augment import NodeFeatures
 
@@ -282,7 +299,7 @@ def main() -> int:
     if "features" in args.steps:
         for name in args.methods:
             if method_of(name).build is not None:
-                copy_answers(args.dataset, name, feature_dir(features_root, name, dataset, args))
+                copy_answers(args.dataset, features_of(name), feature_dir(features_root, name, dataset, args))
     if "train" in args.steps:
         overrides = list(args.set) + [f"train.threads={args.threads}"]
         if args.device:
@@ -292,7 +309,7 @@ def main() -> int:
                 method = method_of(name)
                 extra = list(method.fusion)
                 if method.build is not None:
-                    path = features_root / name.replace(":", "-")
+                    path = features_root / features_of(name).replace(":", "-")
                     if not (path / "features.pt").exists():
                         raise SystemExit(f"{path}/features.pt missing: run --steps features first")
                     extra.append(f"data.features={path}")

@@ -167,6 +167,37 @@ def test_models_fuse_and_backpropagate_into_the_adaptor(featured, config_cls):
         config_cls(dim=16, features=FusionConfig(mode="add")).build(build_views(build_cikg(d), views=()), d)
 
 
+@pytest.mark.parametrize("adaptor", ["linear", "experts"])
+@pytest.mark.parametrize("config_cls", [LightGCNConfig, CIKGRecConfig, BPRMFConfig])
+def test_gated_fusion_starts_as_the_plain_model_and_learns_to_let_features_in(featured, config_cls, adaptor):
+    d, features = featured
+    views = build_views(features.attach(build_cikg(d)), views=())
+    fusion = FusionConfig(mode="add", adaptor=adaptor, gate=True, n_shared=1, n_dedicated=1, hidden=8, reduce=4)
+    model = config_cls(dim=16, features=fusion).build(views, d)
+    assert "gate=True" in repr(model.fusion)
+    batch = BPRBatch(torch.arange(32), torch.arange(32) % d.n_items, (torch.arange(32) + 7) % d.n_items)
+    gated = model.embed()
+    layer, model.fusion = model.fusion, None
+    plain = model.embed()
+    model.fusion = layer
+    assert all(torch.allclose(a, b) for a, b in zip(gated, plain))  # a zero gate: exactly the plain model
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.loss(batch)[0].backward()
+    assert model.fusion.gate["user"].grad.abs().sum() > 0 and model.fusion.gate["item"].grad.abs().sum() > 0
+    adaptor_params = [p for n, p in model.fusion.named_parameters() if not n.startswith("gate")]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in adaptor_params)  # nothing flows in yet
+    optimizer.step()
+    optimizer.zero_grad()
+    model.loss(batch)[0].backward()
+    assert sum(float(p.grad.abs().sum()) for p in adaptor_params if p.grad is not None) > 0  # now it does
+    assert not torch.allclose(model.embed()[0], plain[0])
+    with pytest.raises(ConfigError) as err:
+        FusionConfig(mode="features", gate=True)
+    assert err.value.key == "gate"
+    assert load_run_config(None, ["model.features.mode=add", "model.features.gate=true"]).model.features.gate
+
+
 def test_fusion_config_errors_name_the_key():
     with pytest.raises(ConfigError) as err:
         load_run_config(None, ["model.features.mode=concat"])

@@ -7,7 +7,7 @@ propagation:
 .. math::
     e^{(0)}_v = \\begin{cases}
         e^{id}_v & \\text{mode none} \\\\
-        e^{id}_v + A_{\\tau(v)}(x_v) & \\text{mode add} \\\\
+        e^{id}_v + g_{\\tau(v)} \\odot A_{\\tau(v)}(x_v) & \\text{mode add} \\\\
         A_{\\tau(v)}(x_v) & \\text{mode features}
     \\end{cases}
 
@@ -16,6 +16,11 @@ The adaptor :math:`A` is ``linear`` (one ``Linear(d_feat, dim)`` per node type, 
 splits ``x`` into its knowledge blocks (``blocks[node_type]``), passes each through the shared experts and
 the block's dedicated experts under the block's gate, and sums the block outputs. The adaptor trains with
 the backbone's loss. Node types without features keep their ID embeddings.
+
+The gate :math:`g_\\tau \\in \\mathbb{R}^{dim}` is 1 (no gate) or, with ``gate=True``, a learnable vector per
+node type initialised at **zero** (ReZero, Bachlechner et al., arXiv 2003.04887): training starts from the plain
+model, and the knowledge enters only as far as the loss asks for it instead of dominating the ID embedding
+from the first step.
 
 Shapes: ``forward(ego [n_nodes, dim]) -> [n_nodes, dim]`` over a global node index (LightGCN, CIKGRec);
 ``fuse(node_type, emb [m, dim], index [m]) -> [m, dim]`` for per-type tables (BPR-MF).
@@ -49,6 +54,8 @@ class FusionConfig:
         n_shared: shared experts (``experts`` only).
         n_dedicated: dedicated experts per knowledge block (``experts`` only).
         dropout: dropout on the features (linear) or inside the experts.
+        gate: ``add`` only: scale the adapted features by a learnable per-node-type vector that starts at zero,
+            so the model starts as the plain backbone and learns how much knowledge to let in.
         reduce: when > 0, each knowledge block is first reduced to its top ``reduce`` principal components
             (an SVD of the centred block, computed once when the model is built; fixed, not trained). It
             makes the experts cheap: they run over every featured node in every batch.
@@ -61,6 +68,7 @@ class FusionConfig:
     n_shared: int = 2
     n_dedicated: int = 2
     dropout: float = 0.0
+    gate: bool = False
     reduce: int = 0
 
     def __post_init__(self) -> None:
@@ -75,6 +83,9 @@ class FusionConfig:
             raise ConfigError("the experts adaptor needs n_shared + n_dedicated >= 1", "n_shared")
         _checks.probability(self, "dropout")
         _checks.non_negative_int(self, "reduce")
+        if self.gate and self.mode != "add":
+            raise ConfigError(f"gate applies to mode 'add' (a zero gate in mode {self.mode!r} would zero the "
+                              "embeddings)", "gate")
 
     @property
     def enabled(self) -> bool:
@@ -121,7 +132,7 @@ class FeatureFusion(nn.Module):
             self.register_buffer(f"x_{node_type}", x, persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         if config.adaptor == "linear":
-            self.linear = nn.ModuleDict({t: nn.Linear(features[t].size(1), dim) for t in self.node_types})
+            self.linear = nn.ModuleDict({t: nn.Linear(self.features(t).size(1), dim) for t in self.node_types})
             self.experts = None
         else:
             kinds: Dict[str, int] = {}
@@ -133,6 +144,8 @@ class FeatureFusion(nn.Module):
             self.linear = None
             self.experts = HybridExpertAdaptor(kinds, dim, config.n_shared, config.n_dedicated, config.hidden,
                                                config.dropout)
+        self.gate = (nn.ParameterDict({t: nn.Parameter(torch.zeros(dim)) for t in self.node_types})
+                     if config.gate else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,6 +155,9 @@ class FeatureFusion(nn.Module):
                 nn.init.zeros_(layer.bias)
         else:
             self.experts.reset_parameters()
+        if self.gate is not None:
+            for scale in self.gate.values():
+                nn.init.zeros_(scale)
 
     def features(self, node_type: str) -> Tensor:
         return getattr(self, f"x_{node_type}")
@@ -165,7 +181,9 @@ class FeatureFusion(nn.Module):
         if node_type not in self.node_types:
             return emb
         projected = self.project(node_type, index)
-        return projected if self.config.mode == "features" else emb + projected
+        if self.config.mode == "features":
+            return projected
+        return emb + (projected if self.gate is None else self.gate[node_type] * projected)
 
     def forward(self, ego: Tensor) -> Tensor:
         """The global ego table ``[n_nodes, dim]`` with each featured type's rows fused (out of place)."""
@@ -180,7 +198,8 @@ class FeatureFusion(nn.Module):
 
     def extra_repr(self) -> str:
         shapes = {t: tuple(self.features(t).shape) for t in self.node_types}
-        return f"mode={self.config.mode}, adaptor={self.config.adaptor}, features={shapes}, dim={self.dim}"
+        gate = ", gate=True" if self.gate is not None else ""
+        return f"mode={self.config.mode}, adaptor={self.config.adaptor}{gate}, features={shapes}, dim={self.dim}"
 
 
 def _reduce_blocks(x: Tensor, layout: Mapping[str, int], k: int) -> Tuple[Tensor, Dict[str, int]]:
