@@ -179,10 +179,15 @@ def method_of(name: str) -> Method:
     return method
 
 
+def features_path(root: Path, name: str) -> Path:
+    """The artifact folder of row ``name``'s features (``kar+gate`` shares ``kar``'s)."""
+    return root / features_of(name).replace(":", "-")
+
+
 def feature_dir(root: Path, name: str, dataset, args: argparse.Namespace) -> Path:
     """The artifact folder of method ``name`` (built first when missing)."""
     name = features_of(name)
-    path = root / name.replace(":", "-")
+    path = features_path(root, name)
     if not (path / "features.pt").exists():
         method = method_of(name)
         logging.info("building %s features in %s", name, path)
@@ -210,7 +215,7 @@ def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, feature
     for model in args.models:
         for name in args.methods:
             provenance = {}
-            fpath = features_root / features_of(name).replace(":", "-") / "features.pt"
+            fpath = features_path(features_root, name) / "features.pt"
             if method_of(name).build is not None and fpath.exists():
                 from cikg.augment import NodeFeatures
 
@@ -309,7 +314,7 @@ def main() -> int:
                 method = method_of(name)
                 extra = list(method.fusion)
                 if method.build is not None:
-                    path = features_root / features_of(name).replace(":", "-")
+                    path = features_path(features_root, name)
                     if not (path / "features.pt").exists():
                         raise SystemExit(f"{path}/features.pt missing: run --steps features first")
                     extra.append(f"data.features={path}")

@@ -35,6 +35,7 @@ def test_method_names_parse_and_unknown_names_are_refused(augment_script):
     assert gated.label == "REKI collective, 50 groups, zero-init gate"
     assert gated.fusion == [*augment_script.EXPERTS, "model.features.gate=true"]
     assert augment_script.features_of("reki-col:50+gate") == "reki-col:50"  # the same features, not a rebuild
+    assert augment_script.features_path(Path("f"), "reki-col:50+gate") == Path("f/reki-col-50")
     assert augment_script.run_dir_label("cikgrec", "reki-col:50+gate") == "cikgrec-reki-col-50-gate"
     with pytest.raises(SystemExit, match="no features to gate"):
         augment_script.method_of("none+gate")

@@ -144,7 +144,7 @@ class FeatureFusion(nn.Module):
             self.linear = None
             self.experts = HybridExpertAdaptor(kinds, dim, config.n_shared, config.n_dedicated, config.hidden,
                                                config.dropout)
-        self.gate = (nn.ParameterDict({t: nn.Parameter(torch.zeros(dim)) for t in self.node_types})
+        self.gate = (nn.ParameterDict({t: nn.Parameter(torch.empty(dim)) for t in self.node_types})
                      if config.gate else None)
         self.reset_parameters()
 
