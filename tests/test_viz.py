@@ -126,7 +126,11 @@ def test_mask_schedule(tiny_runs, tmp_path):
     _, history, _ = tiny_runs["CIKGRec"]
     rates = history["mask_rate"].tolist()
     assert all(0 <= r <= 1 for r in rates)
-    plot_mask_schedule(rates, tmp_path / "mask.png")
+    fig = plot_mask_schedule(rates, tmp_path / "mask.png", n_interests=12)
+    scheduled, masked = fig.axes[0].get_lines()
+    assert list(scheduled.get_ydata()) == pytest.approx(rates)
+    assert list(masked.get_ydata()) == pytest.approx([int(r * 12) / 12 for r in rates])
+    assert masked.get_ydata()[0] == 0.0  # epoch 1 masks no interest: why UIR is 0 there
     assert_png(tmp_path / "mask.png")
 
 

@@ -97,10 +97,21 @@ def plot_valid_metrics(histories: Mapping[str, pd.DataFrame], metrics: Sequence[
     return finish(fig, path)
 
 
-def plot_mask_schedule(rates: Sequence[float], path: Optional[PathLike] = None, title: str = "UIR mask rate"):
-    """The mask rate per epoch (e.g. ``[model.mask_rate_at(e) for e in range(E)]`` or from a history)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(np.arange(1, len(rates) + 1), rates, marker=".")
+def plot_mask_schedule(rates: Sequence[float], path: Optional[PathLike] = None, title: str = "UIR mask rate",
+                       n_interests: Optional[int] = None):
+    """The mask rate per epoch (e.g. ``[model.mask_rate_at(e) for e in range(E)]`` or from a history).
+
+    With ``n_interests`` the share actually masked, ``floor(rate * n) / n``, is drawn too: with few interest
+    nodes the first epochs mask none, and UIR is 0 there.
+    """
+    fig, ax = plt.subplots(figsize=(5.4, 3.4))
+    epochs = np.arange(1, len(rates) + 1)
+    ax.plot(epochs, rates, marker=".", label="scheduled rate")
+    if n_interests:
+        masked = np.floor(np.asarray(rates, dtype=float) * n_interests) / n_interests
+        ax.step(epochs, masked, where="mid", color="tab:red", linewidth=1,
+                label=f"masked in practice (of {n_interests:,} interests)")
+        ax.legend(fontsize=8, loc="upper left")
     epoch_axis(ax)
     ax.set_ylabel("share of interest nodes masked")
     ax.set_ylim(0, 1)
