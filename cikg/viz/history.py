@@ -52,7 +52,7 @@ def plot_loss_terms(history: pd.DataFrame, path: Optional[PathLike] = None, titl
         ax.plot(epochs, values, marker=".", label=term, color=colour)
         ax.set_title("total (weighted sum)" if term == TOTAL else term, fontsize=10)
         ax.set_ylabel("mean over batches", fontsize=8)
-        if np.nanmin(values) >= 0:
+        if np.isfinite(values).any() and np.nanmin(values) >= 0:
             ax.set_ylim(bottom=0)  # a term that vanishes reads as 0, not as a small positive number
         mark_selected_epoch(ax, best_epoch)
         epoch_axis(ax)
