@@ -144,20 +144,38 @@ def test_each_start_has_its_own_log_and_an_explicit_log_is_appended(stand_in, tm
     assert runs[1].log_tail().count("cannot bind") == 1  # only this start's lines
 
 
-# ------------------------------------------------------------------------------------------- the real server
-needs_llama = pytest.mark.skipif(not llama_cpp_available(), reason="needs the local-llm extra (llama-cpp-python[server])")
-
+# ------------------------------------------------------------------------------------------- signals
 # `python -m cikg` with SIGINT raising KeyboardInterrupt and SIGTERM / SIGHUP at their defaults, as in a
 # terminal: a suite started in the background or under nohup hands them down ignored
-_CIKG_WITH_SIGNALS = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                      "signal.signal(signal.SIGTERM, signal.SIG_DFL); signal.signal(signal.SIGHUP, signal.SIG_DFL); "
-                      "from cikg.cli import main; sys.exit(main(sys.argv[1:]))")
+_RESET_SIGNALS = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "signal.signal(signal.SIGTERM, signal.SIG_DFL); signal.signal(signal.SIGHUP, signal.SIG_DFL); ")
+_CIKG_WITH_SIGNALS = _RESET_SIGNALS + "from cikg.cli import main; sys.exit(main(sys.argv[1:]))"
+# the same with a stand-in child (argv[1]: its script) in place of llama.cpp
+_CIKG_WITH_STAND_IN = _RESET_SIGNALS + (
+    "import cikg.llm.serve as serve; script = sys.argv.pop(1); serve.llama_cpp_available = lambda: True; "
+    "serve.LlamaServer.command = lambda self: [sys.executable, '-c', script, str(self.port)]; "
+    "from cikg.cli import main; sys.exit(main(sys.argv[1:]))")
+HTTP_CHILD = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Models(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "smollm2", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Models).serve_forever()
+"""
 
 
-def _serve(port: int, out: Path) -> subprocess.Popen:
+def _serve(port: int, out: Path, stand_in: Optional[str] = None) -> subprocess.Popen:
+    program = [_CIKG_WITH_SIGNALS] if stand_in is None else [_CIKG_WITH_STAND_IN, stand_in]
     with open(out, "ab") as handle:
-        return subprocess.Popen([sys.executable, "-c", _CIKG_WITH_SIGNALS, "llm", "serve", "--port", str(port),
-                                 "--threads", "1"], env=_env(), stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-c", *program, "llm", "serve", "--port", str(port), "--threads", "1"],
+                                env=_env(), stdout=handle, stderr=subprocess.STDOUT)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -175,15 +193,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _llama_child(parent: subprocess.Popen) -> int:
+def _server_child(parent: subprocess.Popen, marker: bytes = b"_llama_main") -> int:
     found: List[int] = []
 
     def child_started() -> bool:
-        assert parent.poll() is None, "cikg llm serve ended before it started llama.cpp"
-        found[:] = [pid for pid in _children(parent.pid) if b"_llama_main" in _cmdline(pid)]
+        assert parent.poll() is None, "cikg llm serve ended before it started its server"
+        found[:] = [pid for pid in _children(parent.pid) if marker in _cmdline(pid)]
         return bool(found)
 
-    _wait_for(child_started, 120, "the llama.cpp child")
+    _wait_for(child_started, 120, "the server's child process")
     return found[0]
 
 
@@ -198,6 +216,44 @@ def _accepts(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
+
+def _check_stopped(status: int, out: Path, sig: int, port: int, child: int, ready: bool) -> None:
+    text = out.read_text()
+    assert not _alive(child), f"the server's child {child} survived {signal.Signals(sig).name}:\n{text}"
+    assert not _accepts(port)
+    assert "re-run resumes" not in text and "Traceback" not in text, text
+    name = signal.Signals(sig).name
+    if ready:
+        assert status == 0, text
+        assert f"cikg: {name}: stopped the llama.cpp server at http://127.0.0.1:{port}/v1" in text
+    else:
+        assert status == 128 + sig and READY not in text, text
+        assert f"cikg: {name} before the llama.cpp server on port {port} was ready; stopped it (log: " in text
+
+
+@pytest.mark.parametrize("sig, ready", [(signal.SIGTERM, True), (signal.SIGINT, False)], ids=["SIGTERM-serving", "SIGINT-before-ready"])
+def test_signal_stops_and_reaps_a_stand_in_child(sig, ready, tmp_path):
+    """The parent's side of the signal handling, fast: the child is a small HTTP server answering /v1/models
+    with 'smollm2' (ready) or a sleeping process (never ready); only the parent gets the signal."""
+    port, out = free_port(), tmp_path / "serve.out"
+    script = HTTP_CHILD if ready else "import time; time.sleep(120)"
+    parent = _serve(port, out, stand_in=script)
+    try:
+        child = _server_child(parent, marker=b"time.sleep" if not ready else b"HTTPServer")
+        assert os.getpgid(child) == os.getpgid(parent.pid)
+        if ready:
+            _wait_for(lambda: READY in out.read_text() or parent.poll() is not None, 120, "the stand-in server")
+        os.kill(parent.pid, sig)
+        status = parent.wait(timeout=60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    _check_stopped(status, out, sig, port, child, ready)
+
+
+# ------------------------------------------------------------------------------------------- the real server
+needs_llama = pytest.mark.skipif(not llama_cpp_available(), reason="needs the local-llm extra (llama-cpp-python[server])")
 
 class Load:
     """Clients sending chat completions (up to 200 tokens each) to the server until it goes away."""
@@ -249,7 +305,7 @@ def test_signal_stops_and_reaps_the_llama_child(sig, moment, tmp_path):
     parent = _serve(port, out)
     load = None
     try:
-        child = _llama_child(parent)
+        child = _server_child(parent)
         assert os.getpgid(child) == os.getpgid(parent.pid)  # a terminal's Ctrl-C / hang-up reaches both
         if moment == "before-ready":
             time.sleep(0.5)  # inside wait_ready(): SmolLM2 takes seconds to load
@@ -266,16 +322,7 @@ def test_signal_stops_and_reaps_the_llama_child(sig, moment, tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    text = out.read_text()
-    assert not _alive(child), f"the llama.cpp child {child} survived {sig.name} ({moment}):\n{text}"
-    assert not _accepts(port)
-    assert "re-run resumes" not in text and "Traceback" not in text, text
-    if moment == "before-ready":
-        assert status == 128 + sig and READY not in text, text
-        assert f"cikg: {sig.name} before the llama.cpp server on port {port} was ready; stopped it (log: " in text
-    else:
-        assert status == 0, text
-        assert f"cikg: {sig.name}: stopped the llama.cpp server at http://127.0.0.1:{port}/v1" in text
+    _check_stopped(status, out, sig, port, child, ready=moment != "before-ready")
     if load is not None:
         assert load.join(timeout=30) and load.failed == len(load.threads)  # every client saw the server go
 
@@ -286,7 +333,7 @@ def test_sigkilled_serve_leaves_no_llama_child(tmp_path):
     port, out = free_port(), tmp_path / "serve.out"
     parent = _serve(port, out)
     try:
-        child = _llama_child(parent)
+        child = _server_child(parent)
         _wait_for(lambda: READY in out.read_text() or parent.poll() is not None, 300, "the server")
         assert parent.poll() is None, out.read_text()
         parent.kill()  # no handler runs: the child notices its parent is gone
