@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -91,8 +92,9 @@ SLEEPING_CHILD = "import time; time.sleep(60)"
 
 
 @pytest.fixture
-def stand_in(monkeypatch):
+def stand_in(monkeypatch, tmp_path):
     monkeypatch.setattr(serve, "llama_cpp_available", lambda: True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # default logs go to tmp_path
 
 
 def test_readiness_is_the_childs_not_another_servers(stand_in, monkeypatch):
@@ -122,15 +124,12 @@ def test_each_start_has_its_own_log_and_an_explicit_log_is_appended(stand_in, tm
     for server in (first, second):
         with pytest.raises(LLMError, match=r"child \d+ cannot bind"):
             server.start()
-    try:
-        assert first.log_path != second.log_path and first.log_path.name.startswith(f"cikg_llama_{port}_")
-        for server in (first, second):
-            text = server.log_path.read_text()
-            assert f"=== cikg: llama.cpp server on 127.0.0.1:{port}, started " in text
-            assert text.count("cannot bind") == 1 and f"child {server.pid} " in text
-    finally:
-        first.log_path.unlink()
-        second.log_path.unlink()
+    assert first.log_path != second.log_path
+    assert sorted(tmp_path.glob(f"cikg_llama_{port}_*.log")) == sorted([first.log_path, second.log_path])
+    for server in (first, second):
+        text = server.log_path.read_text()
+        assert f"=== cikg: llama.cpp server on 127.0.0.1:{port}, started " in text
+        assert text.count("cannot bind") == 1 and f"child {server.pid} " in text
 
     log = tmp_path / "logs" / "server.log"
     runs = [ScriptServer(FAILING_CHILD, ServeConfig(port=port), log_path=log) for _ in range(2)]
@@ -173,9 +172,10 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Models).serve_forever()
 
 def _serve(port: int, out: Path, stand_in: Optional[str] = None) -> subprocess.Popen:
     program = [_CIKG_WITH_SIGNALS] if stand_in is None else [_CIKG_WITH_STAND_IN, stand_in]
+    env = dict(_env(), TMPDIR=str(out.parent))  # the server's own log goes beside `out`
     with open(out, "ab") as handle:
         return subprocess.Popen([sys.executable, "-c", *program, "llm", "serve", "--port", str(port), "--threads", "1"],
-                                env=_env(), stdout=handle, stderr=subprocess.STDOUT)
+                                env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -349,7 +349,7 @@ def test_sigkilled_serve_leaves_no_llama_child(tmp_path):
 @pytest.mark.llm
 @needs_llama
 def test_second_serve_on_the_same_port_is_refused_and_the_first_keeps_serving(tmp_path):
-    with llama_server(ServeConfig(n_threads=1)) as first:
+    with llama_server(ServeConfig(n_threads=1), log_path=tmp_path / "first.log") as first:
         log_before = first.log_path.read_bytes()
         second = subprocess.run([sys.executable, "-c", _CIKG_WITH_SIGNALS, "llm", "serve", "--port", str(first.port)],
                                 env=_env(), capture_output=True, text=True, timeout=300)
@@ -359,15 +359,16 @@ def test_second_serve_on_the_same_port_is_refused_and_the_first_keeps_serving(tm
         assert f"cikg: error: port {first.port} on 127.0.0.1 is already in use by an HTTP server" in lines[0]
         assert f"answering /v1/models with model 'smollm2' (PID {first.pid}: " in lines[0]
         assert first.log_path.read_bytes().startswith(log_before)  # not truncated (the probe's request is appended)
+        assert not list(Path(tempfile.gettempdir()).glob(f"cikg_llama_{first.port}_*.log"))  # no log: nothing started
         assert first.process.poll() is None and model_ids("127.0.0.1", first.port) == ["smollm2"]
 
 
 @pytest.mark.llm
 @needs_llama
-def test_keyboard_interrupt_while_waiting_for_ready_stops_the_child():
+def test_keyboard_interrupt_while_waiting_for_ready_stops_the_child(tmp_path):
     """The library: Ctrl-C during LlamaServer.start() (in wait_ready) stops and reaps the child."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    server = LlamaServer(ServeConfig(n_threads=1))
+    server = LlamaServer(ServeConfig(n_threads=1), log_path=tmp_path / "server.log")
 
     def interrupt_once_started() -> None:
         while server.process is None:

@@ -22,7 +22,10 @@ PROBE_TIMEOUT = 2.0
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS reports free on ``host`` now (another process may take it before it is used)."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        try:
+            sock.bind((host, 0))
+        except OSError as err:
+            raise LLMError(f"cannot listen on {host}: {_reason(err)}") from None
         return int(sock.getsockname()[1])
 
 
@@ -32,13 +35,17 @@ def ensure_port_free(host: str, port: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except socket.gaierror as err:
-            raise LLMError(f"cannot listen on {host}:{port}: unknown host ({err.strerror})") from None
         except OSError as err:
             if err.errno != errno.EADDRINUSE:
-                raise LLMError(f"cannot listen on {host}:{port}: {describe_os_error(err)}") from None
+                raise LLMError(f"cannot listen on {host}:{port}: {_reason(err)}") from None
             raise LLMError(f"port {port} on {host} is already in use by {describe_listener(host, port)}; stop "
                            f"that server or pick another port (--port 0 picks a free one)") from None
+
+
+def _reason(err: OSError) -> str:
+    if isinstance(err, socket.gaierror):
+        return f"unknown host ({err.strerror})"
+    return describe_os_error(err)
 
 
 def describe_listener(host: str, port: int) -> str:
