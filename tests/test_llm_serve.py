@@ -252,6 +252,20 @@ def test_signal_stops_and_reaps_a_stand_in_child(sig, ready, tmp_path):
     _check_stopped(status, out, sig, port, child, ready)
 
 
+def test_a_child_dying_while_serving_is_one_line_exit_1(stand_in, monkeypatch, capsys):
+    """In-process serve_forever: the stand-in answers /v1/models, then dies by itself with status 7."""
+    dying = HTTP_CHILD.replace("HTTPServer((", "import os, threading; print('stand-in going away', flush=True); "
+                                              "threading.Timer(1.5, os._exit, (7,)).start(); HTTPServer((")
+    monkeypatch.setattr(LlamaServer, "command", lambda self: [sys.executable, "-c", dying, str(self.port)])
+    port = free_port()
+    assert main(["llm", "serve", "--port", str(port)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{READY}: base URL http://127.0.0.1:{port}/v1, model 'smollm2' (PID ")
+    assert len(lines) == 2 and lines[1].startswith("cikg: the llama.cpp server (PID ")
+    assert "exited with status 7 while serving: stand-in going away; log: " in lines[1]
+    assert not _accepts(port)
+
+
 # ------------------------------------------------------------------------------------------- the real server
 needs_llama = pytest.mark.skipif(not llama_cpp_available(), reason="needs the local-llm extra (llama-cpp-python[server])")
 
