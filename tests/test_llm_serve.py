@@ -120,7 +120,7 @@ def test_readiness_is_the_childs_not_another_servers(stand_in, monkeypatch):
 
 def test_each_start_has_its_own_log_and_an_explicit_log_is_appended(stand_in, tmp_path):
     port = free_port()
-    first, second = ScriptServer(FAILING_CHILD, ServeConfig(port=port)), ScriptServer(FAILING_CHILD, ServeConfig(port=port))
+    first, second = (ScriptServer(FAILING_CHILD, ServeConfig(port=port)) for _ in range(2))
     for server in (first, second):
         with pytest.raises(LLMError, match=r"child \d+ cannot bind"):
             server.start()
@@ -231,7 +231,8 @@ def _check_stopped(status: int, out: Path, sig: int, port: int, child: int, read
         assert f"cikg: {name} before the llama.cpp server on port {port} was ready; stopped it (log: " in text
 
 
-@pytest.mark.parametrize("sig, ready", [(signal.SIGTERM, True), (signal.SIGINT, False)], ids=["SIGTERM-serving", "SIGINT-before-ready"])
+@pytest.mark.parametrize("sig, ready", [(signal.SIGTERM, True), (signal.SIGINT, False)],
+                         ids=["SIGTERM-serving", "SIGINT-before-ready"])
 def test_signal_stops_and_reaps_a_stand_in_child(sig, ready, tmp_path):
     """The parent's side of the signal handling, fast: the child is a small HTTP server answering /v1/models
     with 'smollm2' (ready) or a sleeping process (never ready); only the parent gets the signal."""
@@ -267,7 +268,8 @@ def test_a_child_dying_while_serving_is_one_line_exit_1(stand_in, monkeypatch, c
 
 
 # ------------------------------------------------------------------------------------------- the real server
-needs_llama = pytest.mark.skipif(not llama_cpp_available(), reason="needs the local-llm extra (llama-cpp-python[server])")
+needs_llama = pytest.mark.skipif(not llama_cpp_available(),
+                                 reason="needs the local-llm extra (llama-cpp-python[server])")
 
 class Load:
     """Clients sending chat completions (up to 200 tokens each) to the server until it goes away."""

@@ -76,7 +76,8 @@ def register_llm(subparsers: Any) -> None:
         description="Serve SmolLM2-135M-Instruct through llama.cpp's OpenAI-compatible server until SIGINT,\n"
                     "SIGTERM or SIGHUP, which stop and reap the llama.cpp process at any moment. A port already\n"
                     "in use is refused (exit 2, naming who answers there).",
-        epilog="examples:\n  cikg llm serve --port 8080\n  # then: --base-url http://127.0.0.1:8080/v1 --model smollm2\n"
+        epilog="examples:\n  cikg llm serve --port 8080\n"
+               "  # then: --base-url http://127.0.0.1:8080/v1 --model smollm2\n"
                "exit status: 0 stopped by a signal after it was ready; 128+N stopped by signal N before (130: "
                "Ctrl-C);\n  1 the llama.cpp process died by itself; 2 port in use, or the server failed to start",
         formatter_class=argparse.RawDescriptionHelpFormatter)
