@@ -8,6 +8,7 @@ process lock a new file while the second still waits on the old one.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -45,6 +46,7 @@ class DirectoryLock:
         self.directory = Path(directory)
         self.what = what
         self._fd: Optional[int] = None
+        self._created = False
 
     def __repr__(self) -> str:
         return f"DirectoryLock('{self.directory}', what={self.what!r}, held={self.held})"
@@ -61,6 +63,7 @@ class DirectoryLock:
         """Take the lock or raise; then remove the temporary files a killed process left in the directory."""
         if self._fd is not None:
             return self
+        self._created = not os.path.isdir(self.directory)
         ensure_dir(self.directory)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -92,10 +95,16 @@ class DirectoryLock:
         return self
 
     def release(self) -> None:
-        """Let the lock go (closing the file releases it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Let the lock go (closing the file releases it); a directory it created and nothing else was written
+        into (a command that failed on its input) is removed again."""
+        if self._fd is None:
+            return
+        if self._created and os.listdir(self.directory) == [LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+                os.rmdir(self.directory)
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> "DirectoryLock":
         return self.acquire()

@@ -54,6 +54,13 @@ class BatchConfig:
             raise ConfigError(f"max_requests must be >= 1, got {self.max_requests}", key="batch.max_requests")
 
 
+def _error_detail(err: Any) -> str:
+    """The message of an error answer (OpenAI's ``error.message``, FastAPI's ``detail``), on one short line."""
+    body = err.body  # the openai client passes the "error" object when there is one
+    text = (body.get("message") or body.get("detail") or json.dumps(body)) if isinstance(body, dict) else body
+    return " ".join(str(text or err.message).split())[:160]
+
+
 def batch_line(config: LLMConfig, key: str, request: Request) -> str:
     """One JSONL line of a batch input file."""
     body = {"model": config.model, "messages": request.message_dicts,
@@ -193,8 +200,8 @@ class BatchBackend:
             if lacking and status in (404, 405):
                 raise LLMError(f"the LLM server at {url} has no {lacking} ({call} answered {status}), which "
                                f"--backend openai-batch needs; use {INSTEAD}") from None
-            detail = " ".join(str(err.message).split())[:160]
-            raise LLMError(f"the LLM server at {url} answered {status} to {call} ({detail}){resume}") from None
+            raise LLMError(f"the LLM server at {url} answered {status} to {call} ({_error_detail(err)})"
+                           f"{resume}") from None
 
     def wait_and_collect(self, batch_id: str, keys: Sequence[str], by_key: Dict[str, Request]) -> None:
         batch = self.wait(batch_id)
