@@ -232,10 +232,11 @@ def test_artifacts_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     files = [tmp_path / "run" / name for name in ("config.yaml", "checkpoint.pt", "best_model.pt", "metrics.jsonl",
-                                                  "metrics.json", "groups.csv", LOCK_FILE)]
+                                                  "metrics.json", "groups.csv")]
     files += [tmp_path / "infer" / name for name in ("user_interests_raw.jsonl", "llm_summary.json")]
     files += [tmp_path / "w.pt"]
     assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: oct(mode) for f in files}
+    assert stat.S_IMODE((tmp_path / "run" / LOCK_FILE).stat().st_mode) == mode
 
 
 # ------------------------------------------------------------------------------------------- long names (item 7)
