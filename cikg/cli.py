@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .errors import CikgError
+from .errors import CikgError, describe_path_error
 
 logger = logging.getLogger("cikg")
 
@@ -419,6 +419,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         print(f"cikg: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the OS refuses that no reader turned into a CikgError: one line all the same
+        if args.debug:
+            raise
+        print(f"cikg: error: {describe_path_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cikg: interrupted (a re-run resumes from the last checkpoint / cache)", file=sys.stderr)

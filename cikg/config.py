@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Type, TypeVar, Union
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, describe_os_error
 
 T = TypeVar("T")
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -31,6 +31,8 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except OSError as err:  # a directory, a name longer than the OS allows, no permission, ...
+        raise ConfigError(f"{path}: cannot read config file: {describe_os_error(err)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._lock import holding_lock
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def build_backend(args: argparse.Namespace, dataset: Any) -> Any:
     return OpenAIBackend(config, cache)
 
 
+@holding_lock(lambda args: args.out)
 def infer_command(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from .pipeline import infer_interests

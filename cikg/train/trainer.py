@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
+from .._lock import holding_lock
 from ..data import Dataset, load_dataset, load_interests, synthetic
 from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
@@ -312,8 +313,12 @@ class Trainer:
         logger.info("resumed %s from epoch %d (best epoch %d)", self.run_dir, self.epoch, self.best_epoch)
 
     # ------------------------------------------------------------------ the run
+    @holding_lock(lambda trainer: trainer.run_dir if trainer.is_main else None, "run directory")
     def fit(self, resume: bool = True) -> FitResult:
-        """Train until ``epochs`` or early stopping, then evaluate the best epoch on test."""
+        """Train until ``epochs`` or early stopping, then evaluate the best epoch on test.
+
+        Rank 0 holds the run directory's lock meanwhile: :class:`~cikg.errors.DirectoryInUseError` when another
+        process trains there."""
         train = self.config.train
         ensure_dir(self.run_dir)
         if self.is_main:
