@@ -134,7 +134,7 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
     u, i = u[first], i[first]
     if split_col is not None:
         split_col = split_col[first]
-        bad = ~np.isin(split_col, SPLITS)
+        bad = ~pd.Series(split_col).isin(SPLITS).to_numpy()
         if bad.any():
             raise DatasetError(f"{_FRAME}: row {int(order[first][np.argmax(bad)])} has split "
                                f"{split_col[bad][0]!r}; expected one of {SPLITS}")

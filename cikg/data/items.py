@@ -123,7 +123,7 @@ def align_items(table: ItemTable, interacted: pd.Series, keep_unused: bool = Fal
     used = pd.unique(interacted.astype(str))
     in_table = table.items["item"].isin(used).to_numpy()
     unused = table.items["item"][~in_table].tolist()
-    missing = [str(i) for i in used[~np.isin(used, table.items["item"].to_numpy())]]
+    missing = [str(i) for i in used[~pd.Index(used).isin(table.items["item"])]]
     items, kg = table.items, table.kg
     if unused and not keep_unused:
         items = items[in_table]

@@ -126,8 +126,8 @@ def _kg(directory: Path, name: str, item_ids: pd.Series) -> pd.DataFrame:
         raise DatasetError(f"entity {to_item.index[to_item.index.duplicated()][0]!r} is linked to several items",
                            link_path)
     entities = pd.unique(pd.concat([kg["head_id"], kg["tail_id"]]))
-    unlinked = entities[~np.isin(entities, to_item.index.to_numpy())]
-    clash = unlinked[np.isin(unlinked, item_ids.to_numpy())]
+    unlinked = entities[~pd.Index(entities).isin(to_item.index)]
+    clash = unlinked[pd.Index(unlinked).isin(item_ids)]
     if clash.size:
         raise DatasetError(f"entity {clash[0]!r} is not in {link_path.name} but has the id of an item; cikg names "
                            "entities and items in one id space", kg_path)
