@@ -62,15 +62,21 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
 def _splitter(args: argparse.Namespace):
     """The split ``convert`` carves: temporal by default when a time column is given, else seeded random."""
     from .data import RandomSplit, TemporalSplit
+    from .errors import ConfigError
 
     method = args.split or ("temporal" if args.time_col else "random")
     if method == "temporal" and not args.time_col:
         raise CikgError("--split temporal needs --time-col (the column of interaction times)")
     test = args.test_last if args.test_last is not None else args.test_fraction
     valid = args.valid_last if args.valid_last is not None else args.valid_fraction
-    if method == "temporal":
-        return TemporalSplit(test=test, valid=valid)
-    return RandomSplit(test=test, valid=valid, seed=args.seed)
+    try:
+        if method == "temporal":
+            return TemporalSplit(test=test, valid=valid)
+        return RandomSplit(test=test, valid=valid, seed=args.seed)
+    except ConfigError as err:  # name the flag, not the dataclass field
+        last = args.test_last if err.key == "test" else args.valid_last
+        flag = f"--{err.key}-{'last' if last is not None else 'fraction'}"
+        raise CikgError(f"{flag}: {str(err).split(': ', 1)[1]}") from None
 
 
 def _cmd_data_convert(args: argparse.Namespace) -> int:

@@ -130,6 +130,9 @@ def test_random_split_is_an_explicit_seeded_option(three_users, tmp_path, capsys
     assert _convert(three_users, "--user-col", "userId", "--item-col", "movieId", "--split", "temporal",
                     "-o", tmp_path / "e") == 2
     assert "--split temporal needs --time-col" in capsys.readouterr().err
+    assert _convert(three_users, "--user-col", "userId", "--item-col", "movieId", "--test-fraction", 1.5,
+                    "-o", tmp_path / "f") == 2
+    assert "cikg: error: --test-fraction: a share must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
 def test_from_pandas_time_col_and_splitters():
@@ -147,7 +150,6 @@ def test_from_pandas_time_col_and_splitters():
         TemporalSplit(test=1.5)
     with pytest.raises(ConfigError, match="count must be >= 0"):
         RandomSplit(valid=-1)
-    # the previous random carve is kept bit for bit: the synthetic dataset's frames rebuild the same split
     assert repr(TemporalSplit(test=1, valid=1)) == "TemporalSplit(test=1, valid=1, min_items=2)"
 
 

@@ -107,6 +107,8 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
         users: column ``user`` (the id order, to keep users without interactions).
         interests: column ``interest`` (the id order of interests).
         entities: column ``entity`` (the id order of the non-item entities) and optionally ``text`` (names).
+        test_fraction, valid_fraction, seed: the sizes (and seed) of the default splitter; ``valid_fraction``
+            and ``seed`` also carve valid out of a given ``split`` column that has no ``valid`` rows.
 
     Duplicate (user, item) rows keep the first one (the earliest, with ``time_col``).
     """
