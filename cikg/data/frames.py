@@ -1,7 +1,7 @@
 """Convert between :class:`Dataset` and pandas frames (a user's own data in, inspection out)."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -81,6 +81,44 @@ def _sorted_pairs(users: np.ndarray, items: np.ndarray) -> torch.Tensor:
 Splitter = Union[RandomSplit, TemporalSplit]
 
 
+def _split_pairs(interactions: pd.DataFrame, u: np.ndarray, i: np.ndarray, n_users: int, time_col: Optional[str],
+                 splitter: Optional["Splitter"], test_fraction: float, valid_fraction: float,
+                 seed: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+    """The three splits of the (user, item) codes ``u``, ``i`` (one per row), and their ``meta["split"]``."""
+    time_meta: Dict[str, object] = {}
+    if time_col:
+        times, kind = parse_times(interactions[time_col], time_col)
+        order = chronological_order(u, times)
+        time_meta = {"time_col": time_col, "time_type": kind}
+    else:
+        order = np.argsort(u, kind="stable")
+    split_col = interactions["split"].to_numpy()[order] if "split" in interactions.columns else None
+    u, i = u[order], i[order]
+    keys = pd.DataFrame({"u": u, "i": i, **({"s": split_col} if split_col is not None else {})})
+    first = ~keys.duplicated(keep="first").to_numpy()
+    u, i = u[first], i[first]
+    if split_col is None:
+        if splitter is None:
+            splitter = (TemporalSplit(test_fraction, valid_fraction) if time_col
+                        else RandomSplit(test_fraction, valid_fraction, seed))
+        if isinstance(splitter, TemporalSplit) and not time_col:
+            raise DatasetError(f"{_FRAME}: a temporal split needs time_col (the column of interaction times)")
+        return splitter.carve(torch.from_numpy(np.stack([u, i])), n_users), {**splitter.describe(), **time_meta}
+    if splitter is not None:
+        raise DatasetError(f"{_FRAME}: has a 'split' column, so the given splitter {splitter!r} would be ignored")
+    split_col = split_col[first]
+    bad = ~pd.Series(split_col).isin(SPLITS).to_numpy()
+    if bad.any():
+        raise DatasetError(f"{_FRAME}: row {int(order[first][np.argmax(bad)])} has split "
+                           f"{split_col[bad][0]!r}; expected one of {SPLITS}")
+    pairs = {s: torch.from_numpy(np.stack([u[split_col == s], i[split_col == s]])) for s in SPLITS}
+    if pairs["valid"].size(1) == 0 and valid_fraction > 0:
+        pairs["train"], pairs["valid"] = carve_validation(pairs["train"], n_users, valid_fraction, seed)
+        return pairs, {"method": "given train/test; valid carved", "fraction": valid_fraction, "seed": seed,
+                       **time_meta}
+    return pairs, {"method": "given", **time_meta}
+
+
 def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None,
                 user_interest: Optional[pd.DataFrame] = None, items: Optional[pd.DataFrame] = None,
                 users: Optional[pd.DataFrame] = None, interests: Optional[pd.DataFrame] = None,
@@ -121,39 +159,9 @@ def from_pandas(interactions: pd.DataFrame, *, kg: Optional[pd.DataFrame] = None
     u, user_ids = _factorize(interactions["user"], None if users is None else users["user"].tolist())
     i, item_ids = _factorize(interactions["item"], None if items is None else items["item"].tolist())
     n_users, n_items = len(user_ids), len(item_ids)
-    meta: Dict[str, object] = {"source": "pandas"}
-    time_meta: Dict[str, object] = {}
-    if time_col:
-        times, kind = parse_times(interactions[time_col], time_col)
-        order = chronological_order(u, times)
-        time_meta = {"time_col": time_col, "time_type": kind}
-    else:
-        order = np.argsort(u, kind="stable")
-    split_col = interactions["split"].to_numpy()[order] if "split" in interactions.columns else None
-    u, i = u[order], i[order]
-    keys = pd.DataFrame({"u": u, "i": i, **({"s": split_col} if split_col is not None else {})})
-    first = ~keys.duplicated(keep="first").to_numpy()
-    u, i = u[first], i[first]
-    if split_col is not None:
-        split_col = split_col[first]
-        bad = ~pd.Series(split_col).isin(SPLITS).to_numpy()
-        if bad.any():
-            raise DatasetError(f"{_FRAME}: row {int(order[first][np.argmax(bad)])} has split "
-                               f"{split_col[bad][0]!r}; expected one of {SPLITS}")
-        pairs = {s: torch.from_numpy(np.stack([u[split_col == s], i[split_col == s]])) for s in SPLITS}
-        meta["split"] = {"method": "given", **time_meta}
-        if pairs["valid"].size(1) == 0 and valid_fraction > 0:
-            pairs["train"], pairs["valid"] = carve_validation(pairs["train"], n_users, valid_fraction, seed)
-            meta["split"] = {"method": "given train/test; valid carved", "fraction": valid_fraction, "seed": seed,
-                             **time_meta}
-    else:
-        if splitter is None:
-            splitter = (TemporalSplit(test_fraction, valid_fraction) if time_col
-                        else RandomSplit(test_fraction, valid_fraction, seed))
-        if isinstance(splitter, TemporalSplit) and not time_col:
-            raise DatasetError(f"{_FRAME}: a temporal split needs time_col (the column of interaction times)")
-        pairs = splitter.carve(torch.from_numpy(np.stack([u, i])), n_users)
-        meta["split"] = {**splitter.describe(), **time_meta}
+    pairs, split_meta = _split_pairs(interactions, u, i, n_users, time_col, splitter, test_fraction, valid_fraction,
+                                     seed)
+    meta: Dict[str, object] = {"source": "pandas", "split": split_meta}
     item_text = [None] * n_items
     if items is not None and "text" in items.columns:
         item_text = [None if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t)
