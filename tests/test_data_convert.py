@@ -298,6 +298,9 @@ def test_recbole_atomic_files_by_hand(tmp_path):
     triples = set(_named_triples(back))
     assert {("1", "class", "class:Drama"), ("1", "class", "class:Comedy"), ("1", "release_year", "release_year:1991"),
             ("9", "class", "class:Horror")} <= triples
+    (root / "toy.item").unlink()
+    with pytest.raises(DatasetError, match=r"toy.item: no such file, but a title or attribute fields"):
+        read_recbole(root, attr_fields=["class"])
     (root / "toy.inter").write_text("user_id\titem_id:token\n1\t2\n")
     with pytest.raises(DatasetError, match=r"toy.inter:1: header field 'user_id' is not 'name:type'"):
         read_recbole(root)

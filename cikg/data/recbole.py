@@ -90,13 +90,14 @@ def _interactions(directory: Path, name: str, user: str, item: str,
     return frame, time_field, [p.name for p in files]
 
 
-def _item_attributes(directory: Path, name: str, title_field: Optional[str],
+def _item_attributes(directory: Path, name: str, item_field: str, title_field: Optional[str],
                      attr_fields: Sequence[str]) -> Optional[ItemTable]:
     path = directory / f"{name}.item"
     if not path.exists():
+        if title_field or attr_fields:
+            raise DatasetError("no such file, but a title or attribute fields of it were asked for", path)
         return None
     frame, types = read_atomic(path)
-    item_field = next(iter(types))
     title = title_field or next((f for f in TITLE_NAMES if f in types), None)
     _require(frame, [item_field] + ([title] if title else []) + list(attr_fields), path)
     frame = frame.replace("", None)
@@ -159,7 +160,7 @@ def read_recbole(directory: Path, *, name: Optional[str] = None, splitter: Optio
     coverage = None
     keep = keep_unused_items
     if items is None:
-        items, keep = _item_attributes(directory, name, title_field, attr_fields), True
+        items, keep = _item_attributes(directory, name, item, title_field, attr_fields), True
     frames: Dict[str, pd.DataFrame] = {}
     kg_attr, entity_attr = pd.DataFrame(columns=["head", "relation", "tail"]), pd.DataFrame(columns=["entity"])
     if items is not None:
