@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..errors import DatasetError
 
+
 @dataclass
 class ItemTable:
     """Items with text and attributes, as the frames :func:`cikg.data.from_pandas` takes.
