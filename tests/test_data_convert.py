@@ -256,6 +256,7 @@ def _same_dataset(a, b):
     assert a.user_ids == b.user_ids and a.item_ids == b.item_ids
     assert a.item_text == b.item_text
     assert _named_triples(a) == _named_triples(b)
+    assert torch.equal(a.user_interest, b.user_interest) and a.interest_ids == b.interest_ids
 
 
 def test_recbole_round_trip_dbbook2014(dbbook, tmp_path):

@@ -12,7 +12,8 @@ space-separated lists):
 
 :func:`export_recbole` writes the split as benchmark files without timestamps (each user's items keep cikg's
 order, which is time order for temporally split data), every user in ``.user`` and every item with its title in
-``.item``, so :func:`read_recbole` gives the same dataset back.
+``.item``, user interests as a ``.user`` field ``interest_id:token_seq`` (original interest ids), so
+:func:`read_recbole` gives the same dataset back (interest labels aside).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pandas as pd
 
 from .._io import atomic_path
 from ..errors import DatasetError
-from .dataset import SPLITS, Dataset
+from .dataset import SPLITS, Dataset, pairs_to_csr
 from .frames import Splitter, from_pandas
 from .items import ItemCoverage, ItemTable, align_items, item_table
 
@@ -138,6 +139,17 @@ def _kg(directory: Path, name: str, item_ids: pd.Series) -> pd.DataFrame:
     return frame
 
 
+def _user_interests(users: pd.Series, cells: pd.Series, path: Path) -> Dict[str, pd.DataFrame]:
+    """``user_interest`` and ``interests`` frames from a ``.user`` ``interest_id:token_seq`` field."""
+    pairs = pd.DataFrame({"user": users.to_numpy(), "interest": cells.str.split().to_numpy()}).explode("interest")
+    pairs = pairs.dropna(subset=["interest"])
+    if not pairs["interest"].str.fullmatch(r"\d{1,12}").all():
+        bad = pairs["interest"][~pairs["interest"].str.fullmatch(r"\d{1,12}")].iloc[0]
+        raise DatasetError(f"interest id {bad!r} is not a non-negative integer", path)
+    order = sorted(pd.unique(pairs["interest"]), key=int)
+    return {"user_interest": pairs, "interests": pd.DataFrame({"interest": order})}
+
+
 def read_recbole(directory: Path, *, name: Optional[str] = None, splitter: Optional[Splitter] = None,
                  user_field: Optional[str] = None, item_field: Optional[str] = None,
                  time_field: Optional[str] = None, title_field: Optional[str] = None,
@@ -172,11 +184,17 @@ def read_recbole(directory: Path, *, name: Optional[str] = None, splitter: Optio
     frames["entities"] = entity_attr
     user_path = directory / f"{name}.user"
     if user_path.exists():
-        listed = read_atomic(user_path)[0].iloc[:, 0]
+        user_frame, _ = read_atomic(user_path)
+        listed = user_frame[user] if user in user_frame.columns else user_frame.iloc[:, 0]
         frames["users"] = pd.DataFrame({"user": pd.unique(pd.concat([listed, frame["user"]]))})
+        if "interest_id" in user_frame.columns:
+            frames.update(_user_interests(listed, user_frame["interest_id"], user_path))
     has_split = "split" in frame.columns
     dataset = from_pandas(frame, name=name, time_col=time_col, splitter=None if has_split else splitter, seed=seed,
                           valid_fraction=0.0 if has_split and "valid" in set(frame["split"]) else 1 / 8, **frames)
+    if dataset.has_interests:  # the tokens are the original interest ids, as in user_interest_clustered.txt
+        dataset = dataset.with_interests(dataset.user_interest, [int(x) for x in dataset.interest_labels],
+                                         source=str(user_path))
     dataset.meta["source"] = f"recbole:{directory.resolve()}"
     dataset.meta["split"]["files"] = files
     if coverage is not None:
@@ -212,7 +230,13 @@ def export_recbole(dataset: Dataset, directory: Path, name: Optional[str] = None
     directory.mkdir(parents=True, exist_ok=True)
     users = np.asarray(_tokens(dataset.user_ids, "user id"), dtype=object)
     items = np.asarray(_tokens(dataset.item_ids, "item id"), dtype=object)
-    written = [_write(directory / f"{name}.user", ["user_id:token"], [users])]
+    user_columns, header = [users], ["user_id:token"]
+    if dataset.has_interests:  # original interest ids (what user_interest_clustered.txt holds); labels stay in cikg
+        original = np.asarray([str(i) for i in dataset.interest_ids], dtype=object)
+        indptr, indices = (t.numpy() for t in pairs_to_csr(dataset.user_interest, dataset.n_users))
+        header.append("interest_id:token_seq")
+        user_columns.append([" ".join(original[indices[indptr[u]:indptr[u + 1]]]) for u in range(dataset.n_users)])
+    written = [_write(directory / f"{name}.user", header, user_columns)]
     titles = [" ".join(t.split()) if t else "" for t in dataset.item_text]
     written.append(_write(directory / f"{name}.item", ["item_id:token", "title:token_seq"], [items, titles]))
     for split in SPLITS:
