@@ -150,6 +150,18 @@ def _user_interests(users: pd.Series, cells: pd.Series, path: Path) -> Dict[str,
     return {"user_interest": pairs, "interests": pd.DataFrame({"interest": order})}
 
 
+def _users(path: Path, user: str, interacting: pd.Series) -> Dict[str, pd.DataFrame]:
+    """The user order of ``.user`` (then users only in the interactions), and its interests when present."""
+    if not path.exists():
+        return {}
+    user_frame, _ = read_atomic(path)
+    listed = user_frame[user] if user in user_frame.columns else user_frame.iloc[:, 0]
+    frames = {"users": pd.DataFrame({"user": pd.unique(pd.concat([listed, interacting]))})}
+    if "interest_id" in user_frame.columns:
+        frames.update(_user_interests(listed, user_frame["interest_id"], path))
+    return frames
+
+
 def read_recbole(directory: Path, *, name: Optional[str] = None, splitter: Optional[Splitter] = None,
                  user_field: Optional[str] = None, item_field: Optional[str] = None,
                  time_field: Optional[str] = None, title_field: Optional[str] = None,
@@ -182,19 +194,13 @@ def read_recbole(directory: Path, *, name: Optional[str] = None, splitter: Optio
     item_ids = frames["items"]["item"] if "items" in frames else frame["item"]
     frames["kg"] = pd.concat([_kg(directory, name, item_ids), kg_attr], ignore_index=True)
     frames["entities"] = entity_attr
-    user_path = directory / f"{name}.user"
-    if user_path.exists():
-        user_frame, _ = read_atomic(user_path)
-        listed = user_frame[user] if user in user_frame.columns else user_frame.iloc[:, 0]
-        frames["users"] = pd.DataFrame({"user": pd.unique(pd.concat([listed, frame["user"]]))})
-        if "interest_id" in user_frame.columns:
-            frames.update(_user_interests(listed, user_frame["interest_id"], user_path))
+    frames.update(_users(directory / f"{name}.user", user, frame["user"]))
     has_split = "split" in frame.columns
     dataset = from_pandas(frame, name=name, time_col=time_col, splitter=None if has_split else splitter, seed=seed,
-                          valid_fraction=0.0 if has_split and "valid" in set(frame["split"]) else 1 / 8, **frames)
+                          valid_fraction=0.0 if f"{name}.valid.inter" in files else 1 / 8, **frames)
     if dataset.has_interests:  # the tokens are the original interest ids, as in user_interest_clustered.txt
         dataset = dataset.with_interests(dataset.user_interest, [int(x) for x in dataset.interest_labels],
-                                         source=str(user_path))
+                                         source=str(directory / f"{name}.user"))
     dataset.meta["source"] = f"recbole:{directory.resolve()}"
     dataset.meta["split"]["files"] = files
     if coverage is not None:
