@@ -343,6 +343,7 @@ _OPTIONAL_GROUPS = {
     # module: (function name, group) — modules of other layers register their own subcommands
     "cikg.llm.commands": ("register_llm", None),
     "cikg.augment.commands": ("register", None),
+    "cikg.serving.commands": ("register", None),
 }
 
 

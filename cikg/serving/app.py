@@ -1,0 +1,77 @@
+"""``cikg serve``: a trained run as an HTTP service (FastAPI, served by uvicorn).
+
+The run is loaded once; every request is answered from the embeddings in memory::
+
+    GET  /health                           run, model, dataset, counts
+    GET  /recommend?user=ID&k=10           top-k unseen items of a known user (&include_seen=true keeps seen ones)
+    POST /recommend  {"items": [...], "k": 10}
+                                           fold-in: a user the model has not seen, from the items they liked
+    GET  /similar-items?item=ID&k=10       nearest items by cosine similarity of the item embeddings
+
+An unknown user or item id answers 404 with a message naming it; a bad parameter (``k`` outside
+``1..n_items``, a missing id, an empty item list) answers 422. uvicorn ends cleanly on SIGINT and SIGTERM.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Union
+
+import pandas as pd
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from .model import TrainedModel, UnknownIdError
+
+logger = logging.getLogger(__name__)
+
+
+def _records(frame: pd.DataFrame) -> List[Dict[str, Any]]:
+    """Ranked rows as JSON objects (``rank``, ``item``, ``score``, ``item_text``; missing text is null)."""
+    return [{"rank": int(r), "item": str(i), "score": float(s), "item_text": t if isinstance(t, str) else None}
+            for r, i, s, t in zip(frame["rank"], frame["item"], frame["score"], frame["item_text"])]
+
+
+def create_app(model: TrainedModel) -> FastAPI:
+    """The FastAPI application answering for ``model`` (see the module docstring for the endpoints)."""
+    n_items = model.dataset.n_items
+    app = FastAPI(title="cikg recommendations", version=__version__,
+                  description=f"{model.model_name} trained on {model.dataset.name} ({model.run_dir})")
+
+    class FoldIn(BaseModel):
+        items: List[Union[str, int]] = Field(min_length=1, description="original ids of the user's items")
+        k: int = Field(10, ge=1, le=n_items)
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(request: Request, err: UnknownIdError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(err), "kind": err.kind, "ids": err.ids})
+
+    @app.get("/health")
+    def health() -> Dict[str, Any]:
+        return {"status": "ok", "run": str(model.run_dir), "model": model.model_name,
+                "dataset": model.dataset.name, "users": model.dataset.n_users, "items": n_items, "dim": model.dim}
+
+    @app.get("/recommend")
+    def recommend(user: str = Query(min_length=1), k: int = Query(10, ge=1, le=n_items),
+                  include_seen: bool = False) -> Dict[str, Any]:
+        frame = model.recommend([user], k=k, exclude_seen=not include_seen)
+        return {"user": user, "k": k, "items": _records(frame)}
+
+    @app.post("/recommend")
+    def fold_in(body: FoldIn) -> Dict[str, Any]:
+        items = [str(i) for i in body.items]
+        return {"given": items, "k": body.k, "items": _records(model.recommend_for_items(items, k=body.k))}
+
+    @app.get("/similar-items")
+    def similar_items(item: str = Query(min_length=1), k: int = Query(10, ge=1, le=n_items)) -> Dict[str, Any]:
+        return {"item": item, "k": k, "items": _records(model.similar_items(item, k=k))}
+
+    return app
+
+
+def serve(model: TrainedModel, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve ``model`` with uvicorn until SIGINT or SIGTERM (uvicorn's handlers shut it down cleanly)."""
+    import uvicorn
+
+    uvicorn.run(create_app(model), host=host, port=port, log_level=log_level)
