@@ -9,12 +9,13 @@ The run is loaded once; every request is answered from the embeddings in memory:
     GET  /similar-items?item=ID&k=10       nearest items by cosine similarity of the item embeddings
 
 An unknown user or item id answers 404 with a message naming it; a bad parameter (``k`` outside
-``1..n_items``, a missing id, an empty item list) answers 422. uvicorn ends cleanly on SIGINT and SIGTERM.
+``1..n_items``, a missing id, an empty item list) answers 422; a request the model cannot answer
+(fold-in for a model whose scores are not inner products) 400. uvicorn ends cleanly on SIGINT and SIGTERM.
 """
-from __future__ import annotations
-
-import logging
-from typing import Any, Dict, List, Union
+# no `from __future__ import annotations`: FastAPI reads the handlers' annotations, and FoldIn is local
+import signal
+import threading
+from typing import Any, Dict, List, Optional, Union
 
 import pandas as pd
 from fastapi import FastAPI, Query, Request
@@ -22,9 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .. import __version__
+from ..errors import CikgError
 from .model import TrainedModel, UnknownIdError
 
-logger = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _records(frame: pd.DataFrame) -> List[Dict[str, Any]]:
@@ -46,6 +48,10 @@ def create_app(model: TrainedModel) -> FastAPI:
     @app.exception_handler(UnknownIdError)
     async def unknown_id(request: Request, err: UnknownIdError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(err), "kind": err.kind, "ids": err.ids})
+
+    @app.exception_handler(CikgError)
+    async def cannot_answer(request: Request, err: CikgError) -> JSONResponse:  # a request the model cannot serve
+        return JSONResponse(status_code=400, content={"detail": str(err)})
 
     @app.get("/health")
     def health() -> Dict[str, Any]:
@@ -70,8 +76,21 @@ def create_app(model: TrainedModel) -> FastAPI:
     return app
 
 
-def serve(model: TrainedModel, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``model`` with uvicorn until SIGINT or SIGTERM (uvicorn's handlers shut it down cleanly)."""
+def serve(model: TrainedModel, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> Optional[str]:
+    """Serve ``model`` with uvicorn until SIGINT or SIGTERM; returns the name of the signal that stopped it.
+
+    uvicorn shuts down gracefully on either signal and then re-raises it to the handler it found installed;
+    the handler installed here only records it, so a requested stop ends the command normally (exit 0)
+    instead of as a kill or an interrupted run.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(model), host=host, port=port, log_level=log_level)
+    stops: List[int] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda s, _frame: stops.append(s)) for sig in STOP_SIGNALS} if in_main else {}
+    try:
+        uvicorn.run(create_app(model), host=host, port=port, log_level=log_level)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return signal.Signals(stops[0]).name if stops else None

@@ -82,7 +82,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_model(args.run_dir)
     print(f"serving {model!r} on http://{args.host}:{args.port} (Ctrl-C or SIGTERM to stop)", flush=True)
-    serve(model, host=args.host, port=args.port, log_level=args.log_level)
+    stopped_by = serve(model, host=args.host, port=args.port, log_level=args.log_level)
+    print(f"stopped{f' by {stopped_by}' if stopped_by else ''}", flush=True)
     return 0
 
 
