@@ -304,7 +304,8 @@ def test_http_errors(server, method, path, kwargs, status, text):
     assert text in response.text
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGINT"])  # one process start is ~10 s idle, a minute on busy cores
 def test_cikg_serve_subprocess_answers_and_stops_on_signal(run_dir, trained, tmp_path, stop):
     import httpx
 

@@ -17,7 +17,6 @@ import signal
 import threading
 from typing import Any, Dict, List, Optional, Union
 
-import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -27,12 +26,6 @@ from ..errors import CikgError
 from .model import TrainedModel, UnknownIdError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _records(frame: pd.DataFrame) -> List[Dict[str, Any]]:
-    """Ranked rows as JSON objects (``rank``, ``item``, ``score``, ``item_text``; missing text is null)."""
-    return [{"rank": int(r), "item": str(i), "score": float(s), "item_text": t if isinstance(t, str) else None}
-            for r, i, s, t in zip(frame["rank"], frame["item"], frame["score"], frame["item_text"])]
 
 
 def create_app(model: TrainedModel) -> FastAPI:
@@ -61,17 +54,17 @@ def create_app(model: TrainedModel) -> FastAPI:
     @app.get("/recommend")
     def recommend(user: str = Query(min_length=1), k: int = Query(10, ge=1, le=n_items),
                   include_seen: bool = False) -> Dict[str, Any]:
-        frame = model.recommend([user], k=k, exclude_seen=not include_seen)
-        return {"user": user, "k": k, "items": _records(frame)}
+        _, items, scores = model.top_k(model.dense_ids("user", user), k, exclude_seen=not include_seen)
+        return {"user": user, "k": k, "items": model.item_records(items, scores)}
 
     @app.post("/recommend")
     def fold_in(body: FoldIn) -> Dict[str, Any]:
         items = [str(i) for i in body.items]
-        return {"given": items, "k": body.k, "items": _records(model.recommend_for_items(items, k=body.k))}
+        return {"given": items, "k": body.k, "items": model.item_records(*model.fold_in_top_k(items, k=body.k))}
 
     @app.get("/similar-items")
     def similar_items(item: str = Query(min_length=1), k: int = Query(10, ge=1, le=n_items)) -> Dict[str, Any]:
-        return {"item": item, "k": k, "items": _records(model.similar_items(item, k=k))}
+        return {"item": item, "k": k, "items": model.item_records(*model.similar_top_k(item, k=k))}
 
     return app
 

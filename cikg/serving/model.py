@@ -79,7 +79,9 @@ class TrainedModel:
             self._nodes: Dict[str, torch.Tensor] = {t: e.detach() for t, e in model.node_embeddings().items()}
         self._embeddings = (self._nodes["user"], self._nodes["item"])
         self._index = {"user": pd.Index(dataset.user_ids), "item": pd.Index(dataset.item_ids)}
+        self._user_ids = np.asarray(dataset.user_ids, dtype=object)
         self._item_ids = np.asarray(dataset.item_ids, dtype=object)
+        self._unit_items = torch.nn.functional.normalize(self._nodes["item"], dim=1)
         self._item_text = np.asarray(dataset.item_text, dtype=object)
         self._seen = tuple(t.to(self.device) for t in _seen_csr(dataset))
         self.inner_product = self._scores_are_inner_products()
@@ -133,20 +135,25 @@ class TrainedModel:
             A frame with columns ``user``, ``rank`` (1-based), ``item``, ``score``, ``item_text``; users in
             the order given.
         """
-        k = self._check_k(k)
         dense = (torch.arange(self.dataset.n_users, device=self.device) if users is None
                  else self.dense_ids("user", users))
-        parts = [self._rank_block(dense[start:start + self.block_size], k, exclude_seen, start)
-                 for start in range(0, dense.numel(), self.block_size)]
+        rows, items, scores = self.top_k(dense, k, exclude_seen)
+        return pd.DataFrame({"user": self._user_ids[dense.cpu().numpy()[rows]], "rank": _ranks(rows),
+                             "item": self._item_ids[items], "score": scores, "item_text": self._item_text[items]})
+
+    @torch.no_grad()
+    def top_k(self, dense_users: torch.Tensor, k: int, exclude_seen: bool = True
+              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ranking behind :meth:`recommend`, on dense ids: flat ``(position in dense_users, item, score)``
+        arrays, grouped by user and best first, scored ``block_size`` users at a time."""
+        k = self._check_k(k)
+        parts = [self._rank_block(dense_users[start:start + self.block_size], k, exclude_seen, start)
+                 for start in range(0, dense_users.numel(), self.block_size)]
         rows, items, scores = (torch.cat(p).cpu().numpy() for p in zip(*parts))
-        user_ids = np.asarray(self.dataset.user_ids, dtype=object)[dense.cpu().numpy()[rows]]
-        rank = _ranks(rows)
-        return pd.DataFrame({"user": user_ids, "rank": rank, "item": self._item_ids[items], "score": scores,
-                             "item_text": self._item_text[items]})
+        return rows, items, scores
 
     def _rank_block(self, block: torch.Tensor, k: int, exclude_seen: bool, offset: int
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Flat ``(position among the users asked, item, score)`` of one block's ranked candidates."""
         scores = self.model.score(block, self._embeddings).float()
         if exclude_seen:
             row, item = csr_rows(*self._seen, block)
@@ -162,8 +169,8 @@ class TrainedModel:
         blocks = [self.model.score(b, self._embeddings)[:, columns] for b in torch.split(dense_users, self.block_size)]
         values = torch.cat(blocks).float().cpu().numpy()
         item_ids = self._item_ids if items is None else self._item_ids[columns.cpu().numpy()]
-        user_ids = np.asarray(self.dataset.user_ids, dtype=object)[dense_users.cpu().numpy()]
-        return pd.DataFrame(values, index=pd.Index(user_ids, name="user"), columns=pd.Index(item_ids, name="item"))
+        return pd.DataFrame(values, index=pd.Index(self._user_ids[dense_users.cpu().numpy()], name="user"),
+                            columns=pd.Index(item_ids, name="item"))
 
     @torch.no_grad()
     def recommend_for_items(self, items: Ids, k: int = 10) -> pd.DataFrame:
@@ -174,29 +181,47 @@ class TrainedModel:
         product against every item; the given items are left out. Columns: ``rank``, ``item``, ``score``,
         ``item_text``.
         """
+        return self._item_frame(*self.fold_in_top_k(items, k))
+
+    @torch.no_grad()
+    def fold_in_top_k(self, items: Ids, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """``(dense item ids, scores)`` behind :meth:`recommend_for_items`, best first."""
         self.require_inner_product("fold-in recommendations")
         k = self._check_k(k)
         dense = self.dense_ids("item", items)
         item_emb = self._nodes["item"]
         scores = (item_emb[dense].mean(0, keepdim=True) @ item_emb.t()).float()
-        mask_excluded_(scores, torch.zeros_like(dense), dense)
-        return self._item_frame(*_ranked(scores, k)[1:])
+        return self._top_excluding(scores, dense, k)
 
     @torch.no_grad()
     def similar_items(self, item: Union[str, int], k: int = 10) -> pd.DataFrame:
         """The ``k`` items nearest to ``item`` by cosine similarity of final embeddings (``item`` itself left
         out). Columns: ``rank``, ``item``, ``score`` (the cosine), ``item_text``."""
+        return self._item_frame(*self.similar_top_k(item, k))
+
+    @torch.no_grad()
+    def similar_top_k(self, item: Union[str, int], k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """``(dense item ids, cosines)`` behind :meth:`similar_items`, best first."""
         k = self._check_k(k)
         dense = self.dense_ids("item", item)
-        unit = torch.nn.functional.normalize(self._nodes["item"], dim=1)
-        scores = (unit[dense] @ unit.t()).float()
-        mask_excluded_(scores, torch.zeros_like(dense), dense)
-        return self._item_frame(*_ranked(scores, k)[1:])
+        scores = (self._unit_items[dense] @ self._unit_items.t()).float()
+        return self._top_excluding(scores, dense, k)
 
-    def _item_frame(self, items: torch.Tensor, scores: torch.Tensor) -> pd.DataFrame:
-        items = items.cpu().numpy()
+    @staticmethod
+    def _top_excluding(scores: torch.Tensor, excluded: torch.Tensor, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        mask_excluded_(scores, torch.zeros_like(excluded), excluded)
+        _, items, values = _ranked(scores, k)
+        return items.cpu().numpy(), values.cpu().numpy()
+
+    def item_records(self, items: np.ndarray, scores: np.ndarray) -> List[Dict[str, object]]:
+        """Ranked items as JSON-ready dicts: ``rank``, ``item``, ``score``, ``item_text`` (``None`` if unknown)."""
+        return [{"rank": rank, "item": item, "score": score, "item_text": text}
+                for rank, item, score, text in zip(range(1, items.size + 1), self._item_ids[items].tolist(),
+                                                    scores.tolist(), self._item_text[items].tolist())]
+
+    def _item_frame(self, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame({"rank": np.arange(1, items.size + 1), "item": self._item_ids[items],
-                             "score": scores.cpu().numpy(), "item_text": self._item_text[items]})
+                             "score": scores, "item_text": self._item_text[items]})
 
     # ------------------------------------------------------------------ embeddings
     def user_embeddings(self) -> pd.DataFrame:
