@@ -99,6 +99,16 @@ async def load(url: str, requests: List[dict], concurrency: int) -> Dict[str, fl
             "p99": float(np.percentile(ms, 99)), "rps": len(latencies) / wall}
 
 
+def in_process_ms(model, users, k: int) -> float:
+    """Median milliseconds of the server's own work for one GET /recommend, called in this process."""
+    per_call = []
+    for user in users:
+        start = time.perf_counter()
+        model.item_records(*model.top_k(model.dense_ids("user", user), k)[1:])
+        per_call.append(time.perf_counter() - start)
+    return statistics.median(per_call) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", help="a trained run (default: train a quick LightGCN on --dataset)")
@@ -117,13 +127,6 @@ def main() -> None:
     print(model)
     rng = np.random.default_rng(0)
     users = rng.choice(model.dataset.user_ids, size=args.requests)
-    per_call = []
-    for user in users[:200]:
-        start = time.perf_counter()
-        model.item_records(*model.top_k(model.dense_ids("user", user), args.k)[1:])  # what GET /recommend runs
-        per_call.append(time.perf_counter() - start)
-    floor_ms = statistics.median(per_call) * 1000
-
     port = free_port()
     server = start_server(run_dir, port, args.threads)
     url = f"http://127.0.0.1:{port}"
@@ -131,6 +134,7 @@ def main() -> None:
     try:
         get = [{"method": "GET", "url": "/recommend", "params": {"user": u, "k": args.k}} for u in users]
         middle = args.concurrency[len(args.concurrency) // 2]
+        floor_ms = in_process_ms(model, users[:200], args.k)  # the server idle, before any load
         for concurrency in args.concurrency:
             asyncio.run(load(url, get[:50], concurrency))  # warm-up: connections, first-call paths
             rows.append(("GET /recommend", concurrency, asyncio.run(load(url, get, concurrency))))
@@ -147,7 +151,8 @@ def main() -> None:
         status = server.wait(timeout=60)
     print(f"\n{model.dataset.n_users} users x {model.dataset.n_items} items, dim {model.dim}; "
           f"{args.requests} requests per row, k={args.k}; server torch threads {args.threads}; "
-          f"server exit status after SIGTERM: {status}\n")
+          f"server exit status after SIGTERM: {status}; load average at the end {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores\n")
     print("| endpoint | concurrent clients | requests | failures | p50 ms | p99 ms | requests/s |")
     print("|---|---|---|---|---|---|---|")
     for name, concurrency, r in rows:
