@@ -45,7 +45,7 @@ def trained(run_dir) -> TrainedModel:
 
 def _embed(trained: TrainedModel):
     with torch.no_grad():
-        return trained.model.embed()
+        return tuple(t.detach() for t in trained.model.embed())
 
 
 def _reference_top(trained: TrainedModel, user: str, k: int, exclude_seen: bool = True):
@@ -154,6 +154,28 @@ def test_collaborative_lightgcn_has_no_entity_embeddings(small_synthetic):
     assert model.node_types == ("user", "item")
     with pytest.raises(cikg.CikgError, match="no entity embeddings; it has user, item"):
         model.embeddings_frame("entity")
+
+
+@pytest.mark.parametrize("name,expected", [("bprmf", ("user", "item")), ("kgat", ("user", "item", "entity")),
+                                           ("cikgrec", ("user", "item", "entity", "interest"))])
+def test_each_model_exposes_the_node_types_it_trains(small_synthetic, name, expected):
+    """node_embeddings rows are the model's final embeddings: user/item equal embed(), and the scores are
+    their inner products (what FAISS and fold-in rely on)."""
+    from cikg.graph import build_cikg, build_views
+    from cikg.models import MODEL_CONFIGS
+
+    views = build_views(build_cikg(small_synthetic), views=())
+    config = MODEL_CONFIGS[name](dim=8) if name != "cikgrec" else MODEL_CONFIGS[name](dim=8, use_transe=False)
+    model = TrainedModel(config.build(views, small_synthetic), small_synthetic)
+    assert model.node_types == expected and model.inner_product
+    with torch.no_grad():
+        user_emb, item_emb = model.model.embed()
+    np.testing.assert_allclose(model.user_embeddings().to_numpy(), user_emb.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.item_embeddings().to_numpy(), item_emb.detach().numpy(), rtol=1e-6)
+    if "entity" in expected:
+        assert len(model.embeddings_frame("entity")) == small_synthetic.n_kg_entities
+    if "interest" in expected:
+        assert len(model.embeddings_frame("interest")) == small_synthetic.n_interests
 
 
 def test_fold_in_is_the_mean_of_the_given_items_and_excludes_them(trained):
