@@ -225,6 +225,15 @@ def test_cli_recommend_errors_are_one_line(run_dir, tmp_path, capsys):
         main(["recommend", str(run_dir)])
 
 
+def test_cli_serve_on_a_busy_port_is_one_line(run_dir, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+
+
 def test_export_parquet_and_faiss_top_k_equals_exact_top_k(trained, run_dir, tmp_path):
     import faiss
 

@@ -78,6 +78,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
     from .model import load_model
 
+    _check_bindable(args.host, args.port)  # before the model loads: a busy port is one line, exit 2
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.run_dir)
@@ -85,6 +86,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     stopped_by = serve(model, host=args.host, port=args.port, log_level=args.log_level)
     print(f"stopped{f' by {stopped_by}' if stopped_by else ''}", flush=True)
     return 0
+
+
+def _check_bindable(host: str, port: int) -> None:
+    import socket
+
+    from ..errors import describe_os_error
+
+    if not 0 <= port <= 65535:
+        raise CikgError(f"--port must be in 0..65535, got {port}")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind((host, port))
+    except OSError as err:
+        raise CikgError(f"cannot listen on {host}:{port}: {describe_os_error(err)} (another server there? "
+                        "choose another --port)") from None
 
 
 def register(subparsers: Any) -> None:
