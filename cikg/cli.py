@@ -429,6 +429,7 @@ _OPTIONAL_GROUPS = {
     # module: (function name, group) — modules of other layers register their own subcommands
     "cikg.llm.commands": ("register_llm", None),
     "cikg.augment.commands": ("register", None),
+    "cikg.serving.commands": ("register", None),
 }
 
 

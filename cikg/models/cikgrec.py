@@ -439,6 +439,16 @@ class CIKGRec(Recommender):
         out = self.propagate()
         return out[: self.n_users], out[self.item_offset: self.item_offset + self.n_items]
 
+    @torch.no_grad()
+    def node_embeddings(self) -> Dict[str, Tensor]:
+        out = self.propagate()
+        nodes = {"user": out[: self.n_users], "item": out[self.item_offset: self.item_offset + self.n_items]}
+        if self.has_kg and self.views.counts["entity"] > 0:
+            nodes["entity"] = out[self.views.node_slice("entity")]
+        if self.has_interests:
+            nodes["interest"] = out[self.interest_slice]
+        return nodes
+
     # ------------------------------------------------------------------ objectives
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
         c = self.config
