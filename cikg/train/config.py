@@ -142,7 +142,8 @@ def model_name(model_config: Any) -> str:
     for name, cls in MODEL_CONFIGS.items():
         if type(model_config) is cls:
             return name
-    raise ConfigError(f"{type(model_config).__name__} is not a registered model config", "model")
+    raise ConfigError(f"{type(model_config).__name__} is not a registered model config (register it with "
+                      "cikg.models.register_model)", "model")
 
 
 def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
@@ -157,6 +158,10 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"expected a mapping of model settings, got {data['model']!r}", "model")
     model_data = dict(data.get("model") or {})
     name = model_data.pop("name", "lightgcn")
+    if isinstance(name, str) and name not in MODEL_CONFIGS:  # a model of an installed plugin package
+        from ..models.registry import load_entry_point_models
+
+        load_entry_point_models()
     if not isinstance(name, str) or name not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)}", "model.name")
     return RunConfig(
