@@ -218,9 +218,8 @@ def _register_graph(sub) -> None:
 # ---------------------------------------------------------------------------------------------- train/evaluate
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer, load_run_config
-    from .train.distributed import DistributedEnv, train_distributed
-
     from .train.commands import import_models, trackers_from_args
+    from .train.distributed import DistributedEnv, train_distributed
 
     import_models(args)
     trackers = trackers_from_args(args)

@@ -34,7 +34,7 @@ __all__ = [
     "AdjacencyStore", "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
     "EdgeDropout", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
     "MODEL_CONFIGS", "Recommender", "SymmetricSpMM", "bpr_loss", "drop_edges", "info_nce", "l2_reg",
-    "mask_rate_schedule", "register_model", "sce_loss", "simgcl_noise", "spmm",
+    "import_model_modules", "load_entry_point_models", "mask_rate_schedule", "register_model", "sce_loss", "simgcl_noise", "spmm",
 ]
 
 if importlib.util.find_spec(f"{__name__}.kgat") is not None:  # KGAT lives in its own module (another owner)
