@@ -36,10 +36,10 @@ def _read_run(run_dir: Path) -> Dict[str, object]:
 
 
 def differing_keys(configs: Sequence[Dict[str, object]]) -> List[str]:
-    """Dotted config keys whose values are not the same in every config (a key some lack counts)."""
+    """Dotted config keys with more than one value among the configs that have them (a key only one model
+    has, e.g. CIKGRec's ``model.uir_weight`` next to a LightGCN run, is not a difference but not applicable)."""
     keys = sorted(set().union(*configs))
-    missing = object()
-    return [k for k in keys if len({json.dumps(c.get(k, missing), default=str) for c in configs}) > 1]
+    return [k for k in keys if len({json.dumps(c[k], default=str) for c in configs if k in c}) > 1]
 
 
 def compare_runs(run_dirs: Sequence[PathLike], metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> pd.DataFrame:
@@ -50,9 +50,12 @@ def compare_runs(run_dirs: Sequence[PathLike], metrics: Sequence[str] = ("recall
     dirs = [Path(d) for d in run_dirs]
     runs = [_read_run(d) for d in dirs]
     keys = differing_keys([r["config"] for r in runs]) if len(runs) > 1 else []
+    keys.sort(key=lambda k: k != "model.name")
     rows = []
     for label, run in zip(_labels(dirs), runs):
         row: Dict[str, object] = {"run": label, **{k: _cell(run["config"].get(k)) for k in keys}}
+        if "model.name" not in keys:  # which model, even when all runs share it
+            row = {"run": label, "model": run["config"].get("model.name"), **{k: row[k] for k in keys}}
         done = run["metrics"]
         row["best epoch"] = done["best_epoch"] if done else None
         for metric in metrics:
@@ -67,12 +70,21 @@ def compare_runs(run_dirs: Sequence[PathLike], metrics: Sequence[str] = ("recall
     return frame
 
 
-def _cell(value: object) -> object:
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
+def _cell(value: object) -> str:
+    """A setting as written in config.yaml (``0.0001``, ``[20, 50]``, ``true``); blank where not applicable."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt=".4f") + "\n"
+    """The table as markdown: settings as written in config.yaml, metrics to 4 decimals."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if column.startswith(("valid ", "test ")):
+            shown[column] = [f"{v:.4f}" if pd.notna(v) else "" for v in shown[column]]
+    shown = shown.astype(object).where(shown.notna(), "")
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def plot_compare(run_dirs: Sequence[PathLike], metrics: Sequence[str], path: Optional[PathLike] = None):
