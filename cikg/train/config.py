@@ -163,7 +163,8 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 
         load_entry_point_models()
     if not isinstance(name, str) or name not in MODEL_CONFIGS:
-        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)}", "model.name")
+        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)} (a model of your own: "
+                          "--import MODULE, or install its package's cikg.models entry point)", "model.name")
     return RunConfig(
         data=from_dict(DataConfig, data.get("data") or {}, prefix="data"),
         model=from_dict(MODEL_CONFIGS[name], model_data, prefix="model"),
