@@ -12,7 +12,7 @@ import pytest
 from cikg.cli import main
 from cikg.errors import ConfigError
 from cikg.models import MODEL_CONFIGS, register_model
-from cikg.train import Trainer, TrainConfig, load_run_config
+from cikg.train import TrainConfig, Trainer, load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.synthetic_users=300", "data.synthetic_items=90", "train.ks=[10,20]", "train.threads=1"]
