@@ -152,3 +152,18 @@ def test_every_experiment_config_has_a_valid_search_space(dataset):
             assert {"model.uir_weight", "model.gcl_weight", "model.gcl_temp", "model.min_mask_rate",
                     "model.max_mask_rate"} <= keys
         assert set(load_yaml(space_path)) == keys
+
+
+def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, space):
+    """SIGKILL leaves the trial RUNNING in study.db: the next run closes it and runs its parameters again."""
+    study_dir = tmp_path / "study"
+    tune(None, space, 1, study_dir, overrides=BASE)
+    study = optuna.load_study(study_name="cikg-tune", storage=f"sqlite:///{study_dir / 'study.db'}")
+    distributions = study.trials[0].distributions
+    orphan = study.ask(distributions)  # as a process that died in the middle of this trial
+    orphan.set_user_attr("run_dir", str(study_dir / "trials" / f"trial-{orphan.number:03d}"))
+    params = dict(orphan.params)
+    result = tune(None, space, 2, study_dir, overrides=BASE)
+    assert list(result.trials["state"]) == ["COMPLETE", "INTERRUPTED", "COMPLETE"]
+    retry = result.trials.iloc[2]
+    assert retry["train.lr"] == pytest.approx(params["train.lr"]) and retry["run dir"] == result.trials.iloc[1]["run dir"]
