@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import List, Sequence
 
@@ -70,10 +71,17 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     import_models(args)
     config, overrides = _config_and_overrides(args.config, args.overrides)
     study_dir = args.study_dir or str(Path("runs") / "tune" / (Path(config).stem if config else "defaults"))
-    result = tune(config, args.space, args.trials, study_dir, overrides=overrides, metric=args.metric,
-                  seed=args.seed, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup)
+    epoch_log = logging.getLogger("cikg.train.trainer")
+    level = epoch_log.level
+    if not getattr(args, "verbose", 0):  # one line per trial; the epochs of each are in its run directory
+        epoch_log.setLevel(logging.WARNING)
+    try:
+        result = tune(config, args.space, args.trials, study_dir, overrides=overrides, metric=args.metric,
+                      seed=args.seed, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup)
+    finally:
+        epoch_log.setLevel(level)
     print(result.trials.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
-    print(f"best valid {args.metric or 'metric'} = {result.best_value:.4f} with {result.best_params}")
+    print(f"best valid {result.metric} = {result.best_value:.4f} with {result.best_params}")
     print(f"best config: {result.best_config}  (cikg train {result.best_config})")
     print(f"trials: {Path(study_dir) / 'trials.md'}, {Path(study_dir) / 'trials.csv'}")
     return 0

@@ -157,8 +157,16 @@ class MLflowTracker(Tracker):
 
         if _is_file_store(self.tracking_uri):  # MLflow >= 3.7 refuses its file store unless this is set
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow.exceptions import MlflowException
+
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.start_epoch = trainer.epoch
+        try:
+            self._open_run(trainer)
+        except MlflowException as err:
+            raise CikgError(f"MLflow store {self.tracking_uri}: {str(err).splitlines()[0][:300]}") from None
+
+    def _open_run(self, trainer: "Trainer") -> None:
         self.run_id = self._resumable_run(trainer.run_dir)
         if self.run_id is None:
             self.run_id = self._create_run(trainer)

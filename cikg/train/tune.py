@@ -158,6 +158,7 @@ class OptunaPruning(Tracker):
 class TuneResult:
     """What :func:`tune` returns: the best trial's valid value, parameters and config, and the trials table."""
 
+    metric: str
     best_value: float
     best_params: Dict[str, Any]
     best_config: Path
@@ -294,7 +295,7 @@ def _write_outputs(study, config_path, overrides, metric: str, study_dir: Path) 
     header = (f"# best of {len(table)} trials of {study_dir}: valid {metric} = {best.value:.6g} (trial {best.number}, "
               f"run dir {best.user_attrs.get('run_dir')})\n# selected on the validation split; cikg train this file\n")
     write_text_atomic(study_dir / "best.yaml", header + config.to_yaml())
-    return TuneResult(best.value, decoded, study_dir / "best.yaml", table, study_dir)
+    return TuneResult(metric, best.value, decoded, study_dir / "best.yaml", table, study_dir)
 
 
 def _decode(value: Any) -> Any:
