@@ -167,3 +167,20 @@ def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, space):
     assert list(result.trials["state"]) == ["COMPLETE", "INTERRUPTED", "COMPLETE"]
     retry = result.trials.iloc[2]
     assert retry["train.lr"] == pytest.approx(params["train.lr"]) and retry["run dir"] == result.trials.iloc[1]["run dir"]
+
+
+def test_tune_with_mlflow_makes_every_trial_an_mlflow_run(tmp_path, space, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "-", *BASE, "--space", str(space), "--trials", "2", "--study-dir", "study",
+                 "--mlflow"]) == 0
+    client = MlflowClient(tracking_uri="file:./mlruns")
+    runs = client.search_runs([client.get_experiment_by_name("cikg-tune").experiment_id])
+    table = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert sorted(r.info.run_name for r in runs) == ["trial-000", "trial-001"]
+    by_name = {r.info.run_name: r for r in runs}
+    for _, row in table.iterrows():
+        run = by_name[f"trial-{int(row['trial']):03d}"]
+        assert float(run.data.params["train.lr"]) == pytest.approx(row["train.lr"])
+        assert run.data.metrics["final/valid_recall_at_20"] == pytest.approx(row["valid recall@20"])

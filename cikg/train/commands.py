@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from .tracking import DEFAULT_MLFLOW_URI
 
@@ -17,12 +17,13 @@ def add_import_option(parser: argparse.ArgumentParser) -> None:
                              "installed packages can use the cikg.models entry point group instead")
 
 
-def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+def add_tracking_options(parser: argparse.ArgumentParser, experiment: Optional[str] = "cikg") -> None:
     parser.add_argument("--mlflow", nargs="?", const=DEFAULT_MLFLOW_URI, metavar="URI",
                         help=f"also log params, metrics per epoch and artifacts to MLflow (default store "
                              f"{DEFAULT_MLFLOW_URI}; needs the tracking extra). TensorBoard events are always "
                              "written to RUN_DIR/tensorboard")
-    parser.add_argument("--mlflow-experiment", default="cikg", metavar="NAME", help="MLflow experiment name")
+    parser.add_argument("--mlflow-experiment", default=experiment, metavar="NAME",
+                        help=f"MLflow experiment name (default {experiment or 'cikg-tune'})")
 
 
 def import_models(args: argparse.Namespace) -> None:
@@ -69,6 +70,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
     import_models(args)
+    if args.mlflow:
+        from .tracking import require_mlflow
+
+        require_mlflow()  # before any trial
     config, overrides = _config_and_overrides(args.config, args.overrides)
     study_dir = args.study_dir or str(Path("runs") / "tune" / (Path(config).stem if config else "defaults"))
     epoch_log = logging.getLogger("cikg.train.trainer")
@@ -77,7 +82,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         epoch_log.setLevel(logging.WARNING)
     try:
         result = tune(config, args.space, args.trials, study_dir, overrides=overrides, metric=args.metric,
-                      seed=args.seed, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup)
+                      seed=args.seed, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
+                      mlflow_uri=args.mlflow, mlflow_experiment=args.mlflow_experiment or "cikg-tune")
     finally:
         epoch_log.setLevel(level)
     print(result.trials.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
@@ -127,6 +133,7 @@ def register(sub) -> None:
     p.add_argument("--prune-startup", type=int, default=5, help="trials run in full before pruning starts")
     p.add_argument("--prune-warmup", type=int, default=0, help="epochs of each trial never pruned")
     add_import_option(p)
+    add_tracking_options(p, experiment=None)
     p.set_defaults(func=_cmd_tune)
 
 

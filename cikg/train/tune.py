@@ -168,8 +168,13 @@ class TuneResult:
 
 def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, study_dir: PathLike,
          overrides: Sequence[str] = (), metric: Optional[str] = None, seed: int = 2024,
-         prune_startup: int = 5, prune_warmup: int = 0) -> TuneResult:
-    """Run (or resume) a study until it holds ``n_trials`` finished trials; see the module docstring."""
+         prune_startup: int = 5, prune_warmup: int = 0, mlflow_uri: Optional[str] = None,
+         mlflow_experiment: str = "cikg-tune") -> TuneResult:
+    """Run (or resume) a study until it holds ``n_trials`` finished trials; see the module docstring.
+
+    With ``mlflow_uri`` every trial is also an MLflow run (params, metrics per epoch, artifacts) of
+    ``mlflow_experiment``.
+    """
     import optuna
 
     if n_trials < 1:
@@ -195,7 +200,8 @@ def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, s
         logger.info("study %s: %d trial(s) to run (%d finished)", study_dir, remaining, n_trials - remaining)
 
         def objective(trial) -> float:
-            return _run_trial(trial, space, config_path, overrides, metric, study_dir)
+            trackers = [*default_trackers(mlflow_uri, experiment=mlflow_experiment), OptunaPruning(trial, metric)]
+            return _run_trial(trial, space, config_path, overrides, trackers, study_dir)
 
         study.optimize(objective, n_trials=remaining, catch=(ConfigError,), callbacks=[_log_trial])
     return _write_outputs(study, config_path, overrides, metric, study_dir)
@@ -240,14 +246,15 @@ def _requeue_interrupted(study) -> None:
             study.enqueue_trial(trial.params, user_attrs={"run_dir": run_dir, "retry_of": trial.number})
 
 
-def _run_trial(trial, space: Sequence[SearchParam], config_path, overrides, metric: str, study_dir: Path) -> float:
+def _run_trial(trial, space: Sequence[SearchParam], config_path, overrides, trackers: List[Tracker],
+               study_dir: Path) -> float:
     from .trainer import Trainer
 
     params = {p.key: p.suggest(trial) for p in space}
     config = load_run_config(config_path, [*overrides, *overrides_for(params)])
     run_dir = trial.user_attrs.get("run_dir") or str(study_dir / "trials" / f"trial-{trial.number:03d}")
     trial.set_user_attr("run_dir", run_dir)
-    trackers = [*default_trackers(), OptunaPruning(trial, metric)]
+    metric = next(t.metric for t in trackers if isinstance(t, OptunaPruning))
     try:
         result = Trainer(config, run_dir, trackers=trackers).fit()
     except KeyboardInterrupt:
