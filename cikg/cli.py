@@ -304,20 +304,23 @@ def _register_graph(sub) -> None:
 # ---------------------------------------------------------------------------------------------- train/evaluate
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer, load_run_config
+    from .train.commands import import_models, trackers_from_args
     from .train.distributed import DistributedEnv, train_distributed
 
+    import_models(args)
+    trackers = trackers_from_args(args)
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     config = load_run_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / (
         config.name or f"{config.model_name}-{Path(config.data.dataset).name}-seed{config.train.seed}")
     env = DistributedEnv.from_env()  # set by torchrun with --nproc_per_node > 1
     if env is not None:
-        result = train_distributed(config, run_dir, env, resume=not args.no_resume)
+        result = train_distributed(config, run_dir, env, resume=not args.no_resume, trackers=trackers)
         if env.rank != 0:
             return 0
         dataset_name, ranks = Path(config.data.dataset).name, f", {env.world_size} ranks"
     else:
-        trainer = Trainer(config, run_dir)
+        trainer = Trainer(config, run_dir, trackers=trackers)
         result = trainer.fit(resume=not args.no_resume)
         dataset_name, ranks = trainer.dataset.name, ""
     _print_metrics(f"{config.model_name} on {dataset_name} (seed {config.train.seed}{ranks}, best epoch "
@@ -334,7 +337,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval import activity_groups
     from .train import load_run
+    from .train.commands import import_models
 
+    import_models(args)
     trainer = load_run(args.run_dir)
     valid, test = trainer.evaluate("valid"), trainer.evaluate("test")
     _print_metrics(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}",
@@ -354,11 +359,15 @@ def _print_metrics(title: str, valid: dict, test: dict) -> None:
 
 
 def _register_train(sub) -> None:
+    from .train.commands import add_import_option, add_tracking_options
+
     p = sub.add_parser("train", **_parser_kwargs(
         "train a model from a YAML config with key=value overrides (resumes a killed run)",
         "cikg train experiments/dbbook2014/cikgrec.yaml", "cikg train experiments/dbbook2014/lightgcn.yaml train.seed=1",
         "cikg train - model.name=lightgcn data.dataset=synthetic train.epochs=5   # no file: defaults + overrides",
         "cikg train experiments/dbbook2014/cikgrec.yaml --device cuda",
+        "cikg train experiments/dbbook2014/lightgcn.yaml --mlflow   # + MLflow file store ./mlruns",
+        "cikg train - model.name=mymodel --import my_models   # a model of your own (docs/models.md)",
         "torchrun --standalone --nproc_per_node=2 -m cikg train experiments/dbbook2014/lightgcn.yaml  # DDP"))
     p.add_argument("config", help="a YAML run config, or - for the defaults")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=5e-4")
@@ -367,10 +376,13 @@ def _register_train(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (same as train.device=...; under torchrun, cuda "
                                     "gives each rank the GPU LOCAL_RANK)")
     p.add_argument("--plots", action="store_true", help="write loss and metric plots as PNG into the run directory")
+    add_tracking_options(p)
+    add_import_option(p)
     p.set_defaults(func=lambda a: _cmd_train(_dash_config(a)))
     p = sub.add_parser("evaluate", **_parser_kwargs("evaluate a run's selected model on valid and test, with user groups",
                                                     "cikg evaluate runs/cikgrec-dbbook2014-seed2024"))
     p.add_argument("run_dir")
+    add_import_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -430,6 +442,7 @@ _OPTIONAL_GROUPS = {
     "cikg.llm.commands": ("register_llm", None),
     "cikg.augment.commands": ("register", None),
     "cikg.serving.commands": ("register", None),
+    "cikg.train.commands": ("register", None),  # runs compare, tune
 }
 
 

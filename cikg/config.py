@@ -85,6 +85,17 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"train": {"lr": 0.001}}`` → ``{"train.lr": 0.001}`` (the inverse of :func:`parse_overrides`' nesting)."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -202,4 +213,4 @@ def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
 
 
-__all__: List[str] = ["dump_yaml", "from_dict", "load_yaml", "merge", "parse_overrides", "to_dict"]
+__all__: List[str] = ["dump_yaml", "flatten", "from_dict", "load_yaml", "merge", "parse_overrides", "to_dict"]

@@ -2,7 +2,8 @@
 
 Every model follows :class:`~cikg.models.base.Recommender`; every config dataclass validates itself and
 builds its model with ``config.build(views, dataset)``. :data:`MODEL_CONFIGS` maps the model names used in
-YAML files to their config classes.
+YAML files to their config classes; models of your own join it through :func:`register_model`, ``cikg train
+--import MODULE`` or a ``cikg.models`` entry point (:mod:`cikg.models.registry`).
 """
 import importlib.util
 from typing import Dict
@@ -20,6 +21,7 @@ from .propagation import (
     simgcl_noise,
     spmm,
 )
+from .registry import import_model_modules, load_entry_point_models, register_model
 
 MODEL_CONFIGS: Dict[str, type] = {
     "bprmf": BPRMFConfig,
@@ -32,7 +34,7 @@ __all__ = [
     "AdjacencyStore", "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
     "EdgeDropout", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
     "MODEL_CONFIGS", "Recommender", "SymmetricSpMM", "bpr_loss", "drop_edges", "info_nce", "l2_reg",
-    "mask_rate_schedule", "sce_loss", "simgcl_noise", "spmm",
+    "import_model_modules", "load_entry_point_models", "mask_rate_schedule", "register_model", "sce_loss", "simgcl_noise", "spmm",
 ]
 
 if importlib.util.find_spec(f"{__name__}.kgat") is not None:  # KGAT lives in its own module (another owner)

@@ -21,13 +21,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from .._io import ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
 from .._lock import holding_lock
+from ..config import flatten as _flatten
 from ..data import Dataset, load_dataset, load_interests, synthetic
 from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
@@ -35,6 +36,7 @@ from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
 from .config import DataConfig, RunConfig, TrainConfig, load_run_config, run_config_from_dict
 from .sampling import BPRSampler
+from .tracking import Tracker, Trackers, default_trackers
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
@@ -102,16 +104,6 @@ class FitResult:
                 "test": self.test}
 
 
-def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_differences(saved: Dict[str, Any], config: RunConfig) -> List[str]:
     """``"key: saved -> now"`` for every setting in which a checkpoint's config and ``config`` differ.
 
@@ -137,10 +129,13 @@ class Trainer:
         config: the run configuration.
         run_dir: where checkpoints, logs and metrics go (created).
         dataset, views: pass them to reuse a loaded dataset / built graph (else built from ``config``).
+        trackers: callbacks called once per epoch (:mod:`cikg.train.tracking`); default TensorBoard event
+            files in ``run_dir/tensorboard``; ``[]`` for none.
     """
 
     def __init__(self, config: RunConfig, run_dir: Union[str, Path], dataset: Optional[Dataset] = None,
-                 views: Optional[GraphViews] = None, rank: int = 0, world_size: int = 1):
+                 views: Optional[GraphViews] = None, rank: int = 0, world_size: int = 1,
+                 trackers: Optional[Sequence[Tracker]] = None):
         self.config = config
         self.run_dir = Path(run_dir)
         self.rank, self.world_size = rank, world_size
@@ -168,6 +163,8 @@ class Trainer:
         self.best_score = float("-inf")
         self.best_epoch = 0
         self.bad_evals = 0
+        self.tracking = Trackers(default_trackers() if trackers is None else trackers)
+        self.epoch_schedule: Dict[str, float] = {}  # what on_epoch_start returned (trackers tag it schedule/)
 
     def __repr__(self) -> str:
         return (f"Trainer(model={type(self.model).__name__}, dataset={self.dataset.name!r}, "
@@ -193,7 +190,8 @@ class Trainer:
         seed = epoch_seed(self.config.train.seed, epoch)
         torch.manual_seed(epoch_seed(self.config.train.seed, epoch, self.rank))
         generator = torch.Generator().manual_seed(seed)
-        logged: Dict[str, float] = dict(self.model.on_epoch_start(epoch, generator))
+        self.epoch_schedule = dict(self.model.on_epoch_start(epoch, generator))
+        logged: Dict[str, float] = dict(self.epoch_schedule)
         sums: Dict[str, float] = defaultdict(float)
         n_batches = len(self.sampler)
         if self.config.train.max_batches:
@@ -328,6 +326,8 @@ class Trainer:
         elif self.checkpoint_path.exists():
             raise CheckpointError(f"{self.run_dir} already holds a checkpoint; resume or choose another run dir")
         stopped = bool(train.patience) and self.bad_evals >= train.patience
+        if self.is_main:
+            self.tracking.start(self)
         while self.epoch < train.epochs and not stopped:
             epoch = self.epoch + 1
             start = time.perf_counter()
@@ -339,10 +339,14 @@ class Trainer:
             self.epoch = epoch
             self.history.append(record)
             if self.is_main:
+                self.tracking.log_epoch(self, record)  # before the checkpoint: a re-run epoch is purged, not lost
                 self.save_checkpoint()
                 self._write_history()
                 logger.info("epoch %d: %s", epoch, _format_record(record, train.select))
-        return self.finish()
+        result = self.finish()
+        if self.is_main:
+            self.tracking.finish(self, result)
+        return result
 
     def _validate_epoch(self, epoch: int, record: Dict[str, Any]) -> bool:
         """Validate, keep the best weights, count bad evaluations; returns whether to stop early."""
