@@ -201,7 +201,7 @@ def sample_ctr_negatives(dataset, ratio: int, seed: Optional[int] = None) -> CTR
         log.warning("%s: %d users have fewer unseen items than %d per test positive; they get all of them",
                     dataset.name, n_short, ratio)
     generator = torch.Generator().manual_seed(seed)
-    dense = (take > 0) & (2 * take > available)
+    dense = (take > 0) & (2 * (n_items - available + take) > n_items)  # rejection would keep < half a round
     keys = torch.cat([_rejection_draw(torch.nonzero((take > 0) & ~dense).squeeze(1), take, seen, n_items,
                                       generator),
                       _complement_draw(torch.nonzero(dense).squeeze(1), take, seen, n_items, generator)]).sort()[0]
@@ -212,7 +212,7 @@ def sample_ctr_negatives(dataset, ratio: int, seed: Optional[int] = None) -> CTR
 def _rejection_draw(users: Tensor, take: Tensor, seen: Tensor, n_items: int, generator: torch.Generator
                     ) -> Tensor:
     """Keys ``user * n_items + item`` of ``take[u]`` distinct unseen items per user in ``users``; each
-    user has more than twice as many unseen items as it needs, so every round keeps over half the draws."""
+    user's seen plus wanted items are under half the catalogue, so every round keeps over half the draws."""
     slots = torch.repeat_interleave(users, take[users])
     accepted = torch.empty(0, dtype=torch.long)
     while slots.numel():
@@ -222,10 +222,18 @@ def _rejection_draw(users: Tensor, take: Tensor, seen: Tensor, n_items: int, gen
             0, inverse, torch.arange(keys.numel()), reduce="amin")
         fresh = torch.zeros(keys.numel(), dtype=torch.bool)
         fresh[first] = True  # the first draw of a repeated key in this round
-        good = fresh & ~torch.isin(keys, seen) & ~torch.isin(keys, accepted)
+        good = fresh & ~_contains(seen, keys) & ~torch.isin(keys, accepted)
         accepted = torch.cat([accepted, keys[good]])
         slots = slots[~good]
     return accepted
+
+
+def _contains(sorted_keys: Tensor, keys: Tensor) -> Tensor:
+    """``keys`` found in the ascending ``sorted_keys`` (one binary search each)."""
+    if not sorted_keys.numel():
+        return torch.zeros(keys.shape, dtype=torch.bool)
+    at = torch.searchsorted(sorted_keys, keys).clamp_max(sorted_keys.numel() - 1)
+    return sorted_keys[at] == keys
 
 
 def _complement_draw(users: Tensor, take: Tensor, seen: Tensor, n_items: int, generator: torch.Generator
