@@ -341,12 +341,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import_models(args)
     trainer = load_run(args.run_dir)
+    if args.protocol == "ctr":
+        return _evaluate_ctr(trainer, args)
     valid, test = trainer.evaluate("valid"), trainer.evaluate("test")
     _print_metrics(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}",
                    valid.to_dict(), test.to_dict())
     print()
     print("test metrics per user-activity group")
     print(activity_groups(test, trainer.dataset.degrees("train")).to_string(index=False, float_format="%.4f"))
+    return 0
+
+
+def _evaluate_ctr(trainer, args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ._io import write_json_atomic
+    from .eval.ctr import RATIOS, evaluate_ctr, load_or_sample_negatives
+
+    directory = Path(args.negatives_dir) if args.negatives_dir else Path(args.run_dir).parent / "ctr_negatives"
+    rows = [evaluate_ctr(trainer.model, trainer.dataset, negatives=load_or_sample_negatives(
+        trainer.dataset, ratio, directory)).row() for ratio in RATIOS]
+    print(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}: CTR protocol on test "
+          f"positives vs sampled unseen negatives (saved in {directory})")
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.4f"))
+    write_json_atomic(Path(args.run_dir) / "ctr_metrics.json", {row["ratio"]: row for row in rows})
     return 0
 
 
@@ -380,8 +398,13 @@ def _register_train(sub) -> None:
     add_import_option(p)
     p.set_defaults(func=lambda a: _cmd_train(_dash_config(a)))
     p = sub.add_parser("evaluate", **_parser_kwargs("evaluate a run's selected model on valid and test, with user groups",
-                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024"))
+                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024",
+                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024 --protocol ctr"))
     p.add_argument("run_dir")
+    p.add_argument("--protocol", choices=("topk", "ctr"), default="topk",
+                   help="topk: full-ranking Recall/NDCG@K; ctr: AUC, GAUC, Logloss at 1:1 and 1:4 sampled negatives")
+    p.add_argument("--negatives-dir", help="where the CTR negatives are saved and reused (default: "
+                                           "ctr_negatives/ beside the run directory)")
     add_import_option(p)
     p.set_defaults(func=_cmd_evaluate)
 

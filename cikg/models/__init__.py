@@ -1,4 +1,4 @@
-"""Recommenders over the CIKG: BPR-MF, LightGCN (any view), CIKGRec, and the propagation they share.
+"""Recommenders over the CIKG: BPR-MF, LightGCN (any view), SimGCL / SGL, CIKGRec, and the propagation they share.
 
 Every model follows :class:`~cikg.models.base.Recommender`; every config dataclass validates itself and
 builds its model with ``config.build(views, dataset)``. :data:`MODEL_CONFIGS` maps the model names used in
@@ -12,6 +12,7 @@ from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_
 from .bprmf import BPRMF, BPRMFConfig
 from .cikgrec import CIKGRec, CIKGRecConfig, info_nce, mask_rate_schedule, sce_loss
 from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
+from .simgcl import SimGCL, SimGCLConfig
 from .propagation import (
     AdjacencyStore,
     EdgeDropout,
@@ -28,13 +29,15 @@ MODEL_CONFIGS: Dict[str, type] = {
     "lightgcn": LightGCNConfig,
     "lightgcn-cikg": LightGCNCIKGConfig,
     "cikgrec": CIKGRecConfig,
+    "simgcl": SimGCLConfig,
 }
 
 __all__ = [
     "AdjacencyStore", "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
     "EdgeDropout", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
-    "MODEL_CONFIGS", "Recommender", "SymmetricSpMM", "bpr_loss", "drop_edges", "info_nce", "l2_reg",
-    "import_model_modules", "load_entry_point_models", "mask_rate_schedule", "register_model", "sce_loss", "simgcl_noise", "spmm",
+    "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SymmetricSpMM", "bpr_loss", "drop_edges",
+    "import_model_modules", "info_nce", "l2_reg", "load_entry_point_models", "mask_rate_schedule", "register_model",
+    "sce_loss", "simgcl_noise", "spmm",
 ]
 
 if importlib.util.find_spec(f"{__name__}.kgat") is not None:  # KGAT lives in its own module (another owner)
