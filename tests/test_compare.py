@@ -53,6 +53,16 @@ def test_cli_writes_markdown_and_plot(runs, tmp_path, capsys):
     assert "lgcn-lr" in capsys.readouterr().out
 
 
+def test_plot_stars_each_runs_selected_epoch(runs):
+    from cikg.train.compare import plot_compare
+
+    fig = plot_compare([runs / "lgcn", runs / "mf"], metrics=["recall@20"])
+    stars = {line.get_label(): float(line.get_xdata()[0]) for line in fig.axes[0].get_lines()
+             if line.get_marker() == "*"}
+    expected = [json.loads((runs / r / "metrics.json").read_text())["best_epoch"] for r in ("lgcn", "mf")]
+    assert sorted(stars.values()) == sorted(float(e) for e in expected) and len(stars) == 2
+
+
 def test_errors_name_the_directory_or_metric(runs, tmp_path):
     with pytest.raises(CikgError, match="not a run directory"):
         compare_runs([runs / "lgcn", tmp_path])

@@ -1,5 +1,5 @@
 """Models of your own: the docs/models.md example registered through `cikg train --import`, reopened by
-`cikg evaluate --import`; a `cikg.models` entry point of an installed package; registration errors."""
+`cikg evaluate --import` (and recommend, export); a `cikg.models` entry point of an installed package; registration errors."""
 from __future__ import annotations
 
 import json
@@ -52,6 +52,11 @@ def test_docs_example_trains_and_evaluates_through_import(tmp_path, monkeypatch,
     capsys.readouterr()
     assert main(["evaluate", "runs/biasmf", "--import", "my_models.py"]) == 0
     assert "biasmf on synthetic" in capsys.readouterr().out
+    assert main(["recommend", "runs/biasmf", "--users", "u0", "-k", "3", "--import", "my_models.py"]) == 0
+    ranked = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[0], row[1]) for row in ranked] == [("u0", "1"), ("u0", "2"), ("u0", "3")]
+    assert main(["export", "runs/biasmf", "-o", "exported", "--import", "my_models"]) == 0
+    assert (tmp_path / "exported" / "items.faiss").is_file()
     MODEL_CONFIGS.pop("biasmf")
     assert main(["evaluate", "runs/biasmf"]) == 2
     assert "--import MODULE" in capsys.readouterr().err

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cikg.data import synthetic
 from cikg.errors import ConfigError
 from cikg.graph import build_cikg, build_views
 from cikg.models import MODEL_CONFIGS, BPRBatch, LightGCN, LightGCNConfig, SimGCL, SimGCLConfig

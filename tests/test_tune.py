@@ -135,7 +135,14 @@ def test_bad_spaces_name_the_file_and_key(tmp_path, text, message):
     assert str(path) in str(err.value)
 
 
-EXPERIMENT_MODELS = ["bprmf", "lightgcn", "lightgcn-cikg", "kgat", "cikgrec"]
+EXPERIMENT_MODELS = ["bprmf", "lightgcn", "lightgcn-cikg", "kgat", "cikgrec", "simgcl"]
+
+
+def test_every_model_config_of_the_experiments_is_in_the_list():
+    """A model config added to experiments/ without a search space fails here (augment-* reuse their backbone's)."""
+    stems = {p.stem for p in (ROOT / "experiments").glob("*/*.yaml")
+             if not p.name.endswith(".space.yaml") and not p.name.startswith("augment-")}
+    assert stems == set(EXPERIMENT_MODELS)
 
 
 @pytest.mark.parametrize("dataset", ["dbbook2014", "book-crossing", "ml1m"])
@@ -148,6 +155,8 @@ def test_every_experiment_config_has_a_valid_search_space(dataset):
         keys = {p.key for p in space}
         assert {"train.lr", "model.l2"} <= keys, space_path
         assert len(keys) >= 3, f"{space_path}: lr, l2 and the model's own knobs"
+        if model == "simgcl":
+            assert {"model.cl_weight", "model.eps"} <= keys
         if model == "cikgrec":
             assert {"model.uir_weight", "model.gcl_weight", "model.gcl_temp", "model.min_mask_rate",
                     "model.max_mask_rate"} <= keys

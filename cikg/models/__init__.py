@@ -12,7 +12,6 @@ from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_
 from .bprmf import BPRMF, BPRMFConfig
 from .cikgrec import CIKGRec, CIKGRecConfig, info_nce, mask_rate_schedule, sce_loss
 from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
-from .simgcl import SimGCL, SimGCLConfig
 from .propagation import (
     AdjacencyStore,
     EdgeDropout,
@@ -23,6 +22,7 @@ from .propagation import (
     spmm,
 )
 from .registry import import_model_modules, load_entry_point_models, register_model
+from .simgcl import SimGCL, SimGCLConfig
 
 MODEL_CONFIGS: Dict[str, type] = {
     "bprmf": BPRMFConfig,

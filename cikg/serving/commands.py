@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, List
 
 from ..errors import CikgError
+from ..train.commands import add_import_option, import_models
 
 FORMATS = (".csv", ".parquet")
 
@@ -46,6 +47,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in FORMATS:
         raise CikgError(f"{out}: expected a .csv or .parquet output file")
+    import_models(args)
     model = load_model(args.run_dir)
     frame = model.recommend(_users(args, model), k=args.k, exclude_seen=not args.include_seen)
     if out is None:
@@ -65,6 +67,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
     from .model import load_model
 
+    import_models(args)
     manifest = export_run(load_model(args.run_dir), args.output)
     for name, info in manifest["files"].items():
         print(f"{Path(args.output) / name}: {info['rows']} rows")
@@ -81,6 +84,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _check_bindable(args.host, args.port)  # before the model loads: a busy port is one line, exit 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    import_models(args)
     model = load_model(args.run_dir)
     print(f"serving {model!r} on http://{args.host}:{args.port} (Ctrl-C or SIGTERM to stop)", flush=True)
     stopped_by = serve(model, host=args.host, port=args.port, log_level=args.log_level)
@@ -120,6 +124,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-k", type=int, default=10, help="items per user (default 10)")
     p.add_argument("-o", "--output", help="a .csv or .parquet file (default: print the table)")
     p.add_argument("--include-seen", action="store_true", help="keep the users' train and validation items")
+    add_import_option(p)
     p.set_defaults(func=_cmd_recommend)
 
     p = subparsers.add_parser("export", **_kwargs(
@@ -127,6 +132,7 @@ def register(subparsers: Any) -> None:
         "cikg export runs/quick -o runs/quick-export"))
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", required=True, help="output directory")
+    add_import_option(p)
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser("serve", **_kwargs(
@@ -138,6 +144,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_import_option(p)
     p.set_defaults(func=_cmd_serve)
 
 

@@ -88,16 +88,20 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 
 def plot_compare(run_dirs: Sequence[PathLike], metrics: Sequence[str], path: Optional[PathLike] = None):
-    """The valid metrics per epoch of every run (from ``metrics.jsonl``), one panel per metric."""
+    """The valid metrics per epoch of every run (from ``metrics.jsonl``), one panel per metric; a finished run's
+    epoch selected on validation is starred."""
     from ..viz import plot_valid_metrics, read_history
 
     dirs = [Path(d) for d in run_dirs]
-    histories = {}
+    histories, best_epochs = {}, {}
     for label, run_dir in zip(_labels(dirs), dirs):
         if not (run_dir / "metrics.jsonl").exists():
             raise CikgError(f"{run_dir}: no metrics.jsonl yet (no epoch finished)")
         histories[label] = read_history(run_dir)
-    return plot_valid_metrics(histories, metrics=metrics, path=path)
+        done = _read_run(run_dir)["metrics"]
+        if done:  # a finished run: star its epoch selected on validation
+            best_epochs[label] = done["best_epoch"]
+    return plot_valid_metrics(histories, metrics=metrics, path=path, best_epochs=best_epochs)
 
 
 __all__ = ["compare_runs", "differing_keys", "plot_compare", "to_markdown"]
