@@ -152,3 +152,15 @@ def test_cli_mlflow_missing_says_how_to_install(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install 'cikg[tracking]'" in err
     assert not (tmp_path / "runs/x").exists(), "refused before any work"
+
+
+def test_file_store_uris_are_made_absolute(tmp_path, monkeypatch):
+    """MLflow caches a store per URI: a relative file store would stay bound to the first working directory."""
+    from cikg.train.tracking import absolute_store_uri
+
+    monkeypatch.chdir(tmp_path)
+    expected = (tmp_path / "mlruns").resolve().as_uri()
+    assert absolute_store_uri("file:./mlruns") == expected == absolute_store_uri("mlruns")
+    assert absolute_store_uri(expected) == expected
+    assert absolute_store_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert absolute_store_uri("http://host:5000") == "http://host:5000"

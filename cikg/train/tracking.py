@@ -125,6 +125,18 @@ def _is_file_store(uri: str) -> bool:
     return uri.startswith("file:") or "://" not in uri
 
 
+def absolute_store_uri(uri: str) -> str:
+    """A file store as an absolute ``file://`` URI; other stores unchanged. MLflow caches a store per URI, so
+    a relative ``file:./mlruns`` would keep pointing at the first working directory's folder (and a run
+    resumed from another directory would not find its store)."""
+    if not _is_file_store(uri):
+        return uri
+    path = uri[len("file:"):] if uri.startswith("file:") else uri
+    if path.startswith("//"):  # file:///abs/path
+        return uri
+    return Path(path).expanduser().resolve().as_uri()
+
+
 def mlflow_name(tag: str) -> str:
     """A tag as an MLflow metric name (which allows ``/ _ . - : space`` but not ``@``)."""
     return tag.replace("@", "_at_")
@@ -144,7 +156,7 @@ class MLflowTracker(Tracker):
     def __init__(self, tracking_uri: str = DEFAULT_MLFLOW_URI, experiment: str = "cikg",
                  run_name: Optional[str] = None):
         require_mlflow()
-        self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
+        self.tracking_uri, self.experiment, self.run_name = absolute_store_uri(tracking_uri), experiment, run_name
         self.client = None
         self.run_id: Optional[str] = None
         self.logged_steps: set = set()
