@@ -2,13 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
 from typing import Any, Iterator, List, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+log = logging.getLogger(__name__)
+
+# ".cikg-<12 hex>.tmp": as long whatever the target's name, so a target of 255 characters (the usual limit) fits
+_TEMP_NAME = re.compile(r"^\.cikg-[0-9a-f]{12}\.tmp$")
+# what atomic_path named them before (tempfile.mkstemp's ".<target>.<8 characters>.tmp"), left by killed runs
+_OLD_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 @contextlib.contextmanager
@@ -26,11 +35,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp_path = _new_temp_file(path.parent)
     except OSError as err:
         raise OutputError(f"cannot write: {describe_os_error(err)}", path) from err
-    tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -43,6 +50,40 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             with contextlib.suppress(OSError):
                 tmp_path.unlink()
+
+
+def _new_temp_file(directory: Path) -> Path:
+    """A new empty ``.cikg-<12 hex>.tmp`` in ``directory``, of mode ``0o666 & ~umask`` like any tool's files
+    (``tempfile.mkstemp`` makes 0600, which the rename would carry onto the artifact)."""
+    for _ in range(100):
+        tmp = directory / f".cikg-{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(directory))
+
+
+def remove_stale_temp_files(directory: PathLike) -> List[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``directory`` when a process was killed mid-write.
+
+    Only files named as :func:`atomic_path` names them (now or before); call it only while holding the
+    directory's lock (:class:`cikg._lock.DirectoryLock`), so that no live writer's file is removed.
+    """
+    removed = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if (_TEMP_NAME.match(entry.name) or _OLD_TEMP_NAME.match(entry.name)) and entry.is_file(
+                    follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:  # gone already, or a folder we may not change: the next write fails clearly
+                    continue
+                removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d temporary file(s) a killed run left in %s", len(removed), directory)
+    return removed
 
 
 def ensure_dir(path: PathLike) -> Path:

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .errors import CikgError
+from .errors import CikgError, describe_path_error
 
 logger = logging.getLogger("cikg")
 
@@ -33,6 +33,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .data import load_dataset
+    from .data.split import describe_split
     from .graph import build_cikg, graph_stats
 
     dataset = load_dataset(args.dataset, root=args.root)
@@ -42,6 +43,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
         print()
         print("CIKG node and edge counts")
         print(graph_stats(build_cikg(dataset)).to_string(index=False))
+    if "split" in dataset.meta:
+        print(f"split: {describe_split(dataset.meta['split'])}")
     for warning in dataset.meta.get("warnings", []):
         print(f"warning: {warning}")
     return 0
@@ -56,33 +59,127 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_data_convert(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _splitter(args: argparse.Namespace):
+    """The split ``convert`` carves: temporal by default when a time column is given, else seeded random."""
+    from .data import RandomSplit, TemporalSplit
+    from .errors import ConfigError
 
-    from .data import from_pandas, save_dataset
-
-    path = Path(args.csv)
-    if not path.exists():
-        raise CikgError(f"{path}: no such file")
+    method = args.split or ("temporal" if args.time_col else "random")
+    if method == "temporal" and not args.time_col:
+        raise CikgError("--split temporal needs --time-col (the column of interaction times)")
+    test = args.test_last if args.test_last is not None else args.test_fraction
+    valid = args.valid_last if args.valid_last is not None else args.valid_fraction
     try:
-        frame = pd.read_csv(path, sep=args.sep, dtype=str)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise CikgError(f"{path}: cannot parse as CSV ({err})") from None
-    columns = {args.user_col: "user", args.item_col: "item"}
-    if args.split_col:
-        columns[args.split_col] = "split"
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise CikgError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
-    if args.time_col:
-        if args.time_col not in frame.columns:
-            raise CikgError(f"{path}: missing time column {args.time_col!r}")
-        frame = frame.sort_values(args.time_col, kind="stable")
-    dataset = from_pandas(frame.rename(columns=columns)[list(columns.values())], name=args.name or path.stem,
-                          test_fraction=args.test_fraction, seed=args.seed)
+        if method == "temporal":
+            return TemporalSplit(test=test, valid=valid)
+        return RandomSplit(test=test, valid=valid, seed=args.seed)
+    except ConfigError as err:  # name the flag, not the dataclass field
+        last = args.test_last if err.key == "test" else args.valid_last
+        flag = f"--{err.key}-{'last' if last is not None else 'fraction'}"
+        raise CikgError(f"{flag}: {str(err).split(': ', 1)[1]}") from None
+
+
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    from .data import save_dataset
+    from .data.convert import convert_interactions, read_interactions_csv
+    from .data.items import read_items_csv
+    from .data.split import describe_split
+
+    source = Path(args.source)
+    items = None
+    attrs = [c.strip() for c in (args.attr_cols or "").split(",") if c.strip()]
+    if args.items:
+        items = read_items_csv(Path(args.items), args.item_id_col or args.item_col or "item", args.title_col, attrs,
+                               sep=args.items_sep or args.sep, attr_sep=args.attr_sep or None)
+    splitter = None if args.split_col else _splitter(args)
+    if args.source_format == "recbole":
+        from .data.recbole import read_recbole
+
+        dataset, coverage = read_recbole(source, name=args.name, splitter=splitter, user_field=args.user_col,
+                                         item_field=args.item_col, time_field=args.time_col,
+                                         title_field=args.title_col, attr_fields=attrs, items=items,
+                                         keep_unused_items=args.keep_unused_items)
+    else:
+        frame = read_interactions_csv(source, user_col=args.user_col or "user", item_col=args.item_col or "item",
+                                      time_col=args.time_col, split_col=args.split_col, sep=args.sep)
+        dataset, coverage = convert_interactions(frame, name=args.name or source.stem, time_col=args.time_col,
+                                                 splitter=splitter, items=items,
+                                                 keep_unused_items=args.keep_unused_items,
+                                                 source=str(source.resolve()))
     out = save_dataset(dataset, args.output)
+    for line in coverage.lines() if coverage is not None else []:
+        print(line)
+    print(f"split: {describe_split(dataset.meta['split'])}")
     print(f"wrote {dataset!r} to {out}")
     return 0
+
+
+def _cmd_data_export(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .data.recbole import export_recbole
+
+    dataset = load_dataset(args.dataset, root=args.root)
+    paths = export_recbole(dataset, args.output, name=args.name)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.output}")
+    return 0
+
+
+def _add_split_options(p) -> None:
+    g = p.add_argument_group("split (unless --split-col gives it)")
+    g.add_argument("--split", choices=("temporal", "random"),
+                   help="temporal: each user's latest items go to test, the latest of the rest to valid (the "
+                        "default with --time-col); random: a seeded per-user random hold-out (the default without)")
+    g.add_argument("--test-last", type=int, metavar="N", help="hold out N items per user for test (leave-N-out)")
+    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="else this share of each user's items (default 0.2)")
+    g.add_argument("--valid-last", type=int, metavar="N", help="hold out N of the remaining items per user for valid")
+    g.add_argument("--valid-fraction", type=float, default=1 / 8, metavar="F",
+                   help="else this share of the remaining items (default 1/8)")
+    g.add_argument("--seed", type=int, default=2024, help="seed of the random split (default 2024)")
+
+
+def _register_data_convert(dsub) -> None:
+    p = dsub.add_parser("convert", **_parser_kwargs(
+        "convert a CSV of interactions (or RecBole atomic files) into the cikg dataset format",
+        "cikg data convert ratings.csv --user-col userId --item-col movieId --time-col timestamp -o data/mine",
+        "cikg data convert ratings.csv --time-col timestamp --test-last 1 --valid-last 1 -o data/loo",
+        "cikg data convert ratings.csv --items movies.csv --item-id-col movieId --title-col title "
+        "--attr-cols genres -o data/mine",
+        "cikg data convert --from recbole recbole_data/ml-100k -o data/ml100k"))
+    p.add_argument("source", help="a CSV file, or with --from recbole a directory of atomic files")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--from", dest="source_format", choices=("csv", "recbole"), default="csv",
+                   help="input format (default csv)")
+    p.add_argument("--name", help="dataset name (default: the file or directory name)")
+    p.add_argument("--sep", default=",", help="CSV separator (default ,)")
+    p.add_argument("--user-col", help="user id column (default: user; RecBole: user_id)")
+    p.add_argument("--item-col", help="item id column (default: item; RecBole: item_id)")
+    p.add_argument("--time-col", help="interaction time column: numbers or ISO dates (RecBole: timestamp when present)")
+    p.add_argument("--split-col", help="column with train/valid/test: take the split as given")
+    _add_split_options(p)
+    g = p.add_argument_group("items (titles for the LLM step, attributes for the KG)")
+    g.add_argument("--items", help="items CSV: one row per item with its id, a title and attribute columns")
+    g.add_argument("--item-id-col", help="item id column of the items file (default: --item-col)")
+    g.add_argument("--title-col", "--text-col", dest="title_col",
+                   help="column with the item's title or text (what prompts show)")
+    g.add_argument("--attr-cols", help="comma-separated attribute columns: KG triples item -column-> value")
+    g.add_argument("--attr-sep", default="|", help="separator of several values in one cell (default |; '' for none)")
+    g.add_argument("--items-sep", help="separator of the items file (default: --sep)")
+    g.add_argument("--keep-unused-items", action="store_true",
+                   help="keep items that no interaction names (default: drop them, with a count)")
+    p.set_defaults(func=_cmd_data_convert)
+
+
+def _register_data_export(dsub) -> None:
+    p = dsub.add_parser("export", **_parser_kwargs(
+        "write a dataset as RecBole atomic files (the split as benchmark files)",
+        "cikg data export dbbook2014 --to recbole -o recbole_data/dbbook2014"))
+    p.add_argument("dataset", help="a dataset name or directory")
+    p.add_argument("--to", choices=("recbole",), default="recbole", help="target format (default recbole)")
+    p.add_argument("-o", "--output", required=True, help="directory to write (for RecBole: data_path/<name>)")
+    p.add_argument("--name", help="file prefix (default: the output directory's name, as RecBole expects)")
+    p.add_argument("--root")
+    p.set_defaults(func=_cmd_data_export)
 
 
 def _register_data(sub) -> None:
@@ -90,8 +187,9 @@ def _register_data(sub) -> None:
                                                    "cikg data stats dbbook2014",
                                                    "cikg data split book-crossing -o data/bc --seed 7",
                                                    "cikg data convert ratings.csv --user-col userId --item-col movieId "
-                                                   "-o data/mine"))
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{stats,split,convert}")
+                                                   "--time-col timestamp -o data/mine",
+                                                   "cikg data export dbbook2014 --to recbole -o recbole_data/dbbook2014"))
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="{stats,split,convert,export}")
     p = dsub.add_parser("stats", **_parser_kwargs("print a dataset's statistics and its CIKG's node/edge counts",
                                                   "cikg data stats dbbook2014", "cikg data stats ./my_data"))
     p.add_argument("dataset", help="a dataset directory, or a name under $CIKG_DATA (default ../shared/data)")
@@ -105,20 +203,8 @@ def _register_data(sub) -> None:
     p.add_argument("--valid-fraction", type=float, default=1 / 8)
     p.add_argument("--seed", type=int, default=2024)
     p.set_defaults(func=_cmd_data_split)
-    p = dsub.add_parser("convert", **_parser_kwargs(
-        "convert a CSV of interactions into the cikg dataset format",
-        "cikg data convert ratings.csv --user-col userId --item-col movieId --time-col timestamp -o data/mine"))
-    p.add_argument("csv")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--sep", default=",")
-    p.add_argument("--user-col", default="user")
-    p.add_argument("--item-col", default="item")
-    p.add_argument("--split-col", help="column with train/valid/test (else test and valid are carved per user)")
-    p.add_argument("--time-col", help="sort by this column first, so the carved test holds each user's latest items")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=2024)
-    p.add_argument("--name")
-    p.set_defaults(func=_cmd_data_convert)
+    _register_data_convert(dsub)
+    _register_data_export(dsub)
 
 
 # ---------------------------------------------------------------------------------------------- graph
@@ -218,20 +304,23 @@ def _register_graph(sub) -> None:
 # ---------------------------------------------------------------------------------------------- train/evaluate
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer, load_run_config
+    from .train.commands import import_models, trackers_from_args
     from .train.distributed import DistributedEnv, train_distributed
 
+    import_models(args)
+    trackers = trackers_from_args(args)
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     config = load_run_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / (
         config.name or f"{config.model_name}-{Path(config.data.dataset).name}-seed{config.train.seed}")
     env = DistributedEnv.from_env()  # set by torchrun with --nproc_per_node > 1
     if env is not None:
-        result = train_distributed(config, run_dir, env, resume=not args.no_resume)
+        result = train_distributed(config, run_dir, env, resume=not args.no_resume, trackers=trackers)
         if env.rank != 0:
             return 0
         dataset_name, ranks = Path(config.data.dataset).name, f", {env.world_size} ranks"
     else:
-        trainer = Trainer(config, run_dir)
+        trainer = Trainer(config, run_dir, trackers=trackers)
         result = trainer.fit(resume=not args.no_resume, overwrite=args.overwrite)
         dataset_name, ranks = trainer.dataset.name, ""
     _print_metrics(f"{config.model_name} on {dataset_name} (seed {config.train.seed}{ranks}, best epoch "
@@ -248,14 +337,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval import activity_groups
     from .train import load_run
+    from .train.commands import import_models
 
+    import_models(args)
     trainer = load_run(args.run_dir)
+    if args.protocol == "ctr":
+        return _evaluate_ctr(trainer, args)
     valid, test = trainer.evaluate("valid"), trainer.evaluate("test")
     _print_metrics(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}",
                    valid.to_dict(), test.to_dict())
     print()
     print("test metrics per user-activity group")
     print(activity_groups(test, trainer.dataset.degrees("train")).to_string(index=False, float_format="%.4f"))
+    return 0
+
+
+def _evaluate_ctr(trainer, args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ._io import write_json_atomic
+    from .eval.ctr import RATIOS, evaluate_ctr, load_or_sample_negatives
+
+    directory = Path(args.negatives_dir) if args.negatives_dir else Path(args.run_dir).parent / "ctr_negatives"
+    rows = [evaluate_ctr(trainer.model, trainer.dataset, negatives=load_or_sample_negatives(
+        trainer.dataset, ratio, directory)).row() for ratio in RATIOS]
+    print(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}: CTR protocol on test "
+          f"positives vs sampled unseen negatives (saved in {directory})")
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.4f"))
+    write_json_atomic(Path(args.run_dir) / "ctr_metrics.json", {row["ratio"]: row for row in rows})
     return 0
 
 
@@ -268,11 +377,15 @@ def _print_metrics(title: str, valid: dict, test: dict) -> None:
 
 
 def _register_train(sub) -> None:
+    from .train.commands import add_import_option, add_tracking_options
+
     p = sub.add_parser("train", **_parser_kwargs(
         "train a model from a YAML config with key=value overrides (resumes a killed run)",
         "cikg train experiments/dbbook2014/cikgrec.yaml", "cikg train experiments/dbbook2014/lightgcn.yaml train.seed=1",
         "cikg train - model.name=lightgcn data.dataset=synthetic train.epochs=5   # no file: defaults + overrides",
         "cikg train experiments/dbbook2014/cikgrec.yaml --device cuda",
+        "cikg train experiments/dbbook2014/lightgcn.yaml --mlflow   # + MLflow file store ./mlruns",
+        "cikg train - model.name=mymodel --import my_models   # a model of your own (docs/models.md)",
         "torchrun --standalone --nproc_per_node=2 -m cikg train experiments/dbbook2014/lightgcn.yaml  # DDP"))
     p.add_argument("config", help="a YAML run config, or - for the defaults")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=5e-4")
@@ -283,10 +396,18 @@ def _register_train(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (same as train.device=...; under torchrun, cuda "
                                     "gives each rank the GPU LOCAL_RANK)")
     p.add_argument("--plots", action="store_true", help="write loss and metric plots as PNG into the run directory")
+    add_tracking_options(p)
+    add_import_option(p)
     p.set_defaults(func=lambda a: _cmd_train(_dash_config(a)))
     p = sub.add_parser("evaluate", **_parser_kwargs("evaluate a run's selected model on valid and test, with user groups",
-                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024"))
+                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024",
+                                                    "cikg evaluate runs/cikgrec-dbbook2014-seed2024 --protocol ctr"))
     p.add_argument("run_dir")
+    p.add_argument("--protocol", choices=("topk", "ctr"), default="topk",
+                   help="topk: full-ranking Recall/NDCG@K; ctr: AUC, GAUC, Logloss at 1:1 and 1:4 sampled negatives")
+    p.add_argument("--negatives-dir", help="where the CTR negatives are saved and reused (default: "
+                                           "ctr_negatives/ beside the run directory)")
+    add_import_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -345,6 +466,8 @@ _OPTIONAL_GROUPS = {
     # module: (function name, group) — modules of other layers register their own subcommands
     "cikg.llm.commands": ("register_llm", None),
     "cikg.augment.commands": ("register", None),
+    "cikg.serving.commands": ("register", None),
+    "cikg.train.commands": ("register", None),  # runs compare, tune
 }
 
 
@@ -421,6 +544,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         print(f"cikg: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the OS refuses that no reader turned into a CikgError: one line all the same
+        if args.debug:
+            raise
+        print(f"cikg: error: {describe_path_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cikg: interrupted (a re-run resumes from the last checkpoint / cache)", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Type, TypeVar, Union
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, describe_os_error
 
 T = TypeVar("T")
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -31,6 +31,8 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except OSError as err:  # a directory, a name longer than the OS allows, no permission, ...
+        raise ConfigError(f"{path}: cannot read config file: {describe_os_error(err)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -80,6 +82,17 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
             out[key] = merge(out[key], value)
         else:
             out[key] = value
+    return out
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"train": {"lr": 0.001}}`` → ``{"train.lr": 0.001}`` (the inverse of :func:`parse_overrides`' nesting)."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -200,4 +213,4 @@ def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
 
 
-__all__: List[str] = ["dump_yaml", "from_dict", "load_yaml", "merge", "parse_overrides", "to_dict"]
+__all__: List[str] = ["dump_yaml", "flatten", "from_dict", "load_yaml", "merge", "parse_overrides", "to_dict"]

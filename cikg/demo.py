@@ -87,9 +87,12 @@ def run_demo(out_dir: Union[str, Path] = "runs/demo", n_users: int = 1500, n_ite
         step(f"train {name}", t0)
 
     table = pd.DataFrame(results).T[["recall@20", "ndcg@20", "recall@50", "ndcg@50", "best epoch"]]
-    plot_valid_metrics(histories, path=out / "valid_metrics.png")
-    plot_loss_terms(histories["CIKGRec"], out / "cikgrec_loss_terms.png", title="CIKGRec loss terms")
-    plot_mask_schedule(histories["CIKGRec"]["mask_rate"].tolist(), out / "mask_rate.png")
+    best_epochs = {name: int(row["best epoch"]) for name, row in results.items()}
+    plot_valid_metrics(histories, path=out / "valid_metrics.png", best_epochs=best_epochs)
+    plot_loss_terms(histories["CIKGRec"], out / "cikgrec_loss_terms.png", title="CIKGRec loss terms",
+                    best_epoch=best_epochs["CIKGRec"])
+    plot_mask_schedule(histories["CIKGRec"]["mask_rate"].tolist(), out / "mask_rate.png",
+                       n_interests=dataset.n_interests)
     plot_groups(groups, path=out / "groups.png")
     _write_report(out, dataset, graph, inferred, structured, table, groups, steps, time.perf_counter() - started)
     print(f"\ncikg demo on {dataset.name} (seed {seed}; test split, selected on validation)")

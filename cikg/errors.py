@@ -63,6 +63,25 @@ class OutputError(CikgError):
         super().__init__(f"{self.path}: {message}" if self.path is not None else message)
 
 
+class DirectoryInUseError(OutputError):
+    """Another process holds the lock of a run or output directory (:class:`cikg._lock.DirectoryLock`).
+
+    Attributes:
+        path: the directory.
+        pid: the holder's process id (``None`` when its lock file names none).
+        host: the holder's host name, as it wrote it.
+    """
+
+    def __init__(self, directory: PathType, what: str, pid: Optional[int] = None, host: Optional[str] = None):
+        import socket
+
+        self.pid, self.host = pid, host
+        holder = "another process" if pid is None else f"process {pid}"
+        if host and host != socket.gethostname():
+            holder += f" on host {host}"
+        super().__init__(f"{what} in use by {holder}; wait for it to end or choose another directory", directory)
+
+
 def describe_os_error(err: OSError) -> str:
     """``"No space left on device (ENOSPC)"`` for an :class:`OSError` (or its message when it has no errno)."""
     import errno
@@ -70,6 +89,12 @@ def describe_os_error(err: OSError) -> str:
     name = errno.errorcode.get(err.errno or -1)
     text = err.strerror or str(err)
     return f"{text} ({name})" if name else text
+
+
+def describe_path_error(err: OSError) -> str:
+    """``"runs/x.yaml: Is a directory (EISDIR)"``: the path(s) of an :class:`OSError` and the OS reason."""
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return ": ".join(paths + [describe_os_error(err)])
 
 
 class CheckpointError(CikgError):

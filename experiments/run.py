@@ -25,7 +25,7 @@ from cikg.train import Trainer, load_run_config
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"bprmf": "BPRMF", "lightgcn": "LightGCN", "lightgcn-cikg": "LightGCN-CIKG", "kgat": "KGAT",
-          "cikgrec": "CIKGRec"}
+          "cikgrec": "CIKGRec", "simgcl": "SimGCL"}
 ABLATIONS = {"CIKGRec w/o UIR": ["model.use_uir=false"], "CIKGRec w/o CL": ["model.use_cl=false"],
              "CIKGRec w/o interests": ["model.use_interests=false"], "CIKGRec w/o KG": ["model.use_kg=false"],
              "CIKGRec (view-1 = collaborative)": ["model.cl_anchor=collaborative"]}

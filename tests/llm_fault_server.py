@@ -40,12 +40,15 @@ class FaultServer:
         latency: seconds every chat answer waits (for benchmarks).
         hang_s: how long ``hang`` sleeps.
         batch_polls: how many ``GET /v1/batches/{id}`` calls a batch takes to complete.
+        files_api: ``False``: no Files and Batch API; their routes answer 404 as llama.cpp's server does.
     """
 
-    def __init__(self, latency: float = 0.0, hang_s: float = 2.0, batch_polls: int = 2):
+    def __init__(self, latency: float = 0.0, hang_s: float = 2.0, batch_polls: int = 2, files_api: bool = True):
         self.latency = latency
         self.hang_s = hang_s
         self.batch_polls = batch_polls
+        self.files_api = files_api
+        self.not_found: List[str] = []  # "METHOD /path" of every request answered 404 for want of a route
         self.plan: Dict[str, List[str]] = {}
         self.requests: List[Dict[str, Any]] = []
         self.files: Dict[str, Dict[str, Any]] = {}
@@ -153,9 +156,19 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     # ------------------------------------------------------------------ routes
+    def _without_files_api(self, method: str, path: str) -> bool:
+        """Answer 404 (the body FastAPI gives, as llama-cpp-python's server) when the Files API is off."""
+        if self.owner.files_api or not path.startswith(("/v1/files", "/v1/batches")):
+            return False
+        self.owner.not_found.append(f"{method} {path}")
+        self._json(404, {"detail": "Not Found"})
+        return True
+
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
         owner = self.owner
+        if self._without_files_api("GET", path):
+            return
         if path == "/v1/models":
             self._json(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
         elif path.startswith("/v1/files/") and path.endswith("/content"):
@@ -179,6 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
         raw = self._body()
+        if self._without_files_api("POST", path):
+            return
         if path == "/v1/chat/completions":
             self._chat(json.loads(raw or b"{}"))
         elif path == "/v1/files":

@@ -120,7 +120,7 @@ def test_round_trip_write_load(fixture, request, tmp_path):
 
 def test_pandas_round_trip(bookcrossing):
     frames = to_pandas(bookcrossing)
-    assert set(frames) == {"interactions", "items", "users", "kg", "user_interest", "interests"}
+    assert set(frames) == {"interactions", "items", "users", "kg", "entities", "user_interest", "interests"}
     again = from_pandas(**frames, name="bc")
     for split in ("train", "valid", "test"):
         assert torch.equal(again.split(split), bookcrossing.split(split))
@@ -131,6 +131,7 @@ def test_pandas_round_trip(bookcrossing):
     assert torch.equal(again.kg[:2], bookcrossing.kg[:2])
     tail_names = lambda d: [d.entity_ids[t] for t in d.kg[2].tolist()]  # noqa: E731
     assert tail_names(again) == tail_names(bookcrossing)
+    assert again.entity_text == bookcrossing.entity_text
 
 
 def test_from_pandas_without_split_carves_test_and_valid():

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cikg.errors import CikgError
 from cikg.viz import (
+    loss_terms,
     plot_degrees,
     plot_groups,
     plot_interest_map,
@@ -20,6 +22,8 @@ from cikg.viz import (
     plot_valid_metrics,
     read_history,
 )
+from cikg.viz.groups import group_label
+from cikg.viz.interests import place_labels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -53,7 +57,7 @@ def tiny_runs(tmp_path_factory):
                         max_batches=4, progress=False)
     runs = {}
     for name, model in {"LightGCN": LightGCNConfig(dim=16, layers=2),
-                        "CIKGRec": CIKGRecConfig(dim=16, layers=2, total_epoch=3, use_transe=False)}.items():
+                        "CIKGRec": CIKGRecConfig(dim=16, layers=2, total_epoch=6, use_transe=False)}.items():
         fit = Trainer(RunConfig(model=model, train=train, name=name), root / name, dataset=dataset,
                       views=views).fit(resume=False)
         runs[name] = (root / name, read_history(root / name), fit.groups)
@@ -61,12 +65,54 @@ def tiny_runs(tmp_path_factory):
     plt.close("all")
 
 
-def test_loss_terms(tiny_runs, tmp_path):
+def test_loss_terms_draws_every_logged_term_even_one_that_is_zero(tiny_runs, tmp_path):
     _, history, _ = tiny_runs["CIKGRec"]
-    assert {"bpr", "uir", "cl_user", "cl_item"} <= set(history.columns) and len(history) == 3
-    fig = plot_loss_terms(history, tmp_path / "loss.png", title="CIKGRec")
-    assert len(fig.axes[0].get_lines()) >= 3  # bpr, cl_*, l2... (uir is 0 in the first epochs: not drawn)
+    assert {"bpr", "uir", "cl_user", "cl_item", "l2", "loss"} <= set(history.columns) and len(history) == 3
+    # epoch 1 masks int(0.079 * 12 interests) == 0 interests (the schedule over total_epoch=6): UIR is exactly 0
+    assert history["uir"].iloc[0] == 0.0 and history["uir"].iloc[-1] > 0
+    fig = plot_loss_terms(history, tmp_path / "loss.png", title="CIKGRec", best_epoch=2)
+    lines = {line.get_label(): (ax, line) for ax in fig.axes for line in ax.get_lines()
+             if not line.get_label().startswith("selected")}
+    assert set(lines) == set(loss_terms(history)) == {"loss", "bpr", "l2", "uir", "cl_user", "cl_item"}
+    ax, uir = lines["uir"]
+    assert list(uir.get_xdata()) == [1, 2, 3]
+    assert list(uir.get_ydata()) == pytest.approx(history["uir"].tolist())
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] <= 0.0  # the zero is on the axis, not hidden
+    for ax in fig.axes:  # the selected epoch is marked on every panel
+        marks = [line for line in ax.get_lines() if line.get_label().startswith("selected")]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 2]
     assert_png(tmp_path / "loss.png")
+
+
+def _integer_ticks(fig) -> None:
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), (ax.get_title(), ticks)
+
+
+def test_epoch_axes_have_integer_ticks(tiny_runs):
+    _, history, _ = tiny_runs["CIKGRec"]  # 3 epochs: matplotlib's default locator would tick 1.0, 1.25, ...
+    _integer_ticks(plot_loss_terms(history))
+    _integer_ticks(plot_valid_metrics({"CIKGRec": history}))
+    _integer_ticks(plot_mask_schedule(history["mask_rate"].tolist()))
+    plt.close("all")
+
+
+def test_valid_metrics_star_the_selected_epochs(tiny_runs):
+    histories = {name: history for name, (_, history, _) in tiny_runs.items()}
+    fig = plot_valid_metrics(histories, metrics=("recall@20",), best_epochs={"CIKGRec": 2, "LightGCN": 3})
+    stars = [line for line in fig.axes[0].get_lines() if line.get_marker() == "*"]
+    assert sorted(float(s.get_xdata()[0]) for s in stars) == [2.0, 3.0]
+    star = next(s for s in stars if s.get_xdata()[0] == 2)
+    assert star.get_ydata()[0] == pytest.approx(histories["CIKGRec"].set_index("epoch").loc[2, "valid_recall@20"])
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["LightGCN (selected: epoch 3)", "CIKGRec (selected: epoch 2)"]
+    assert fig.axes[0].get_title() == "validation recall@20" and fig.axes[0].get_ylabel() == "recall@20"
+    with pytest.raises(CikgError, match="no run logged validation recall@99"):
+        plot_valid_metrics(histories, metrics=("recall@99",))
+    plt.close("all")
 
 
 def test_valid_metrics_of_two_runs(tiny_runs, tmp_path):
@@ -80,15 +126,48 @@ def test_mask_schedule(tiny_runs, tmp_path):
     _, history, _ = tiny_runs["CIKGRec"]
     rates = history["mask_rate"].tolist()
     assert all(0 <= r <= 1 for r in rates)
-    plot_mask_schedule(rates, tmp_path / "mask.png")
+    fig = plot_mask_schedule(rates, tmp_path / "mask.png", n_interests=12)
+    scheduled, masked = fig.axes[0].get_lines()
+    assert list(scheduled.get_ydata()) == pytest.approx(rates)
+    assert list(masked.get_ydata()) == pytest.approx([int(r * 12) / 12 for r in rates])
+    assert masked.get_ydata()[0] == 0.0  # epoch 1 masks no interest: why UIR is 0 there
     assert_png(tmp_path / "mask.png")
 
 
-def test_group_bars(tiny_runs, tmp_path):
+def test_group_bars_are_labelled_with_ranges_and_sizes(tiny_runs, tmp_path):
     groups = {name: frame for name, (_, _, frame) in tiny_runs.items()}
+    frame = groups["CIKGRec"]
     fig = plot_groups(groups, metric="recall@20", path=tmp_path / "groups.png")
-    assert len(fig.axes[0].patches) == 2 * len(groups["CIKGRec"])
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * len(frame)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(ticks) == len(frame)
+    for tick, row in zip(ticks, frame.itertuples()):
+        assert f"n={row.n_users:,}" in tick, tick
+        if row.n_users:
+            low, high = int(row.min_train), int(row.max_train)
+            assert (f"{low}–{high}" if low != high else f"{low}") in tick, tick
+    assert ticks[0].startswith("all\n") and any(t.startswith("≤5\n") for t in ticks)
+    assert "test recall@20" in ax.get_ylabel() and "train interactions" in ax.get_xlabel()
     assert_png(tmp_path / "groups.png")
+
+
+def test_group_label_format():
+    row = {"group": "train<=5", "n_users": 1234, "min_train": 1, "max_train": 5}
+    assert group_label(row) == "≤5\n1–5 · n=1,234"
+    assert group_label({"group": "Q2", "n_users": 7, "min_train": 12, "max_train": 12}) == "Q2\n12 · n=7"
+    assert group_label({"group": "train<=3", "n_users": 0, "min_train": None, "max_train": None}) == "≤3\nn=0"
+
+
+def test_group_bars_refuse_groups_of_different_users(tiny_runs):
+    frame = tiny_runs["CIKGRec"][2]
+    other = frame.copy()
+    other.loc[1, "n_users"] += 1
+    with pytest.raises(CikgError, match="differ"):
+        plot_groups({"a": frame, "b": other})
+    with pytest.raises(CikgError, match="no recall@99"):
+        plot_groups({"a": frame}, metric="recall@99")
+    plt.close("all")
 
 
 def test_degrees_of_a_real_cikg(dbbook, tmp_path):
@@ -100,21 +179,63 @@ def test_degrees_of_a_real_cikg(dbbook, tmp_path):
     assert_png(tmp_path / "degrees.png")
 
 
+def _text_boxes(fig):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for ax in fig.axes for t in ax.texts]
+
+
+def _assert_no_overlap(boxes) -> None:
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            assert not box_a.overlaps(box_b), f"labels {a!r} and {b!r} overlap"
+
+
 def test_interest_map_of_real_phrases(dbbook, tmp_path):
     from cikg.interests import ClusterConfig, Encoder, structure_interests
     from cikg.llm import KGProfileBackend, infer_interests
 
     inferred = infer_interests(dbbook, KGProfileBackend(dbbook), users=range(80))
     encoder = Encoder(tmp_path / "emb.sqlite", n_threads=1, show_progress=False)
-    clustering = structure_interests(inferred.frame, ClusterConfig(kappa=6, seed=0, n_threads=1,
+    clustering = structure_interests(inferred.frame, ClusterConfig(kappa=10, seed=0, n_threads=1,
                                                                    max_user_fraction=0.9),
                                      encoder=encoder).clustering
     kept = clustering.phrases[clustering.phrases["kept"]]
     vectors = encoder.encode(kept["phrase"].tolist())
     assert vectors.shape == (len(kept), 384)
-    plot_interest_map(vectors, kept["cluster"], labels=dict(enumerate(clustering.labels)),
-                      path=tmp_path / "map.png")
+    labels = dict(enumerate(clustering.labels))
+    fig = plot_interest_map(vectors, kept["cluster"], labels=labels, path=tmp_path / "map.png", max_clusters=8)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("PC1 (") and "variance" in ax.get_xlabel()
+    assert ax.get_ylabel().startswith("PC2 (") and "variance" in ax.get_ylabel()
+    sizes = kept["cluster"].value_counts()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    largest = sizes.index[:8]
+    for cluster in largest:  # the 8 largest clusters by name and size; the rest as one grey entry
+        assert f"{labels[cluster][:31]}" in "".join(legend) and f"({sizes[cluster]})" in "".join(legend)
+    assert legend[0] == f"{len(sizes) - 8} smaller clusters ({int(sizes.iloc[8:].sum())})"
+    boxes = _text_boxes(fig)
+    assert 4 <= len(boxes) <= 8 and {text for text, _ in boxes} <= {labels[c][:32] for c in largest} | {
+        labels[c][:31] + "…" for c in largest}
+    _assert_no_overlap(boxes)
+    frame = ax.get_window_extent()
+    assert all(frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+               for _, box in boxes)
     assert_png(tmp_path / "map.png")
+
+
+def test_place_labels_never_overlaps_crowded_labels():
+    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(rng.normal(size=200), rng.normal(size=200))
+    fig.tight_layout()
+    items = [(f"cluster label {k}", (0.05 * k, 0.0)) for k in range(40)]  # 40 labels piled on one spot
+    texts = place_labels(ax, items)
+    assert 10 <= len(texts) < 40  # many placed, the ones with no free room left out
+    _assert_no_overlap(_text_boxes(fig))
+    moved = [line for line in ax.get_lines()]  # a leader line for every label moved off its anchor
+    assert len(moved) == sum(t.get_position() != items[int(t.get_text().split()[-1])][1] for t in texts)
+    plt.close(fig)
 
 
 def test_plot_run_writes_every_png(tiny_runs):

@@ -52,6 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._lock import holding_lock
 from ..errors import ConfigError, GraphError
 from .base import Augmenter, NodeFeatures
 from .llmcf import history_text
@@ -772,6 +773,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=coco_command)
 
 
+@holding_lock(lambda args: args.out)
 def coco_command(args: Any) -> int:
     import sys
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .._io import atomic_path, write_json_atomic
+from .._lock import holding_lock
 from ..errors import ConfigError
 from ..llm.base import NOT_AN_LLM, Backend, Completion, RunSummary
 from ..llm.prompts import PromptTemplate, Request, titles_of
@@ -348,6 +349,7 @@ def config_fields(args: Any) -> Dict[str, Any]:
             "history_len": args.history_len}
 
 
+@holding_lock(lambda args: args.out)
 def run_command(args: Any, make: Any) -> int:
     """Load the dataset, build backend and encoder from ``args``, fit ``make(dataset, backend, encoder)``, report."""
     import sys

@@ -61,6 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import atomic_path, torch_save_atomic
+from .._lock import holding_lock
 from ..errors import ConfigError, DatasetError, GraphError
 from ..llm.base import NOT_AN_LLM, Backend, Completion, RunSummary
 from ..llm.cache import OK
@@ -952,6 +953,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=llmcf_command)
 
 
+@holding_lock(lambda args: args.out)
 def llmcf_command(args: Any) -> int:
     import sys
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path, write_json_atomic
-from ..errors import DatasetError
+from ..errors import DatasetError, describe_os_error
 from .dataset import Dataset, numpy_pairs
 from .split import carve_validation
 
@@ -54,6 +54,13 @@ def data_dir(override: Optional[PathLike] = None) -> Path:
 def resolve_dataset_path(path_or_name: PathLike, root: Optional[PathLike] = None) -> Path:
     """A directory path as given, or a bare name looked up under :func:`data_dir`."""
     path = Path(path_or_name)
+    try:
+        return _resolve_dataset_path(path, root)
+    except OSError as err:  # a name longer than the OS allows, a folder we may not search, ...
+        raise DatasetError(f"cannot open as a dataset: {describe_os_error(err)}", path) from None
+
+
+def _resolve_dataset_path(path: Path, root: Optional[PathLike]) -> Path:
     if path.is_dir():
         return path
     if path.exists():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
+from .._lock import holding_lock
 from ..errors import ConfigError, DatasetError
 from .cluster import ClusterConfig, ClusterMethod
 from .embed import EmbeddingKind, Encoder
@@ -133,6 +135,7 @@ def _load_reference(reference: str, override: Optional[str]) -> Any:
         ) from None
 
 
+@holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)  # a missing DIR is reported below
 def cluster_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests cluster``; prints a summary, returns 0."""
     directory: Path = args.dir

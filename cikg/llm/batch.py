@@ -8,12 +8,13 @@ until the batch ends, downloads the output and error files and fills the same ca
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import ConfigError, LLMError
 from .base import Completion, RunSummary
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 ENDPOINT = "/v1/chat/completions"
+OPENAI_URL = "https://api.openai.com/v1"
+INSTEAD = "--backend openai (one request per prompt, same cache), e.g. for `cikg llm serve` (llama.cpp)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class BatchConfig:
             raise ConfigError(f"poll_interval must be >= 0, got {self.poll_interval}", key="batch.poll_interval")
         if self.max_requests < 1:
             raise ConfigError(f"max_requests must be >= 1, got {self.max_requests}", key="batch.max_requests")
+
+
+def _error_detail(err: Any) -> str:
+    """The message of an error answer (OpenAI's ``error.message``, FastAPI's ``detail``), on one short line."""
+    body = err.body  # the openai client passes the "error" object when there is one
+    text = (body.get("message") or body.get("detail") or json.dumps(body)) if isinstance(body, dict) else body
+    return " ".join(str(text or err.message).split())[:160]
 
 
 def batch_line(config: LLMConfig, key: str, request: Request) -> str:
@@ -128,11 +138,13 @@ class BatchBackend:
     def submit(self, items: Sequence[tuple]) -> str:
         """Upload ``[(key, request)]`` as one batch; store and return its id."""
         payload = "".join(batch_line(self.config, key, request) + "\n" for key, request in items).encode("utf-8")
-        upload = self.client.files.create(file=("cikg_batch.jsonl", io.BytesIO(payload), "application/jsonl"),
-                                          purpose="batch")
-        batch = self.client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
-                                           completion_window=self.batch.completion_window,
-                                           metadata={"source": "cikg"})
+        with self._server_errors("POST /files", lacking="Files API"):
+            upload = self.client.files.create(file=("cikg_batch.jsonl", io.BytesIO(payload), "application/jsonl"),
+                                              purpose="batch")
+        with self._server_errors("POST /batches", lacking="Batch API"):
+            batch = self.client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+                                               completion_window=self.batch.completion_window,
+                                               metadata={"source": "cikg"})
         self.cache.add_batch(batch.id, upload.id, [k for k, _ in items], batch.status)
         log.info("submitted batch %s with %d request(s) (input file %s)", batch.id, len(items), upload.id)
         return batch.id
@@ -142,7 +154,7 @@ class BatchBackend:
         from tqdm.auto import tqdm
 
         started = time.monotonic()
-        batch = self.client.batches.retrieve(batch_id)
+        batch = self._retrieve(batch_id)
         bar = tqdm(desc=f"batch {batch_id}", unit="req", disable=not self.config.progress)
         try:
             while batch.status not in TERMINAL:
@@ -156,10 +168,40 @@ class BatchBackend:
                     raise LLMError(f"batch {batch_id} is still {batch.status} after {self.batch.wait_timeout:g} s; "
                                    f"its id is stored in {self.cache.path}: re-run the same command to resume")
                 time.sleep(self.batch.poll_interval)
-                batch = self.client.batches.retrieve(batch_id)
+                batch = self._retrieve(batch_id)
         finally:
             bar.close()
         return batch
+
+    def _retrieve(self, batch_id: str) -> Any:
+        with self._server_errors(f"GET /batches/{batch_id}", batch_id=batch_id):
+            return self.client.batches.retrieve(batch_id)
+
+    @contextlib.contextmanager
+    def _server_errors(self, call: str, lacking: Optional[str] = None,
+                       batch_id: Optional[str] = None) -> Iterator[None]:
+        """The openai client's connection and HTTP errors of ``call`` as one-line :class:`LLMError` exceptions.
+
+        ``lacking``: the API that a 404 or 405 to ``call`` means the server does not have.
+        ``batch_id``: the stored batch the call was about (a re-run resumes it).
+        """
+        import openai
+
+        url = self.config.base_url or OPENAI_URL
+        resume = f"; batch {batch_id} is stored in {self.cache.path}: re-run to resume it" if batch_id else ""
+        try:
+            yield
+        except openai.APIConnectionError as err:  # refused, reset, unknown host, time-out
+            reason = str(err.__cause__ or err).strip() or type(err).__name__
+            raise LLMError(f"cannot reach the LLM server at {url} ({call}: {reason[:120]}); start it or fix "
+                           f"--base-url; a server without the Batch API needs {INSTEAD}{resume}") from None
+        except openai.APIStatusError as err:
+            status = err.status_code
+            if lacking and status in (404, 405):
+                raise LLMError(f"the LLM server at {url} has no {lacking} ({call} answered {status}), which "
+                               f"--backend openai-batch needs; use {INSTEAD}") from None
+            raise LLMError(f"the LLM server at {url} answered {status} to {call} ({_error_detail(err)})"
+                           f"{resume}") from None
 
     def wait_and_collect(self, batch_id: str, keys: Sequence[str], by_key: Dict[str, Request]) -> None:
         batch = self.wait(batch_id)
@@ -179,7 +221,8 @@ class BatchBackend:
                  len(set(keys) - seen))
 
     def _collect_file(self, file_id: str, by_key: Dict[str, Request]) -> set:
-        text = self.client.files.content(file_id).read().decode("utf-8", errors="replace")
+        with self._server_errors(f"GET /files/{file_id}/content"):
+            text = self.client.files.content(file_id).read().decode("utf-8", errors="replace")
         seen = set()
         for line_no, line in enumerate(text.splitlines(), 1):
             if not line.strip():

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._lock import holding_lock
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,13 @@ def register_llm(subparsers: Any) -> None:
     sub.required = True
     serve = sub.add_parser(
         "serve", help="serve SmolLM2-135M-Instruct through llama.cpp's OpenAI-compatible server",
-        epilog="examples:\n  cikg llm serve --port 8080\n  # then: --base-url http://127.0.0.1:8080/v1 --model smollm2",
+        description="Serve SmolLM2-135M-Instruct through llama.cpp's OpenAI-compatible server until SIGINT,\n"
+                    "SIGTERM or SIGHUP, which stop and reap the llama.cpp process at any moment. A port already\n"
+                    "in use is refused (exit 2, naming who answers there).",
+        epilog="examples:\n  cikg llm serve --port 8080\n"
+               "  # then: --base-url http://127.0.0.1:8080/v1 --model smollm2\n"
+               "exit status: 0 stopped by a signal after it was ready; 128+N stopped by signal N before (130: "
+               "Ctrl-C);\n  1 the llama.cpp process died by itself; 2 port in use, or the server failed to start",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -81,6 +88,9 @@ def register_llm(subparsers: Any) -> None:
     serve.add_argument("--alias", default="smollm2", help="model name clients use (default: smollm2)")
     serve.add_argument("--n-ctx", type=int, default=2048, help="context length (default: 2048)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+    serve.add_argument("--log", type=Path, default=None, metavar="FILE",
+                       help="append the server's output to FILE (default: a new cikg_llama_<port>_*.log in the "
+                            "temporary directory per start)")
     serve.set_defaults(func=serve_command)
     export = sub.add_parser("export-replay", help="write the ok answers of a cache as a replay JSONL file",
                             epilog="examples:\n  cikg llm export-replay runs/bx/llm_cache.sqlite -o bx_replay.jsonl",
@@ -120,6 +130,7 @@ def build_backend(args: argparse.Namespace, dataset: Any) -> Any:
     return OpenAIBackend(config, cache)
 
 
+@holding_lock(lambda args: args.out)
 def infer_command(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from .pipeline import infer_interests
@@ -161,7 +172,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from .serve import ServeConfig, serve_forever
 
     return serve_forever(ServeConfig(model_path=args.model_path, alias=args.alias, host=args.host, port=args.port,
-                                     n_ctx=args.n_ctx, n_threads=args.threads))
+                                     n_ctx=args.n_ctx, n_threads=args.threads), log_path=args.log)
 
 
 def export_command(args: argparse.Namespace) -> int:

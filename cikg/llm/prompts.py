@@ -150,6 +150,10 @@ def build_requests(dataset: Any, template: PromptTemplate = CIKGREC_INTERESTS,
         requests.append(Request.from_messages(user, dataset.user_ids[user], messages, template, len(titles)))
     if skipped:
         shown = ", ".join(str(dataset.user_ids[u]) for u in skipped[:10])
+        hint = ("" if any(t is not None and str(t).strip() for t in dataset.item_text) else
+                "; the dataset has no item text at all: give titles when converting, e.g. `cikg data convert "
+                "ratings.csv ... --items items.csv --item-id-col movieId --title-col title -o DIR` (docs/data.md)")
         log.warning("%d user(s) have no titled item among their last %d train items and get no request "
-                    "(original ids: %s%s)", len(skipped), history_len, shown, "..." if len(skipped) > 10 else "")
+                    "(original ids: %s%s)%s", len(skipped), history_len, shown, "..." if len(skipped) > 10 else "",
+                    hint)
     return requests, skipped

@@ -1,8 +1,9 @@
-"""Recommenders over the CIKG: BPR-MF, LightGCN (any view), CIKGRec, and the propagation they share.
+"""Recommenders over the CIKG: BPR-MF, LightGCN (any view), SimGCL / SGL, CIKGRec, and the propagation they share.
 
 Every model follows :class:`~cikg.models.base.Recommender`; every config dataclass validates itself and
 builds its model with ``config.build(views, dataset)``. :data:`MODEL_CONFIGS` maps the model names used in
-YAML files to their config classes.
+YAML files to their config classes; models of your own join it through :func:`register_model`, ``cikg train
+--import MODULE`` or a ``cikg.models`` entry point (:mod:`cikg.models.registry`).
 """
 import importlib.util
 from typing import Dict
@@ -20,19 +21,23 @@ from .propagation import (
     simgcl_noise,
     spmm,
 )
+from .registry import import_model_modules, load_entry_point_models, register_model
+from .simgcl import SimGCL, SimGCLConfig
 
 MODEL_CONFIGS: Dict[str, type] = {
     "bprmf": BPRMFConfig,
     "lightgcn": LightGCNConfig,
     "lightgcn-cikg": LightGCNCIKGConfig,
     "cikgrec": CIKGRecConfig,
+    "simgcl": SimGCLConfig,
 }
 
 __all__ = [
     "AdjacencyStore", "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
     "EdgeDropout", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
-    "MODEL_CONFIGS", "Recommender", "SymmetricSpMM", "bpr_loss", "drop_edges", "info_nce", "l2_reg",
-    "mask_rate_schedule", "sce_loss", "simgcl_noise", "spmm",
+    "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SymmetricSpMM", "bpr_loss", "drop_edges",
+    "import_model_modules", "info_nce", "l2_reg", "load_entry_point_models", "mask_rate_schedule", "register_model",
+    "sce_loss", "simgcl_noise", "spmm",
 ]
 
 if importlib.util.find_spec(f"{__name__}.kgat") is not None:  # KGAT lives in its own module (another owner)

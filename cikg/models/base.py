@@ -83,6 +83,14 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
+    def node_embeddings(self) -> Dict[str, Tensor]:
+        """Final embeddings per node type, rows indexed by that type's dense ids: ``"user"`` and ``"item"``
+        always (those of :meth:`embed`), ``"entity"`` (non-item KG entities) and ``"interest"`` where the model
+        propagates over them (so they are trained, not isolated rows)."""
+        user_emb, item_emb = self.embed()
+        return {"user": user_emb, "item": item_emb}
+
+    @torch.no_grad()
     def score(self, users: Tensor, embeddings: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         """Scores ``[len(users), n_items]``; pass ``embeddings`` from :meth:`embed` to score many blocks."""
         user_emb, item_emb = self.embed() if embeddings is None else embeddings

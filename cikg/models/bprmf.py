@@ -21,8 +21,13 @@ from .fusion import FusionConfig, build_fusion
 
 @dataclass
 class BPRMFConfig:
-    """Settings of :class:`BPRMF`: embedding size ``dim``, L2 weight ``l2`` (:math:`\\lambda`) and the node-feature
-    fusion ``features`` (:class:`~cikg.models.fusion.FusionConfig`)."""
+    """Settings of :class:`BPRMF`.
+
+    Attributes:
+        dim: embedding size.
+        l2: weight :math:`\\lambda` of the L2 on the batch's embeddings.
+        features: how node features are fused into the embeddings (:class:`~cikg.models.fusion.FusionConfig`).
+    """
 
     dim: int = 64
     l2: float = 1e-4

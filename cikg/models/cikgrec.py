@@ -71,19 +71,43 @@ INTERACT, INTERACTED = 0, 1  # the two TransE relations added for user-item inte
 class CIKGRecConfig:
     """Every setting of :class:`CIKGRec`; defaults are the authors' dbbook2014 values.
 
-    Encoder: ``dim``, ``layers``, ``l2`` (L2 weight on the batch's ego embeddings), ``cf_weight`` (BPR
-    weight), ``self_loops``, ``edge_dropout`` (per epoch), ``message_dropout``.
-    Parts (ablations): ``use_uir``, ``use_cl``, ``use_interests`` (interest nodes in the graphs),
-    ``use_kg`` (KG entities in the graphs), ``use_transe``. A part whose data the dataset lacks (no KG, no
-    interests) is off whatever its switch says (logged).
-    UIR: ``uir_weight``, ``encoder_layers``, ``decoder_layers``, ``replace_rate``, ``uir_edge_drop``,
-    ``sce_alpha``, ``min_mask_rate``, ``max_mask_rate``, ``total_epoch``, ``increase_type`` (``exp`` |
-    ``linear``).
-    CL: ``cl_anchor`` (``collaborative`` = paper, ``full`` = released code), ``gcl_weight``, ``gcl_temp``,
-    ``eps`` (SimGCL noise magnitude), ``cl_max_logits`` (above ``batch x candidates`` logits the InfoNCE runs
-    over candidate blocks: same loss, bounded memory).
-    TransE: ``transe_lr``, ``transe_l2`` (L2 weight inside its loss), ``transe_batch_size``,
-    ``transe_batches`` (per epoch; ``None`` = triples // batch size).
+    A part whose data the dataset lacks (no KG, no interests) is off whatever its switch says (logged).
+
+    Attributes:
+        dim: embedding size.
+        layers: LightGCN propagation layers of the encoder.
+        l2: weight of the L2 on the batch's ego embeddings.
+        cf_weight: weight of the BPR loss.
+        self_loops: add self-loops to the adjacencies before normalising.
+        edge_dropout: share of edges dropped, resampled once per epoch.
+        message_dropout: dropout on the ego embeddings before propagation.
+        use_uir: train the user-interest reconstruction (UIR) masked autoencoder (ablation switch).
+        use_cl: train the cross-domain contrastive loss (ablation switch).
+        use_interests: put interest nodes into the graphs (ablation switch).
+        use_kg: put KG entities into the graphs (ablation switch).
+        use_transe: train TransE on the KG triples in an alternating step (ablation switch).
+        uir_weight: weight of the UIR loss.
+        encoder_layers: graph layers of the UIR encoder.
+        decoder_layers: graph layers of the UIR decoder.
+        replace_rate: share of the masked interest rows that take another interest's embedding instead of the
+            mask token.
+        uir_edge_drop: share of edges dropped from the UIR encoder's graph, resampled once per epoch.
+        sce_alpha: exponent of the scaled cosine error of the reconstruction.
+        min_mask_rate: UIR mask rate at the first epoch.
+        max_mask_rate: UIR mask rate reached at ``total_epoch``.
+        total_epoch: epoch at which the mask-rate schedule reaches ``max_mask_rate``.
+        increase_type: shape of the mask-rate schedule, ``exp`` or ``linear``.
+        cl_anchor: graph of contrastive view 1: ``collaborative`` (the paper) or ``full`` (the released code).
+        gcl_weight: weight of the contrastive (InfoNCE) loss.
+        gcl_temp: temperature of the InfoNCE.
+        eps: magnitude of the SimGCL noise of the contrastive views.
+        cl_max_logits: above ``batch x candidates`` logits the InfoNCE runs over candidate blocks (same loss,
+            bounded memory).
+        transe_lr: learning rate of the TransE step.
+        transe_l2: L2 weight inside the TransE loss.
+        transe_batch_size: triples per TransE batch.
+        transe_batches: TransE batches per epoch (``null`` = triples // batch size).
+        features: how node features are fused into the embeddings (:class:`~cikg.models.fusion.FusionConfig`).
     """
 
     dim: int = 64
@@ -438,6 +462,16 @@ class CIKGRec(Recommender):
     def embed(self) -> Tuple[Tensor, Tensor]:
         out = self.propagate()
         return out[: self.n_users], out[self.item_offset: self.item_offset + self.n_items]
+
+    @torch.no_grad()
+    def node_embeddings(self) -> Dict[str, Tensor]:
+        out = self.propagate()
+        nodes = {"user": out[: self.n_users], "item": out[self.item_offset: self.item_offset + self.n_items]}
+        if self.has_kg and self.views.counts["entity"] > 0:
+            nodes["entity"] = out[self.views.node_slice("entity")]
+        if self.has_interests:
+            nodes["interest"] = out[self.interest_slice]
+        return nodes
 
     # ------------------------------------------------------------------ objectives
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:

@@ -388,6 +388,14 @@ class KGAT(Recommender):
         final = self.propagate()
         return final[: self.n_users], final[self.n_users: self.n_users + self.n_items]
 
+    @torch.no_grad()
+    def node_embeddings(self) -> Dict[str, Tensor]:
+        final = self.propagate()
+        nodes = {"user": final[: self.n_users], "item": final[self.n_users: self.n_users + self.n_items]}
+        if self.n_entities > self.n_items:  # the KG is part of the CKG
+            nodes["entity"] = final[self.n_users + self.n_items:]
+        return nodes
+
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
         user_emb, item_emb = self.embed()
         users, pos, neg = user_emb[batch.users], item_emb[batch.pos], item_emb[batch.neg]

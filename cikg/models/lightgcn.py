@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..data import Dataset
 from ..errors import ConfigError
-from ..graph import GraphViews, View
+from ..graph import VIEW_PARTS, GraphViews, View
 from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
@@ -98,6 +98,10 @@ class LightGCN(Recommender):
         if self.n_users < 1 or self.n_items < 1:
             raise ConfigError(f"the graph has {self.n_users} users and {self.n_items} items", "view")
         self.item_offset = views.offsets["item"]
+        self.node_slices = {t: views.node_slice(t) for t in ("user", "item")}  # the types the view trains
+        for node_type, edges in (("entity", "kg"), ("interest", "interest")):
+            if edges in VIEW_PARTS[self.view] and edges in views.edges and views.counts[node_type] > 0:
+                self.node_slices[node_type] = views.node_slice(node_type)
         self.adjacency = AdjacencyStore(views, self.config.self_loops)
         self.embedding = nn.Embedding(views.n_nodes, self.config.dim)
         self.propagation = LGPropagation(self.config.layers, message_dropout=self.config.message_dropout)
@@ -146,6 +150,11 @@ class LightGCN(Recommender):
     def embed(self) -> Tuple[Tensor, Tensor]:
         out = self.propagate()
         return out[: self.n_users], out[self.item_offset: self.item_offset + self.n_items]
+
+    @torch.no_grad()
+    def node_embeddings(self) -> Dict[str, Tensor]:
+        out = self.propagate()
+        return {node_type: out[rows] for node_type, rows in self.node_slices.items()}
 
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
         ego = self.ego()

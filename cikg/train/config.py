@@ -22,11 +22,21 @@ from ..errors import ConfigError
 class DataConfig:
     """Which dataset, and how it is split and turned into a CIKG.
 
-    ``dataset`` is a name under ``$CIKG_DATA`` / ``../shared/data``, a directory, or ``synthetic``.
-    ``interests`` optionally points to a directory or ``user_interest_clustered.txt`` produced by
-    ``cikg interests cluster`` that replaces the dataset's own interests. ``features`` optionally points to
-    a node-features artifact (``features.pt`` or the directory holding it, written by ``cikg augment``)
-    attached to the CIKG as ``x`` of users/items; models consume it through ``model.features``.
+    Attributes:
+        dataset: a name under ``$CIKG_DATA`` / ``../shared/data``, a dataset directory, or ``synthetic``.
+        root: the directory bare dataset names resolve in (default ``$CIKG_DATA``, else ``../shared/data``).
+        valid_fraction: share of each user's train items carved out as the validation split (seeded) when the
+            dataset has no ``valid.txt``.
+        split_seed: seed of that validation carve.
+        interests: a directory or ``user_interest_clustered.txt`` from ``cikg interests cluster`` that replaces
+            the dataset's own interests.
+        features: a node-features artifact (``features.pt`` or its directory, from ``cikg augment``) attached
+            to the CIKG as ``x`` of users/items; models consume it through ``model.features``.
+        include_kg: put the item KG (entities and relations) into the CIKG.
+        include_interests: put the interest nodes and user-interest edges into the CIKG.
+        synthetic_users: users of the ``synthetic`` dataset.
+        synthetic_items: items of the ``synthetic`` dataset (at least 12).
+        synthetic_seed: seed of the ``synthetic`` generator.
     """
 
     dataset: str = "synthetic"
@@ -52,7 +62,25 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, early stopping and evaluation settings (framework-owned, the same for every model)."""
+    """Optimisation, early stopping and evaluation settings (framework-owned, the same for every model).
+
+    Attributes:
+        epochs: the most epochs to train.
+        batch_size: BPR triples per batch.
+        lr: learning rate of the Adam optimiser.
+        weight_decay: Adam's weight decay on every parameter (models have their own batch L2 as ``model.l2``).
+        patience: stop after this many validation evaluations without a better selection score (0 = never).
+        eval_every: validate every this many epochs (and after the last).
+        select: the validation metrics whose sum picks the best epoch (each ``metric@K`` with ``K`` in ``ks``).
+        ks: the cut-offs ``K`` of every reported metric (recall, ndcg, precision, hit).
+        eval_block_size: users scored per block in full-ranking evaluation (memory vs speed).
+        sparse_groups: train-interaction thresholds of the sparse user groups in ``groups.csv``.
+        seed: seed of the model's initialisation and of every epoch's sampling, dropout and noise.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        threads: torch intra-op threads (default: torch's choice).
+        max_batches: cap the batches per epoch (quick runs and smoke tests; default all).
+        progress: per-batch progress bars on a terminal.
+    """
 
     epochs: int = 300
     batch_size: int = 1024
@@ -142,7 +170,8 @@ def model_name(model_config: Any) -> str:
     for name, cls in MODEL_CONFIGS.items():
         if type(model_config) is cls:
             return name
-    raise ConfigError(f"{type(model_config).__name__} is not a registered model config", "model")
+    raise ConfigError(f"{type(model_config).__name__} is not a registered model config (register it with "
+                      "cikg.models.register_model)", "model")
 
 
 def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
@@ -157,8 +186,13 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"expected a mapping of model settings, got {data['model']!r}", "model")
     model_data = dict(data.get("model") or {})
     name = model_data.pop("name", "lightgcn")
+    if isinstance(name, str) and name not in MODEL_CONFIGS:  # a model of an installed plugin package
+        from ..models.registry import load_entry_point_models
+
+        load_entry_point_models()
     if not isinstance(name, str) or name not in MODEL_CONFIGS:
-        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)}", "model.name")
+        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)} (a model of your own: "
+                          "--import MODULE, or install its package's cikg.models entry point)", "model.name")
     return RunConfig(
         data=from_dict(DataConfig, data.get("data") or {}, prefix="data"),
         model=from_dict(MODEL_CONFIGS[name], model_data, prefix="model"),

@@ -158,10 +158,11 @@ class DistributedTrainer(Trainer):
     Args:
         config, run_dir, dataset, views: as for :class:`~cikg.train.Trainer`.
         env: this rank's place (default: read from torchrun's environment variables).
+        trackers: as for :class:`~cikg.train.Trainer` (called on rank 0 only).
     """
 
     def __init__(self, config: RunConfig, run_dir: Union[str, Path], env: Optional[DistributedEnv] = None,
-                 dataset: Optional[Dataset] = None, views: Optional[GraphViews] = None):
+                 dataset: Optional[Dataset] = None, views: Optional[GraphViews] = None, trackers=None):
         env = env or DistributedEnv.from_env()
         if env is None:
             raise ConfigError("not a multi-process launch (WORLD_SIZE unset or 1); use Trainer", "WORLD_SIZE")
@@ -172,7 +173,8 @@ class DistributedTrainer(Trainer):
         device = rank_device(config.train.device, env)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # "cuda" below resolves to this rank's GPU
-        super().__init__(config, run_dir, dataset=dataset, views=views, rank=env.rank, world_size=env.world_size)
+        super().__init__(config, run_dir, dataset=dataset, views=views, rank=env.rank, world_size=env.world_size,
+                         trackers=trackers)
         self.device = device
         self.ddp = nn.parallel.DistributedDataParallel(
             _LossModule(self.model, self.aux_tasks), device_ids=[device.index] if device.type == "cuda" else None,
@@ -261,7 +263,7 @@ class DistributedTrainer(Trainer):
 
 def train_distributed(config: RunConfig, run_dir: Union[str, Path], env: Optional[DistributedEnv] = None,
                       resume: bool = True, dataset: Optional[Dataset] = None,
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> FitResult:
+                      timeout_s: float = DEFAULT_TIMEOUT_S, trackers=None) -> FitResult:
     """Join the process group, train one rank with :class:`DistributedTrainer`, leave the group.
 
     The process group is destroyed at the end only if this call created it. Ranks other than 0 log
@@ -276,7 +278,7 @@ def train_distributed(config: RunConfig, run_dir: Union[str, Path], env: Optiona
         logging.getLogger("cikg").setLevel(logging.WARNING)
     trainer: Optional[DistributedTrainer] = None
     try:
-        trainer = DistributedTrainer(config, run_dir, env, dataset=dataset)
+        trainer = DistributedTrainer(config, run_dir, env, dataset=dataset, trackers=trackers)
         logger.info("%r", trainer)
         result = trainer.fit(resume=resume)
         dist.barrier()  # every rank is done with collectives before any tears down

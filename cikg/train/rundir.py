@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 
 from .._io import write_json_atomic
-from ..data import Dataset, load_dataset, load_interests, resolve_dataset_path, save_dataset
+from ..data import Dataset, load_dataset, resolve_dataset_path, save_dataset
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..graph import GraphViews
 from .config import DataConfig, RunConfig
@@ -44,8 +44,11 @@ DATASET_FILES = ("train.txt", "valid.txt", "test.txt", "kg_final.txt", "user_int
 PATH_KEYS = ("dataset", "root", "interests", "features")
 """The ``data`` settings that hold paths (made absolute in a run's ``config.yaml``)."""
 RUN_FILES = ("config.yaml", DATASET_RECORD, "checkpoint.pt", "best_model.pt", "metrics.jsonl", "metrics.json",
-             "groups.csv")
-"""What the trainer writes into a run directory (``fit(overwrite=True)`` removes these, and ``dataset/``)."""
+             "groups.csv", "mlflow.json", "loss_terms.png", "valid_metrics.png", "mask_rate.png", "groups.png")
+"""What the trainer, its trackers and ``cikg plot`` write into a run directory (``fit(overwrite=True)`` removes
+these, and the folders in :data:`RUN_FOLDERS`)."""
+RUN_FOLDERS = ("tensorboard",)
+"""Folders a run's default trackers write (their event files would mix two runs' curves)."""
 
 
 # ---------------------------------------------------------------------------------------------- hashes
@@ -335,4 +338,8 @@ def remove_run_files(run_dir: Path) -> List[str]:
     if saved_copy:
         shutil.rmtree(run_dir / SAVED_DATASET)
         removed.append(SAVED_DATASET)
+    for name in RUN_FOLDERS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+            removed.append(name)
     return removed

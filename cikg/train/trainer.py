@@ -22,12 +22,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from .._io import ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
+from .._lock import holding_lock
+from ..config import flatten as _flatten
 from ..data import Dataset, load_dataset, load_interests, synthetic
 from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
@@ -36,6 +38,7 @@ from ..models.base import Recommender
 from .config import DataConfig, RunConfig, TrainConfig, load_run_config, run_config_from_dict
 from .progress import epoch_bar, epoch_postfix
 from .sampling import BPRSampler
+from .tracking import Tracker, Trackers, default_trackers
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
@@ -103,16 +106,6 @@ class FitResult:
                 "test": self.test}
 
 
-def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 DISPLAY_KEYS = ("train.progress",)
 """Settings that change what is shown, not what is computed: a run resumes whatever they are."""
 
@@ -156,11 +149,13 @@ class Trainer:
             ``cikg evaluate RUN_DIR`` reopens it; ``views`` must be the graph ``config.data`` builds from it.
         progress: show a bar over the epochs with the loss and validation metrics (a widget in Jupyter, none in
             logs and pipes); ``None`` follows ``config.train.progress``.
+        trackers: callbacks called once per epoch (:mod:`cikg.train.tracking`); default TensorBoard event
+            files in ``run_dir/tensorboard``; ``[]`` for none.
     """
 
     def __init__(self, config: RunConfig, run_dir: Union[str, Path], dataset: Optional[Dataset] = None,
                  views: Optional[GraphViews] = None, rank: int = 0, world_size: int = 1,
-                 progress: Optional[bool] = None):
+                 trackers: Optional[Sequence[Tracker]] = None, progress: Optional[bool] = None):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = config.train.progress if progress is None else bool(progress)
@@ -190,6 +185,8 @@ class Trainer:
         self.best_score = float("-inf")
         self.best_epoch = 0
         self.bad_evals = 0
+        self.tracking = Trackers(default_trackers() if trackers is None else trackers)
+        self.epoch_schedule: Dict[str, float] = {}  # what on_epoch_start returned (trackers tag it schedule/)
 
     def __repr__(self) -> str:
         return (f"Trainer(model={type(self.model).__name__}, dataset={self.dataset.name!r}, "
@@ -215,7 +212,8 @@ class Trainer:
         seed = epoch_seed(self.config.train.seed, epoch)
         torch.manual_seed(epoch_seed(self.config.train.seed, epoch, self.rank))
         generator = torch.Generator().manual_seed(seed)
-        logged: Dict[str, float] = dict(self.model.on_epoch_start(epoch, generator))
+        self.epoch_schedule = dict(self.model.on_epoch_start(epoch, generator))
+        logged: Dict[str, float] = dict(self.epoch_schedule)
         sums: Dict[str, float] = defaultdict(float)
         n_batches = len(self.sampler)
         if self.config.train.max_batches:
@@ -335,6 +333,7 @@ class Trainer:
         logger.info("resumed %s from epoch %d (best epoch %d)", self.run_dir, self.epoch, self.best_epoch)
 
     # ------------------------------------------------------------------ the run
+    @holding_lock(lambda trainer: trainer.run_dir if trainer.is_main else None, "run directory")
     def fit(self, resume: bool = True, overwrite: bool = False) -> FitResult:
         """Train until ``epochs`` or early stopping, then evaluate the best epoch on test.
 
@@ -348,6 +347,7 @@ class Trainer:
         Raises:
             CheckpointError: the checkpoint was written by another config, or exists while ``resume`` and
                 ``overwrite`` are false; ``run_dir`` is left untouched (``config.yaml`` included).
+            DirectoryInUseError: another process trains in ``run_dir`` (rank 0 holds its lock meanwhile).
         """
         train = self.config.train
         ensure_dir(self.run_dir)
@@ -370,11 +370,16 @@ class Trainer:
         stopped = bool(train.patience) and self.bad_evals >= train.patience
         bar = epoch_bar(train.epochs, self.epoch, f"{self.config.model_name} on {self.dataset.name}",
                         self.progress and self.is_main)
+        if self.is_main:
+            self.tracking.start(self)
         try:
             self._epochs(bar, stopped)
         finally:
             bar.close()
-        return self.finish()
+        result = self.finish()
+        if self.is_main:
+            self.tracking.finish(self, result)
+        return result
 
     def _prepare_run_data(self):
         """Point ``config.data`` at the run's real data (see :mod:`cikg.train.rundir`); returns what to record."""
@@ -397,6 +402,7 @@ class Trainer:
             self.epoch = epoch
             self.history.append(record)
             if self.is_main:
+                self.tracking.log_epoch(self, record)  # before the checkpoint: a re-run epoch is purged, not lost
                 self.save_checkpoint()
                 self._write_history()
                 logger.info("epoch %d: %s", epoch, _format_record(record, train.select))
