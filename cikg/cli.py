@@ -321,7 +321,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dataset_name, ranks = Path(config.data.dataset).name, f", {env.world_size} ranks"
     else:
         trainer = Trainer(config, run_dir, trackers=trackers)
-        result = trainer.fit(resume=not args.no_resume)
+        result = trainer.fit(resume=not args.no_resume, overwrite=args.overwrite)
         dataset_name, ranks = trainer.dataset.name, ""
     _print_metrics(f"{config.model_name} on {dataset_name} (seed {config.train.seed}{ranks}, best epoch "
                    f"{result.best_epoch} of {result.epochs_run}, selected on valid)", result.valid, result.test)
@@ -391,6 +391,8 @@ def _register_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=5e-4")
     p.add_argument("--run-dir", help="run directory (default runs/<model>-<dataset>-seed<seed>)")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier run's files in the run directory and "
+                                                           "start afresh")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (same as train.device=...; under torchrun, cuda "
                                     "gives each rank the GPU LOCAL_RANK)")
     p.add_argument("--plots", action="store_true", help="write loss and metric plots as PNG into the run directory")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shlex
 import shutil
 import sys
@@ -248,13 +249,16 @@ def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, feature
 
 
 def recorded_argv(argv: List[str]) -> List[str]:
-    """The command line a table states: without ``--note`` (printed under the table) and without ``--steps``
-    (the same command with every step re-creates the table: finished features and runs are re-read)."""
+    """The command line a table states: without ``--note`` (printed under the table), ``--publish`` /
+    ``--replace`` (where it is written) and ``--steps`` (the same command with every step re-creates the table:
+    finished features and runs are re-read)."""
     out: List[str] = []
     i = 0
     while i < len(argv):
         if argv[i] == "--note":
             i += 2
+        elif argv[i] in ("--publish", "--replace"):
+            i += 1
         elif argv[i] == "--steps":
             i += 1
             while i < len(argv) and not argv[i].startswith("--"):
@@ -263,6 +267,17 @@ def recorded_argv(argv: List[str]) -> List[str]:
             out.append(argv[i])
             i += 1
     return out
+
+
+def other_overrides(page: Path, overrides: List[str]) -> Optional[str]:
+    """Why this report may not replace ``page``: its rows were trained with other ``--set`` overrides."""
+    if not page.is_file():
+        return None
+    found = re.search(r"Training overrides: `([^`]*)`", page.read_text())
+    recorded = found.group(1).split() if found else None
+    if recorded is not None and sorted(recorded) != sorted(overrides):
+        return f"its rows were trained with overrides {' '.join(recorded)!r}, these with {' '.join(overrides)!r}"
+    return None
 
 
 def main() -> int:
@@ -286,7 +301,11 @@ def main() -> int:
     parser.add_argument("--out", default="runs/augment")
     parser.add_argument("--call-counts", nargs="+", type=int, default=[10, 50, 200, 1000],
                         help="group counts of the REKI LLM-call table")
-    parser.add_argument("--output", help="results file (default experiments/<dataset>/augment.md)")
+    parser.add_argument("--output", help="results file (default <out>/<dataset>/augment.md; with --publish "
+                                         "experiments/<dataset>/augment.md)")
+    parser.add_argument("--publish", action="store_true", help="write the tracked table experiments/<dataset>/augment.md")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --publish: replace a table produced with other training overrides (deliberately)")
     parser.add_argument("--note", default="", help="a line added under the table (e.g. where the runs ran)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -343,7 +362,13 @@ def main() -> int:
                   "Prompts each extraction sends for this dataset (computed from the requests a run builds; "
                   "collective: one per user group plus one per item group).", "",
                   counts.to_markdown(index=False, floatfmt=".4f"), ""]
-        target = Path(args.output) if args.output else HERE / args.dataset / "augment.md"
+        target = Path(args.output) if args.output else (HERE if args.publish else out) / args.dataset / "augment.md"
+        refusal = other_overrides(target, args.set)
+        if refusal and not args.replace:
+            print(f"experiments/augment.py: error: {target}: {refusal}; the table was not written (leave --publish "
+                  "out, write to --output, or pass --replace)", file=sys.stderr)
+            return 2
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("\n".join(lines))
         print("\n".join(lines))
     return 0

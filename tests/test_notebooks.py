@@ -48,6 +48,10 @@ def _execute(path: Path, tmp_path: Path, monkeypatch, **env: str):
     errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
               if output.get("output_type") == "error"]
     assert not errors, errors
+    warnings = [output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                for output in cell.get("outputs", []) if output.get("name") == "stderr"
+                and "IProgress not found" in output.get("text", "")]
+    assert not warnings, f"{path.name}: tqdm has no ipywidgets in the kernel: {warnings[0][:200]}"
     return notebook
 
 
@@ -62,6 +66,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     notebook = _execute(path, tmp_path, monkeypatch)
     images = _figures(notebook)
     assert images >= 1, f"{path.name} drew no figure"
+    if path.stem == "03_train_and_compare":  # the trainer's epoch bar, a widget, with the metrics it shows
+        widgets = json.dumps(notebook.metadata.get("widgets", {}))
+        assert "recall@20=" in widgets and "best=" in widgets and "loss=" in widgets
     print(f"{path.name}: {time.perf_counter() - started:.1f}s, {images} figures, python {sys.version.split()[0]}")
 
 

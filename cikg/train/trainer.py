@@ -2,7 +2,8 @@
 
 A run directory holds::
 
-    config.yaml        the resolved configuration
+    config.yaml        the resolved configuration (data paths absolute: see cikg.train.rundir)
+    dataset.json       how to rebuild the dataset (source, file hashes, fingerprint); dataset/ if built in memory
     checkpoint.pt      the last completed epoch: model, optimisers, schedules, RNG states, history
     best_model.pt      model weights of the best validation epoch
     metrics.jsonl      one record per epoch: loss terms, validation metrics, schedules, seconds
@@ -35,6 +36,7 @@ from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
 from .config import DataConfig, RunConfig, TrainConfig, load_run_config, run_config_from_dict
+from .progress import epoch_bar, epoch_postfix
 from .sampling import BPRSampler
 from .tracking import Tracker, Trackers, default_trackers
 
@@ -104,17 +106,31 @@ class FitResult:
                 "test": self.test}
 
 
+DISPLAY_KEYS = ("train.progress",)
+"""Settings that change what is shown, not what is computed: a run resumes whatever they are."""
+
+
+def _canonical(flat: Dict[str, Any]) -> Dict[str, Any]:
+    """Data paths made absolute, as a run records them (a checkpoint of older cikg kept them relative)."""
+    from .rundir import canonical_data_path
+
+    return {k: canonical_data_path(k[len("data."):], v) if k.startswith("data.") else v for k, v in flat.items()}
+
+
 def config_differences(saved: Dict[str, Any], config: RunConfig) -> List[str]:
     """``"key: saved -> now"`` for every setting in which a checkpoint's config and ``config`` differ.
 
     A setting the saved config lacks (one added to cikg after the checkpoint was written) counts only when
     ``config`` does not leave it at its default, so upgrading cikg does not orphan a run that can resume.
+    Display settings (:data:`DISPLAY_KEYS`) never count; data paths are compared as absolute paths.
     """
-    now = _flatten(config.to_dict())
+    now = _canonical(_flatten(config.to_dict()))
     defaults = _flatten(RunConfig(data=DataConfig(), model=type(config.model)(), train=TrainConfig()).to_dict())
-    old = _flatten(saved)
+    old = _canonical(_flatten(saved))
     out = []
     for key in sorted(set(now) | set(old)):
+        if key in DISPLAY_KEYS:
+            continue
         if key not in old and key in defaults and now[key] == defaults[key]:
             continue
         if old.get(key, "<absent>") != now.get(key, "<absent>"):
@@ -128,16 +144,22 @@ class Trainer:
     Args:
         config: the run configuration.
         run_dir: where checkpoints, logs and metrics go (created).
-        dataset, views: pass them to reuse a loaded dataset / built graph (else built from ``config``).
+        dataset, views: pass them to reuse a loaded dataset / built graph (else built from ``config``). The run
+            records where ``dataset`` came from (or saves it into the run when it was built in memory), so
+            ``cikg evaluate RUN_DIR`` reopens it; ``views`` must be the graph ``config.data`` builds from it.
+        progress: show a bar over the epochs with the loss and validation metrics (a widget in Jupyter, none in
+            logs and pipes); ``None`` follows ``config.train.progress``.
         trackers: callbacks called once per epoch (:mod:`cikg.train.tracking`); default TensorBoard event
             files in ``run_dir/tensorboard``; ``[]`` for none.
     """
 
     def __init__(self, config: RunConfig, run_dir: Union[str, Path], dataset: Optional[Dataset] = None,
                  views: Optional[GraphViews] = None, rank: int = 0, world_size: int = 1,
-                 trackers: Optional[Sequence[Tracker]] = None):
+                 trackers: Optional[Sequence[Tracker]] = None, progress: Optional[bool] = None):
         self.config = config
         self.run_dir = Path(run_dir)
+        self.progress = config.train.progress if progress is None else bool(progress)
+        self._given = (dataset is not None, views is not None)
         self.rank, self.world_size = rank, world_size
         train = config.train
         if train.threads:
@@ -198,7 +220,7 @@ class Trainer:
             n_batches = min(n_batches, self.config.train.max_batches)
         # disable=None: bars on a terminal, none in logs and pipes
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, mininterval=0.5,
-                   disable=None if self.config.train.progress and self.is_main else True)
+                   disable=None if self.progress and self.is_main else True)
         for step, raw in enumerate(self.sampler.epoch(generator)):
             if step >= n_batches:
                 break
@@ -312,22 +334,63 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     @holding_lock(lambda trainer: trainer.run_dir if trainer.is_main else None, "run directory")
-    def fit(self, resume: bool = True) -> FitResult:
+    def fit(self, resume: bool = True, overwrite: bool = False) -> FitResult:
         """Train until ``epochs`` or early stopping, then evaluate the best epoch on test.
 
-        Rank 0 holds the run directory's lock meanwhile: :class:`~cikg.errors.DirectoryInUseError` when another
-        process trains there."""
+        Args:
+            resume: continue from the run directory's checkpoint (a finished run is not retrained: its result
+                is evaluated and returned, so re-running a notebook cell is cheap); ``False`` refuses a run
+                directory that holds a checkpoint.
+            overwrite: delete what an earlier run wrote into ``run_dir`` and start afresh (e.g. a notebook cell
+                re-run after its config changed).
+
+        Raises:
+            CheckpointError: the checkpoint was written by another config, or exists while ``resume`` and
+                ``overwrite`` are false; ``run_dir`` is left untouched (``config.yaml`` included).
+            DirectoryInUseError: another process trains in ``run_dir`` (rank 0 holds its lock meanwhile).
+        """
         train = self.config.train
         ensure_dir(self.run_dir)
-        if self.is_main:
-            write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+        if overwrite and self.is_main:
+            from .rundir import remove_run_files
+
+            removed = remove_run_files(self.run_dir)
+            if removed:
+                logger.info("overwrite: removed %s from %s", ", ".join(removed), self.run_dir)
+        run_data = self._prepare_run_data() if self.is_main else None
         if resume:
             self.load_checkpoint()
         elif self.checkpoint_path.exists():
-            raise CheckpointError(f"{self.run_dir} already holds a checkpoint; resume or choose another run dir")
+            raise CheckpointError(f"{self.run_dir} already holds a checkpoint: fit(resume=True) continues it (a "
+                                  "finished run returns its result), fit(overwrite=True) starts afresh (cikg train "
+                                  "--overwrite), or choose another run dir")
+        if run_data is not None:  # only now: a refused resume leaves the run directory as it was
+            write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+            run_data.write(self.run_dir)
         stopped = bool(train.patience) and self.bad_evals >= train.patience
+        bar = epoch_bar(train.epochs, self.epoch, f"{self.config.model_name} on {self.dataset.name}",
+                        self.progress and self.is_main)
         if self.is_main:
             self.tracking.start(self)
+        try:
+            self._epochs(bar, stopped)
+        finally:
+            bar.close()
+        result = self.finish()
+        if self.is_main:
+            self.tracking.finish(self, result)
+        return result
+
+    def _prepare_run_data(self):
+        """Point ``config.data`` at the run's real data (see :mod:`cikg.train.rundir`); returns what to record."""
+        from .rundir import prepare_run_data
+
+        run_data = prepare_run_data(self.config, self.dataset, self.views, self.run_dir, *self._given)
+        self.config = run_data.config
+        return run_data
+
+    def _epochs(self, bar, stopped: bool) -> None:
+        train = self.config.train
         while self.epoch < train.epochs and not stopped:
             epoch = self.epoch + 1
             start = time.perf_counter()
@@ -343,10 +406,8 @@ class Trainer:
                 self.save_checkpoint()
                 self._write_history()
                 logger.info("epoch %d: %s", epoch, _format_record(record, train.select))
-        result = self.finish()
-        if self.is_main:
-            self.tracking.finish(self, result)
-        return result
+            bar.set_postfix(epoch_postfix(record, train.select, self.best_epoch), refresh=False)
+            bar.update(1)
 
     def _validate_epoch(self, epoch: int, record: Dict[str, Any]) -> bool:
         """Validate, keep the best weights, count bad evaluations; returns whether to stop early."""
@@ -391,23 +452,39 @@ def _format_record(record: Dict[str, Any], select: Tuple[str, ...]) -> str:
 
 
 def train_from_config(path: Optional[Union[str, Path]], overrides: Tuple[str, ...] = (),
-                      run_dir: Optional[Union[str, Path]] = None, resume: bool = True) -> FitResult:
+                      run_dir: Optional[Union[str, Path]] = None, resume: bool = True,
+                      overwrite: bool = False) -> FitResult:
     """``cikg train CONFIG key=value ...`` as a function."""
     config = load_run_config(path, overrides)
     run_dir = Path(run_dir) if run_dir else Path("runs") / (config.name or f"{config.model_name}-{config.data.dataset}")
-    return Trainer(config, run_dir).fit(resume=resume)
+    return Trainer(config, run_dir).fit(resume=resume, overwrite=overwrite)
 
 
-def load_run(run_dir: Union[str, Path]) -> Trainer:
-    """A trainer for an existing run directory with its best weights loaded (``cikg evaluate RUN_DIR``)."""
+def load_run(run_dir: Union[str, Path], progress: bool = False) -> Trainer:
+    """A trainer for an existing run directory with its best weights loaded (``cikg evaluate RUN_DIR``).
+
+    The dataset is rebuilt from the run's ``dataset.json`` (from any working directory) and checked against
+    the hashes recorded there.
+
+    Raises:
+        CheckpointError: not a run directory, no evaluated epoch yet, the data changed since training, or
+            weights that do not fit the model ``config.yaml`` describes.
+    """
     from ..config import load_yaml
+    from .rundir import open_run_dataset
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
-    trainer = Trainer(run_config_from_dict(load_yaml(run_dir / "config.yaml")), run_dir)
-    weights = trainer.best_path if trainer.best_path.exists() else None
-    if weights is None:
+    config = run_config_from_dict(load_yaml(run_dir / "config.yaml"))
+    if not (run_dir / "best_model.pt").exists():
         raise CheckpointError(f"{run_dir}: no best_model.pt yet (has the run finished an evaluation?)")
-    trainer.model.load_state_dict(load_weights(weights, trainer.device))
+    trainer = Trainer(config, run_dir, dataset=open_run_dataset(run_dir, config), progress=progress)
+    try:
+        trainer.model.load_state_dict(load_weights(trainer.best_path, trainer.device))
+    except RuntimeError as err:  # shapes of another dataset: a run directory from before dataset.json
+        first = str(err).split("\n")[1].strip() if "\n" in str(err) else str(err)[:200]
+        raise CheckpointError(f"{trainer.best_path}: the weights do not fit {config.model_name} on "
+                              f"{trainer.dataset.name!r}, the data config.yaml names ({first}); the run was trained "
+                              "on other data (retrain it with this cikg, which records its dataset)") from None
     return trainer

@@ -1,0 +1,88 @@
+"""Experiment scripts never overwrite the tracked tables by accident (issue 16, defect 3)."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TINY = ["train.epochs=1", "train.progress=false", "data.dataset=synthetic", "data.synthetic_users=80",
+        "data.synthetic_items=120", "model.dim=8"]
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("run"), importlib.import_module("augment")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def _tracked() -> dict:
+    return {p: p.read_bytes() for p in (EXPERIMENTS / "dbbook2014").glob("results.*")}
+
+
+def test_a_smoke_run_cannot_replace_a_published_row(scripts, capsys):
+    run, _ = scripts
+    before = _tracked()
+    code = run.main(["dbbook2014", "--models", "lightgcn", "--set", "train.epochs=1", "--publish"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "row 'LightGCN' was produced with other settings" in err and "train.epochs: 60 -> 1" in err
+    assert "nothing was run" in err
+    assert _tracked() == before
+
+
+def test_a_sweep_writes_its_own_ledger_unless_published(scripts, tmp_path, capsys):
+    run, _ = scripts
+    before = _tracked()
+    out = tmp_path / "runs"
+    assert run.main(["dbbook2014", "--models", "bprmf", "--seeds", "0", "--out", str(out), "--set", *TINY]) == 0
+    assert _tracked() == before  # the tracked tables are untouched
+    ledger = json.loads((out / "dbbook2014" / "results.json").read_text())
+    row = ledger["BPRMF"]
+    assert row["seeds"] == [0] and row["settings"]["train.epochs"] == 1 and "train.seed" not in row["settings"]
+    assert "--publish" not in row["command"] and "data.synthetic_users=80" in row["command"]
+    page = (out / "dbbook2014" / "results.md").read_text()
+    assert "| BPRMF " in page and f"{row['mean']['recall@20']:.4f}" in page
+    assert (out / "dbbook2014" / "BPRMF-seed0" / "metrics.json").is_file()
+
+    # the same settings with more seeds may extend the row; other settings or fewer seeds may not
+    assert run.main(["dbbook2014", "--models", "bprmf", "--seeds", "0", "--out", str(out), "--set", *TINY,
+                     "train.lr=0.01"]) == 2
+    assert "train.lr: " in capsys.readouterr().err
+    assert json.loads((out / "dbbook2014" / "results.json").read_text()) == ledger
+    assert run.main(["dbbook2014", "--models", "bprmf", "--seeds", "0", "1", "--out", str(out),
+                     "--set", *TINY]) == 0
+    assert json.loads((out / "dbbook2014" / "results.json").read_text())["BPRMF"]["seeds"] == [0, 1]
+    assert run.main(["dbbook2014", "--models", "bprmf", "--seeds", "1", "--out", str(out), "--set", *TINY]) == 2
+    assert "has seeds [0, 1], this sweep only [1]" in capsys.readouterr().err
+    assert run.main(["dbbook2014", "--models", "bprmf", "--seeds", "0", "--out", str(out), "--set", *TINY,
+                     "train.lr=0.01", "--replace"]) == 0
+    replaced = json.loads((out / "dbbook2014" / "results.json").read_text())["BPRMF"]
+    assert replaced["settings"]["train.lr"] == 0.01 and replaced["seeds"] == [0]
+
+
+def test_published_rows_without_recorded_settings_are_resolved_from_their_command(scripts):
+    run, _ = scripts
+    ledger = json.loads((EXPERIMENTS / "dbbook2014" / "results.json").read_text())
+    legacy = {key: value for key, value in ledger["LightGCN"].items() if key != "settings"}
+    settings = run.recorded_settings("dbbook2014", legacy)
+    assert settings["train.epochs"] == 60 and settings["train.lr"] == 0.005
+    same = run.row_settings("dbbook2014", "lightgcn", ["train.epochs=60", "train.lr=0.005"])
+    assert run.replacement_conflicts("dbbook2014", ledger, {"LightGCN": same}, [0, 1, 2]) == []
+
+
+def test_augment_table_refuses_other_training_overrides(scripts, tmp_path):
+    _, augment = scripts
+    page = EXPERIMENTS / "dbbook2014" / "augment.md"
+    assert augment.other_overrides(page, ["train.epochs=60", "train.lr=0.005", "train.progress=false"]) is None
+    refusal = augment.other_overrides(page, ["train.epochs=1"])
+    assert "train.epochs=60 train.lr=0.005" in refusal and "'train.epochs=1'" in refusal
+    assert augment.other_overrides(tmp_path / "absent.md", ["train.epochs=1"]) is None
+    assert augment.recorded_argv(["dbbook2014", "--publish", "--methods", "kar", "--replace"]) == [
+        "dbbook2014", "--methods", "kar"]
