@@ -118,6 +118,19 @@ def test_round_trip_write_load(fixture, request, tmp_path):
     assert again.entity_text == ds.entity_text
 
 
+@pytest.mark.parametrize("labelled", [False, True])
+def test_interest_nodes_without_users_survive_save_and_load(dbbook, labelled, tmp_path):
+    """A subset of users drops edges, not interest nodes: the saved list keeps the nodes nobody links to."""
+    ds = dbbook.with_interests(dbbook.user_interest[:, dbbook.user_interest[1] >= 3], dbbook.interest_ids,
+                               [f"phrase {i}" for i in dbbook.interest_ids] if labelled else None)
+    assert int(ds.user_interest[1].min()) == 3  # dense interests 0..2 have no user
+    again = load_dataset(save_dataset(ds, tmp_path / "copy"))
+    assert again.n_interests == dbbook.n_interests and again.interest_ids == dbbook.interest_ids
+    assert torch.equal(again.user_interest, ds.user_interest)
+    assert again.interest_labels == ds.interest_labels
+    assert again.equals(ds)
+
+
 def test_pandas_round_trip(bookcrossing):
     frames = to_pandas(bookcrossing)
     assert set(frames) == {"interactions", "items", "users", "kg", "entities", "user_interest", "interests"}

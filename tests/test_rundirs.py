@@ -1,6 +1,7 @@
 """Run directories reopen whatever created them, from any working directory (issue 16, defects 2 and 6)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -143,3 +144,23 @@ def test_progress_is_silent_when_switched_off(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", terminal)
     Trainer(_config(epochs=2), tmp_path / "run", dataset=_small(), progress=False).fit()
     assert "epoch" not in terminal.getvalue()
+
+
+def test_subset_with_interest_nodes_no_user_links_to_reopens(tmp_path, capsys):
+    """The CI failure of stop 22: a user subset keeps every interest node but not every edge."""
+    full = synthetic(n_users=80, n_items=120, seed=3)
+    keep = full.user_interest[1] >= 2  # dense interests 0 and 1 lose their users
+    dataset = full.with_interests(full.user_interest[:, keep], full.interest_ids)
+    run_dir = tmp_path / "run"
+    result = Trainer(_config(), run_dir, dataset=dataset).fit()
+    assert json.loads((run_dir / "dataset.json").read_text())["kind"] == "saved"
+    assert load_run(run_dir).dataset.n_interests == full.n_interests
+    assert _evaluated_recall(run_dir, capsys) == pytest.approx(result.test["recall@20"], abs=1e-4)
+
+
+def test_dataset_that_does_not_survive_saving_is_refused_naming_the_field(tmp_path):
+    full = synthetic(n_users=80, n_items=120, seed=3)
+    padded = dataclasses.replace(full, item_text=["  padded title  ", *full.item_text[1:]], _csr_cache={})
+    with pytest.raises(CheckpointError, match=r"differ after reloading: item_text"):
+        Trainer(_config(), tmp_path / "run", dataset=padded).fit()
+    assert not (tmp_path / "run" / "dataset").exists()

@@ -314,7 +314,7 @@ def load_dataset(path_or_name: PathLike, *, root: Optional[PathLike] = None, val
         kg, _, _ = _drop_duplicate_rows(kg, kg_lines, kg_path)
 
     ui = np.zeros((0, 2), dtype=np.int64)
-    interest_ids = np.zeros(0, dtype=np.int64)
+    interest_ids, interest_labels = np.zeros(0, dtype=np.int64), None
     ui_path = path / "user_interest_clustered.txt"
     if ui_path.exists():
         ui, ui_lines = read_int_table(ui_path, 2)
@@ -322,7 +322,8 @@ def load_dataset(path_or_name: PathLike, *, root: Optional[PathLike] = None, val
         users_sorted = np.argsort(ui[:, 0], kind="stable")
         ui, ui_lines = ui[users_sorted], ui_lines[users_sorted]
         a, b, _ = _drop_duplicate_pairs(ui[:, 0], ui[:, 1], ui_lines, ui_path)
-        interest_ids, dense = np.unique(b, return_inverse=True)
+        interest_ids, interest_labels = _interest_vocabulary(path, b)
+        dense = np.searchsorted(interest_ids, b)
         ui = np.stack([a, dense], axis=1)[np.argsort(a * interest_ids.size + dense, kind="stable")]
 
     test_only = np.setdiff1d(np.unique(test_i), np.unique(train_i))
@@ -370,7 +371,7 @@ def load_dataset(path_or_name: PathLike, *, root: Optional[PathLike] = None, val
         item_ids=item_list.org_ids if item_list else [str(i) for i in range(n_items)],
         entity_ids=list(entity_ids), relation_ids=list(relation_raw),
         relation_names=relation_short_names(list(relation_raw)), interest_ids=interest_ids.tolist(),
-        interest_labels=_interest_labels(path, interest_ids), item_text=item_text, entity_text=entity_text,
+        interest_labels=interest_labels, item_text=item_text, entity_text=entity_text,
         meta=meta)
 
 
@@ -431,21 +432,26 @@ def _entity_text(entity_list: Optional[IdList], entity: int) -> Optional[str]:
     return uri_to_title(org) if "://" in org else None
 
 
-def _interest_labels(path: Path, interest_ids: np.ndarray) -> Optional[List[str]]:
-    """Labels from ``interest_list.txt`` (``org_id remap_id label``) when cikg wrote one."""
+def _interest_vocabulary(path: Path, edge_ids: np.ndarray) -> Tuple[np.ndarray, Optional[List[str]]]:
+    """The interest ids (sorted) and their labels: the ids on the user-interest edges, plus those that
+    ``interest_list.txt`` (``org_id remap_id [label]``) lists without an edge (interest nodes no user links to,
+    kept by :func:`save_dataset`); labels when the list has a label column."""
     label_path = path / "interest_list.txt"
-    if not label_path.exists() or not interest_ids.size:
-        return None
-    labels = read_id_list(label_path)
-    bad = next((o for o in labels.org_ids if not (o.isascii() and o.isdigit())), None)
+    if not label_path.exists():
+        return np.unique(edge_ids), None
+    listed = read_id_list(label_path)
+    bad = next((o for o in listed.org_ids if not (o.isascii() and o.isdigit())), None)
     if bad is not None:
-        raise DatasetError(f"interest id {bad[:40]!r} (remap id {labels.org_ids.index(bad)}) is not a "
+        raise DatasetError(f"interest id {bad[:40]!r} (remap id {listed.org_ids.index(bad)}) is not a "
                            "non-negative integer", label_path)
-    by_org = {int(o): (t or "") for o, t in zip(labels.org_ids, labels.text)}
+    by_org = {int(o): (t or "") for o, t in zip(listed.org_ids, listed.text)}
+    interest_ids = np.union1d(edge_ids, np.fromiter(by_org, dtype=np.int64, count=len(by_org)))
+    if listed.text_column is None:
+        return interest_ids, None
     missing = [int(i) for i in interest_ids if int(i) not in by_org]
     if missing:
         raise DatasetError(f"interest id {missing[0]} has no label", label_path)
-    return [by_org[int(i)] for i in interest_ids]
+    return interest_ids, [by_org[int(i)] for i in interest_ids]
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -497,9 +503,9 @@ def save_dataset(dataset: Dataset, path: PathLike) -> Path:
         original = torch.tensor(dataset.interest_ids, dtype=torch.long)
         table = numpy_pairs(torch.stack([dataset.user_interest[0], original[dataset.user_interest[1]]]))
         _write_rows(out / "user_interest_clustered.txt", table)
-        if dataset.interest_labels is not None:
-            _write_list(out / "interest_list.txt", "org_id remap_id label",
-                        [str(i) for i in dataset.interest_ids], dataset.interest_labels)
+        # the list keeps interest nodes that no user links to (a subset of users drops their edges, not them)
+        _write_list(out / "interest_list.txt", "org_id remap_id" + (" label" if dataset.interest_labels else ""),
+                    [str(i) for i in dataset.interest_ids], dataset.interest_labels)
     meta = {k: v for k, v in dataset.meta.items() if k not in ("source", "warnings")}
     meta["name"] = dataset.name
     write_json_atomic(out / "meta.json", meta)
@@ -516,7 +522,7 @@ def load_interests(dataset: Dataset, path: PathLike) -> Dataset:
     _check_range(file, table[:, 0], lines, dataset.n_users, "user")
     order = np.argsort(table[:, 0], kind="stable")
     users, originals, _ = _drop_duplicate_pairs(table[order, 0], table[order, 1], lines[order], file)
-    interest_ids, dense = np.unique(originals, return_inverse=True)
-    labels = _interest_labels(directory, interest_ids)
+    interest_ids, labels = _interest_vocabulary(directory, originals)
+    dense = np.searchsorted(interest_ids, originals)
     return dataset.with_interests(torch.from_numpy(np.stack([users, dense])), interest_ids.tolist(), labels,
                                   source=str(file))

@@ -71,16 +71,29 @@ def _hash_tensor(digest, tensor: torch.Tensor) -> None:
     digest.update(tensor.numpy().tobytes())
 
 
+_FINGERPRINT_TENSORS = ("train", "valid", "test", "kg", "user_interest")
+_FINGERPRINT_FIELDS = ("n_users", "n_items", "n_entities", "n_relations", "n_interests", "user_ids", "item_ids",
+                       "entity_ids", "relation_ids", "relation_names", "interest_ids", "item_text")
+
+
 def dataset_fingerprint(dataset: Dataset) -> str:
     """A hash of what :meth:`Dataset.equals` compares: splits, KG, interests, counts and id maps."""
     digest = hashlib.sha256()
-    for name in ("train", "valid", "test", "kg", "user_interest"):
+    for name in _FINGERPRINT_TENSORS:
         _hash_tensor(digest, getattr(dataset, name))
-    digest.update(json.dumps([dataset.n_users, dataset.n_items, dataset.n_entities, dataset.n_relations,
-                              dataset.n_interests, list(dataset.user_ids), list(dataset.item_ids),
-                              list(dataset.entity_ids), list(dataset.relation_ids), list(dataset.relation_names),
-                              list(dataset.interest_ids), list(dataset.item_text)]).encode())
+    digest.update(json.dumps([_plain(getattr(dataset, name)) for name in _FINGERPRINT_FIELDS]).encode())
     return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int) else list(value)
+
+
+def fingerprint_difference(a: Dataset, b: Dataset) -> str:
+    """The names of the fingerprinted fields that differ between ``a`` and ``b`` (``""`` when none)."""
+    tensors = [n for n in _FINGERPRINT_TENSORS if not torch.equal(getattr(a, n), getattr(b, n))]
+    fields = [n for n in _FINGERPRINT_FIELDS if _plain(getattr(a, n)) != _plain(getattr(b, n))]
+    return ", ".join(tensors + fields)
 
 
 def views_fingerprint(views: GraphViews) -> str:
@@ -182,13 +195,15 @@ def _save_copy(dataset: Dataset, copy: Path, fingerprint: str) -> None:
         shutil.rmtree(copy)
     save_dataset(dataset, copy)
     try:
-        reloaded = dataset_fingerprint(load_dataset(copy))
+        reloaded = load_dataset(copy)
+        problem = "" if dataset_fingerprint(reloaded) == fingerprint else (
+            "these differ after reloading: " + fingerprint_difference(dataset, reloaded))
     except DatasetError as err:
-        reloaded = f"unreadable ({err})"
-    if reloaded != fingerprint:
+        problem = f"unreadable: {str(err)[:200]}"
+    if problem:
         shutil.rmtree(copy)
         raise CheckpointError(f"{dataset.name} was built in memory and does not survive save_dataset + load_dataset "
-                              f"({reloaded[:200] if reloaded.startswith('unreadable') else 'different tensors or ids'})"
+                              f"({problem})"
                               f", so a run trained on it could not be reopened; save it with save_dataset, fix what "
                               "load_dataset reports and train on the saved directory")
     size = sum(p.stat().st_size for p in copy.iterdir())
