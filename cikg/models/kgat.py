@@ -50,7 +50,6 @@ Tensors follow the device of the views' edge lists; ``model.to("cuda")`` moves e
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -61,7 +60,7 @@ from torch_geometric.utils import softmax as segment_softmax
 
 from ..data import Dataset
 from ..errors import ConfigError, GraphError
-from ..graph import GraphViews
+from ..graph import GraphViews, sparse_csr
 from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .propagation import random_integers, uniform_random
@@ -156,12 +155,6 @@ class _TransposedSpMM(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (matrix_t,) = ctx.saved_tensors
         return None, None, torch.sparse.mm(matrix_t, grad.contiguous())
-
-
-def _csr(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
 
 
 def collaborative_kg_triples(views: GraphViews, dataset: Dataset) -> Tuple[Tensor, int, bool]:
@@ -348,8 +341,8 @@ class KGAT(Recommender):
         values = torch.zeros(self.csr_cols.numel(), dtype=self.attention.dtype, device=self.attention.device)
         values.index_add_(0, self.triple_entry, self.attention)
         if transpose:
-            return _csr(self.csr_t_crow, self.csr_t_cols, values[self.csr_t_order], self.n_nodes)
-        return _csr(self.csr_crow, self.csr_cols, values, self.n_nodes)
+            return sparse_csr(self.csr_t_crow, self.csr_t_cols, values[self.csr_t_order], self.n_nodes)
+        return sparse_csr(self.csr_crow, self.csr_cols, values, self.n_nodes)
 
     def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
         """Before every epoch after the first, recompute the attention (the original updates its attentive

@@ -18,14 +18,13 @@ scatters on every call, which is an order of magnitude slower on a CIKG (see ``d
 """
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import View, normalized_adjacency
+from ..graph import View, csr_from_entries, normalized_adjacency
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..graph import GraphViews
@@ -146,20 +145,6 @@ class LGPropagation(nn.Module):
         weights = "mean" if len(set(self.layer_weights)) == 1 else self.layer_weights
         return (f"{type(self).__name__}(num_layers={self.num_layers}, weights={weights}, "
                 f"message_dropout={self.message_dropout})")
-
-
-def csr_from_entries(rows: Tensor, cols: Tensor, n_nodes: int) -> Tensor:
-    """Symmetric-normalised CSR ``[n_nodes, n_nodes]`` from binary entries sorted row-major (no duplicates)."""
-    counts = torch.bincount(rows, minlength=n_nodes)
-    degree = counts.to(torch.float32)
-    inv_sqrt = degree.pow(-0.5)
-    inv_sqrt[degree == 0] = 0.0
-    crow = torch.zeros(n_nodes + 1, dtype=torch.long, device=rows.device)
-    torch.cumsum(counts, 0, out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, inv_sqrt[rows] * inv_sqrt[cols], (n_nodes, n_nodes),
-                                       check_invariants=False)
 
 
 class EdgeDropout:
