@@ -25,39 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graph import View, csr_from_entries, normalized_adjacency
+from .rng import uniform_random
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..graph import GraphViews
 
 #: ``perturb(x_k, k) -> x_k'``: applied to each layer output ``k >= 1`` before it feeds the next layer.
 PerturbHook = Callable[[Tensor, int], Tensor]
-
-
-def uniform_random(shape: Sequence[int], device: torch.device, generator: Optional[torch.Generator] = None,
-                   dtype: torch.dtype = torch.float32) -> Tensor:
-    """``U[0, 1)`` samples on ``device``, from ``generator`` when it lives on that device type.
-
-    A CPU generator cannot draw CUDA tensors; there the global CUDA RNG (seeded by ``torch.manual_seed``) is
-    used instead, which keeps runs reproducible without a host-to-device copy per draw.
-    """
-    if generator is not None and generator.device.type == torch.device(device).type:
-        return torch.rand(*shape, device=device, dtype=dtype, generator=generator)
-    return torch.rand(*shape, device=device, dtype=dtype)
-
-
-def random_permutation(n: int, device: torch.device, generator: Optional[torch.Generator] = None) -> Tensor:
-    """A random permutation of ``0..n-1`` on ``device`` (see :func:`uniform_random` for the generator rule)."""
-    if generator is not None and generator.device.type == torch.device(device).type:
-        return torch.randperm(n, device=device, generator=generator)
-    return torch.randperm(n, device=device)
-
-
-def random_integers(high: int, size: int, device: torch.device, generator: Optional[torch.Generator] = None
-                    ) -> Tensor:
-    """``size`` integers uniform in ``0..high-1`` on ``device``."""
-    if generator is not None and generator.device.type == torch.device(device).type:
-        return torch.randint(high, (size,), device=device, generator=generator)
-    return torch.randint(high, (size,), device=device)
 
 
 class SymmetricSpMM(torch.autograd.Function):
