@@ -16,7 +16,7 @@ Three stages, each kept as a separate, inspectable step:
    :math:`r_u \\in \\mathbb{R}^{384}` and factual vectors :math:`f_i \\in \\mathbb{R}^{384}`.
 3. **Knowledge utilisation**: the vectors are pre-stored (:class:`~cikg.augment.base.NodeFeatures`, user block
    ``reasoning``, item block ``factual``) and fused into any backbone by the hybrid-expert adaptor
-   (:class:`cikg.augment.experts.HybridExpertAdaptor` inside :class:`cikg.models.fusion.FeatureFusion`,
+   (:class:`cikg.models.experts.HybridExpertAdaptor` inside :class:`cikg.models.fusion.FeatureFusion`,
    ``model.features.adaptor=experts``), trained jointly with it; training and scoring never call the LLM.
 
 Users or items whose prompt has no titled item, or whose answer failed, get a zero vector (counted in the
