@@ -1,6 +1,6 @@
 """Cluster interest phrases into interest nodes (CIKGRec, arXiv 2412.13544, Sec. "interest clustering").
 
-Given user → phrase pairs, the distinct phrases are embedded (:mod:`cikg.interests.embed`) and clustered
+Given user → phrase pairs, the distinct phrases are embedded (:mod:`cikg.embed`) and clustered
 into :math:`\\kappa` groups with scikit-learn (KMeans, MiniBatchKMeans, or Ward agglomerative).
 :math:`\\kappa` is given, or searched over a range by the silhouette coefficient
 
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..embed import EmbeddingKind, Encoder, embed_texts, parse_enum
 from ..errors import CikgError, ConfigError
-from .embed import EmbeddingKind, Encoder, embed_texts, parse_enum
 
 log = logging.getLogger(__name__)
 
