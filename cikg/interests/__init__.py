@@ -18,7 +18,8 @@ from .cluster import (
     fit_labels,
     most_central,
 )
-from .io import clean_pairs, normalise_phrases, read_clustered, read_raw_interests, save_interests
+from .io import read_clustered, read_raw_interests, save_interests
+from .phrases import clean_pairs, normalise_phrases
 from .pipeline import StructuredInterests, structure_interests
 
 __all__ = [
