@@ -6,6 +6,7 @@
 ...                              out_dir="runs/dbbook")                      # doctest: +SKIP
 """
 
+from ..embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
 from .cluster import (
     ClusterConfig,
     ClusterMethod,
@@ -17,8 +18,8 @@ from .cluster import (
     fit_labels,
     most_central,
 )
-from .embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
-from .io import clean_pairs, normalise_phrases, read_clustered, read_raw_interests, save_interests
+from .io import read_clustered, read_raw_interests, save_interests
+from .phrases import clean_pairs, normalise_phrases
 from .pipeline import StructuredInterests, structure_interests
 
 __all__ = [

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from .._lock import holding_lock
+from ..embed import EmbeddingKind, Encoder
 from ..errors import ConfigError, DatasetError
 from .cluster import ClusterConfig, ClusterMethod
-from .embed import EmbeddingKind, Encoder
 from .io import RAW_FILE
 from .pipeline import structure_interests
 
