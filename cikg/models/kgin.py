@@ -141,7 +141,7 @@ def relational_aggregation(entity: Tensor, relation: Tensor, heads: Tensor, rela
         ``[T]``; output ``[E, d]``.
     """
     n = entity.size(0)
-    messages = entity[tails] * relation[relations]
+    messages = entity.index_select(0, tails) * relation.index_select(0, relations)
     total = entity.new_zeros(n, entity.size(1)).index_add(0, heads, messages)
     degree = torch.bincount(heads, minlength=n).clamp_min(1).to(entity.dtype)
     return total / degree.unsqueeze(1)
@@ -157,7 +157,7 @@ def intent_aggregation(user: Tensor, item: Tensor, intents: Tensor, users: Tenso
         ``user``: ``[U, d]``; ``item``: ``[I, d]``; ``intents``: ``[P, d]``; ``users``, ``items``,
         ``weights``: ``[N]``; output ``[U, d]``.
     """
-    mean = user.new_zeros(user.shape).index_add(0, users, item[items] * weights.unsqueeze(1))
+    mean = user.new_zeros(user.shape).index_add(0, users, item.index_select(0, items) * weights.unsqueeze(1))
     beta = torch.softmax(user @ intents.t(), dim=1)  # [U, P]
     out = mean * (beta @ intents)
     return out + mean if residual else out
