@@ -374,4 +374,6 @@ def build(views: GraphViews, dataset: Dataset, config: Optional[KGINConfig] = No
     """A :class:`KGIN` over the item KG of ``dataset`` and the train interactions of ``views``, on the device
     of the views' edges."""
     kg, n_relations, interactions = kgin_graph(views, dataset)
+    logger.info("KGIN on %s: %d KG edges (inverses included), %d relations, %d interactions", dataset.name,
+                kg.size(1), n_relations, interactions.size(1))
     return KGIN(dataset.n_users, dataset.n_items, dataset.n_entities, kg, n_relations, interactions, config)
