@@ -66,7 +66,7 @@ from ..errors import ConfigError, GraphError
 from ..graph import GraphViews
 from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
-from .propagation import random_permutation, uniform_random
+from .rng import random_permutation, uniform_random
 
 logger = logging.getLogger(__name__)
 
