@@ -118,7 +118,7 @@ def bench_layers(views, repeats: int, device: torch.device) -> None:
 def bench_epoch(dataset, views, epochs: int, device: torch.device) -> None:
     torch.manual_seed(0)
     config = CIKGRecConfig()
-    model = config.build(views, dataset).to(device)
+    model = config.build(views).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=8e-4)
     (transe,) = model.auxiliary_tasks()
     transe_optimizer = torch.optim.Adam(transe.parameters, lr=transe.lr)

@@ -140,7 +140,7 @@ def test_fusion_none_is_the_plain_model(featured, config_cls):
     results = []
     for views, config in ((plain_views, config_cls(dim=16)), (featured_views, config_cls(dim=16))):
         torch.manual_seed(3)
-        model = config.build(views, d)
+        model = config.build(views)
         assert model.fusion is None
         torch.manual_seed(4)
         results.append((model.state_dict(), model.loss(batch)[0].item(), model.embed()[0]))
@@ -155,7 +155,7 @@ def test_models_fuse_and_backpropagate_into_the_adaptor(featured, config_cls):
     d, features = featured
     views = build_views(features.attach(build_cikg(d)), views=())
     model = config_cls(dim=16, features=FusionConfig(mode="add", adaptor="experts", n_shared=1, n_dedicated=1,
-                                                     hidden=8, reduce=4)).build(views, d)
+                                                     hidden=8, reduce=4)).build(views)
     batch = BPRBatch(torch.arange(32), torch.arange(32) % d.n_items, (torch.arange(32) + 7) % d.n_items)
     total, _ = model.loss(batch)
     total.backward()
@@ -164,7 +164,7 @@ def test_models_fuse_and_backpropagate_into_the_adaptor(featured, config_cls):
     assert model.fusion.experts.gate["reasoning"].weight.grad.abs().sum() > 0
     assert model.fusion.experts.gate["test"].weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="no features"):
-        config_cls(dim=16, features=FusionConfig(mode="add")).build(build_views(build_cikg(d), views=()), d)
+        config_cls(dim=16, features=FusionConfig(mode="add")).build(build_views(build_cikg(d), views=()))
 
 
 @pytest.mark.parametrize("adaptor", ["linear", "experts"])
@@ -173,7 +173,7 @@ def test_gated_fusion_starts_as_the_plain_model_and_learns_to_let_features_in(fe
     d, features = featured
     views = build_views(features.attach(build_cikg(d)), views=())
     fusion = FusionConfig(mode="add", adaptor=adaptor, gate=True, n_shared=1, n_dedicated=1, hidden=8, reduce=4)
-    model = config_cls(dim=16, features=fusion).build(views, d)
+    model = config_cls(dim=16, features=fusion).build(views)
     assert "gate=True" in repr(model.fusion)
     batch = BPRBatch(torch.arange(32), torch.arange(32) % d.n_items, (torch.arange(32) + 7) % d.n_items)
     gated = model.embed()

@@ -58,8 +58,8 @@ def test_cikgrec_and_kgat_stand_on_the_same_store(small_synthetic):
     from cikg.models import CIKGRecConfig, KGATConfig
 
     views = build_views(build_cikg(small_synthetic))
-    cikgrec = CIKGRecConfig(dim=8, layers=1).build(views, small_synthetic)
-    kgat = KGATConfig(dim=8, relation_dim=8, layer_sizes=(8,), message_dropout=(0.1,)).build(views, small_synthetic)
+    cikgrec = CIKGRecConfig(dim=8, layers=1).build(views)
+    kgat = KGATConfig(dim=8, relation_dim=8, layer_sizes=(8,), message_dropout=(0.1,)).build(views)
     assert isinstance(cikgrec.triples, TripleStore) and isinstance(kgat.triples, TripleStore)
     batch = kgat.sample_kg_batch(512, torch.Generator().manual_seed(0))
     assert not bool(kgat.triples.is_true(batch.heads, batch.relations, batch.neg_tails).any())

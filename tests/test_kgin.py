@@ -64,7 +64,7 @@ def naive_dcor(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------------------------- structure
 def test_kg_holds_each_triple_and_its_inverse(tiny):
-    kg, n_relations, interactions = kgin_graph(_views(tiny), tiny)
+    kg, n_relations, interactions = kgin_graph(_views(tiny))
     assert n_relations == 4
     assert {tuple(t) for t in kg.t().tolist()} == {(0, 0, 3), (1, 0, 3), (2, 1, 1),  # KG
                                                    (3, 2, 0), (3, 2, 1), (1, 3, 2)}  # inverses (r + R)
@@ -74,7 +74,7 @@ def test_kg_holds_each_triple_and_its_inverse(tiny):
 
 def test_shapes_terms_registration_and_scores_are_dot_products(data):
     assert MODEL_CONFIGS["kgin"] is KGINConfig
-    model = MODEL_CONFIGS["kgin"]().build(_views(data), data)
+    model = MODEL_CONFIGS["kgin"]().build(_views(data))
     assert isinstance(model, KGIN) and model.n_relations == 2 * data.n_relations
     assert model.n_triples == 2 * data.kg.size(1)  # synthetic triples are unique
     user_emb, item_emb = model.embed()
@@ -103,7 +103,7 @@ def test_shapes_terms_registration_and_scores_are_dot_products(data):
 # ---------------------------------------------------------------------------------------------- two paths
 def test_relational_aggregation_equals_dense_matrices(tiny, data):
     for dataset in (tiny, data):
-        kg, n_relations, _ = kgin_graph(_views(dataset), dataset)
+        kg, n_relations, _ = kgin_graph(_views(dataset))
         n = dataset.n_entities
         torch.manual_seed(0)
         entity, relation = torch.randn(n, 5, dtype=torch.float64), torch.randn(n_relations, 5, dtype=torch.float64)
@@ -116,7 +116,7 @@ def test_relational_aggregation_equals_dense_matrices(tiny, data):
 
 
 def test_user_aggregation_equals_dense_mean_matrix(data):
-    model = build(_views(data), data, KGINConfig(dim=8, node_dropout=0.0, message_dropout=0.0))
+    model = build(_views(data), KGINConfig(dim=8, node_dropout=0.0, message_dropout=0.0))
     s = model.full_structure()
     torch.manual_seed(1)
     user, item, intents = torch.randn(400, 8), torch.randn(120, 8), torch.randn(4, 8)
@@ -133,7 +133,7 @@ def test_user_aggregation_equals_dense_mean_matrix(data):
 
 
 def test_one_layer_on_a_tiny_graph_by_hand(tiny):
-    model = build(_views(tiny), tiny, KGINConfig(dim=2, layers=1, n_intents=2, node_dropout=0.0,
+    model = build(_views(tiny), KGINConfig(dim=2, layers=1, n_intents=2, node_dropout=0.0,
                                                  message_dropout=0.0))
     with torch.no_grad():
         # users u0, u1 | items 0, 1, 2 | entity 3
@@ -204,23 +204,23 @@ def test_independence_of_identical_intents_is_one_and_of_independent_ones_near_z
 def test_independence_targets_and_gradients(data):
     views = _views(data)
     torch.manual_seed(0)
-    model = build(views, data, KGINConfig(dim=16))
+    model = build(views, KGINConfig(dim=16))
     intents_loss = model.independence()
     assert float(intents_loss.detach()) == pytest.approx(float(independence_loss(model.intents().detach())), rel=1e-6)
     intents_loss.backward()
     assert float(model.intent_logits.grad.abs().sum()) > 0 and float(model.relation_embedding.grad.abs().sum()) > 0
     torch.manual_seed(0)
-    release = build(views, data, KGINConfig(dim=16, independence_on="attention", independence="cosine"))
+    release = build(views, KGINConfig(dim=16, independence_on="attention", independence="cosine"))
     with torch.no_grad():
         assert float(release.independence()) == pytest.approx(
             float(independence_loss(release.intent_logits, "cosine")), rel=1e-6)
-    terms = build(views, data, KGINConfig(sim_regularity=0.0)).eval().loss(batch_of(data))[1]
+    terms = build(views, KGINConfig(sim_regularity=0.0)).eval().loss(batch_of(data))[1]
     assert float(terms["independence"]) == 0.0
 
 
 def test_training_on_the_independence_loss_alone_makes_intents_independent(data):
     torch.manual_seed(0)
-    model = build(_views(data), data, KGINConfig(dim=16))
+    model = build(_views(data), KGINConfig(dim=16))
     optimiser = torch.optim.Adam([model.intent_logits, model.relation_embedding], lr=0.05)
     losses = []
     for _ in range(60):
@@ -235,7 +235,7 @@ def test_training_on_the_independence_loss_alone_makes_intents_independent(data)
 # ---------------------------------------------------------------------------------------------- dropout
 def test_node_dropout_keeps_its_share_and_scoring_uses_the_whole_graph(data):
     torch.manual_seed(0)
-    model = build(_views(data), data)
+    model = build(_views(data))
     s = model.sample_structure(0.5, torch.Generator().manual_seed(0))
     t = model.n_triples
     assert s.heads.numel() == t - t // 2
@@ -297,22 +297,19 @@ def test_a_yaml_config_builds_kgin_and_bad_keys_name_themselves(tmp_path):
 def test_without_a_kg_or_with_another_dataset_it_refuses(data, tiny):
     no_kg = Dataset(name="no-kg", n_users=data.n_users, n_items=data.n_items, train=data.train, test=data.test)
     with pytest.raises(GraphError, match="no-kg.*has none"):
-        build(_views(no_kg), no_kg)
-    with pytest.raises(GraphError, match="built without it"):
-        build(_views(data, include_kg=False), data)
-    with pytest.raises(GraphError, match="users"):
-        build(_views(tiny), data)
-    with pytest.raises(ValueError, match="dataset"):
-        KGINConfig().build(_views(data))
+        build(_views(no_kg))
+    with pytest.raises(GraphError, match="has none.*kg: true"):
+        build(_views(data, include_kg=False))
+    assert KGINConfig().build(_views(tiny)).n_users == tiny.n_users  # the graph alone builds it
 
 
 def test_state_dict_round_trip_scores_the_same(data, tmp_path):
     views = _views(data)
     torch.manual_seed(0)
-    model = build(views, data)
+    model = build(views)
     torch.save(model.state_dict(), tmp_path / "kgin.pt")
     torch.manual_seed(1)
-    restored = build(views, data)
+    restored = build(views)
     restored.load_state_dict(torch.load(tmp_path / "kgin.pt", weights_only=True))
     users = torch.arange(10)
     assert torch.equal(restored.score(users), model.score(users))
@@ -320,13 +317,13 @@ def test_state_dict_round_trip_scores_the_same(data, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_cuda(data):
-    model = build(_views(data).to("cuda"), data)
+    model = build(_views(data).to("cuda"))
     assert model.embedding.is_cuda and model.kg_heads.is_cuda
     model.train()
     model.on_epoch_start(0, torch.Generator(device="cuda").manual_seed(0))
     total, _ = model.loss(batch_of(data).to("cuda"))
     total.backward()
-    cpu = build(_views(data), data)
+    cpu = build(_views(data))
     cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     assert torch.allclose(model.score(torch.arange(5, device="cuda")).cpu(), cpu.score(torch.arange(5)), atol=1e-4)
 
@@ -336,7 +333,7 @@ def test_the_dbbook2014_experiment_config_builds_kgin_on_the_real_kg(dbbook):
 
     config = load_run_config(Path(__file__).resolve().parents[1] / "experiments" / "dbbook2014" / "kgin.yaml", [])
     assert config.model == KGINConfig() and config.train.lr == 1e-4 and config.train.batch_size == 1024
-    model = config.model.build(_views(dbbook), dbbook)
+    model = config.model.build(_views(dbbook))
     assert model.n_relations == 2 * dbbook.n_relations and model.n_entities == dbbook.n_entities
     assert model.n_triples == torch.unique(dbbook.kg, dim=1).size(1) * 2  # each triple and its inverse
     model.train()

@@ -177,8 +177,8 @@ def test_blocked_info_nce_matches_dense_value_and_gradients(max_logits):
 
 
 def test_cikgrec_blocked_contrastive_loss_equals_dense(small_synthetic, views):
-    dense = CIKGRec(views, small_synthetic, CIKGRecConfig(dim=16, layers=1))
-    blocked = CIKGRec(views, small_synthetic, CIKGRecConfig(dim=16, layers=1, cl_max_logits=500))
+    dense = CIKGRec(views, CIKGRecConfig(dim=16, layers=1))
+    blocked = CIKGRec(views, CIKGRecConfig(dim=16, layers=1, cl_max_logits=500))
     blocked.load_state_dict(dense.state_dict())
     users, items = torch.arange(0, 60, 3), torch.arange(0, 60, 2)
     losses = []
@@ -219,7 +219,7 @@ def test_configs_fail_early_naming_the_key(cls, kwargs, key):
 def test_model_configs_build_every_model(small_synthetic, views):
     assert {"bprmf", "lightgcn", "cikgrec"} <= set(MODEL_CONFIGS)
     for name in ("bprmf", "lightgcn", "lightgcn-cikg", "cikgrec"):
-        model = MODEL_CONFIGS[name]().build(views, small_synthetic)
+        model = MODEL_CONFIGS[name]().build(views)
         user_emb, item_emb = model.embed()
         assert user_emb.shape == (small_synthetic.n_users, 64) and item_emb.shape == (small_synthetic.n_items, 64)
         users = torch.arange(7)
@@ -233,7 +233,7 @@ def test_model_configs_build_every_model(small_synthetic, views):
 @pytest.mark.parametrize("make", [
     lambda d, v: BPRMF(d.n_users, d.n_items),
     lambda d, v: LightGCN(v, LightGCNConfig(view="full")),
-    lambda d, v: CIKGRec(v, d),
+    lambda d, v: CIKGRec(v),
 ])
 def test_reset_parameters_is_reproducible(small_synthetic, views, make):
     model = make(small_synthetic, views)
@@ -263,16 +263,16 @@ def test_lightgcn_memory_grows_with_nodes_and_edge_dropout_once_per_epoch(small_
 
 # ------------------------------------------------------------------------------------------ CIKGRec
 def test_cikgrec_mask_rate_follows_epochs_and_checkpoint_state(small_synthetic, views):
-    model = CIKGRec(views, small_synthetic, CIKGRecConfig(total_epoch=10, min_mask_rate=0.1, max_mask_rate=0.8))
+    model = CIKGRec(views, CIKGRecConfig(total_epoch=10, min_mask_rate=0.1, max_mask_rate=0.8))
     assert model.on_epoch_start(5)["mask_rate"] == pytest.approx(0.1 * 8 ** 0.5)
     state = model.state_for_checkpoint()
-    other = CIKGRec(views, small_synthetic, CIKGRecConfig(total_epoch=10, min_mask_rate=0.1, max_mask_rate=0.8))
+    other = CIKGRec(views, CIKGRecConfig(total_epoch=10, min_mask_rate=0.1, max_mask_rate=0.8))
     other.load_checkpoint_state(state)
     assert other.mask_rate == model.mask_rate and other.epoch == 5
 
 
 def test_transe_negatives_are_never_interests_nor_true_triples(small_synthetic, views):
-    triples = TransETriples(small_synthetic, views, use_kg=True)
+    triples = TransETriples(views, use_kg=True)
     assert triples.n_relations == 2 + 2 * small_synthetic.n_relations
     assert len(triples) == 2 * small_synthetic.train.size(1) + 2 * torch.unique(small_synthetic.kg, dim=1).size(1)
     head, rel, tail, neg = triples.batch(20000, torch.Generator().manual_seed(0))
@@ -288,7 +288,7 @@ def test_transe_negatives_are_never_interests_nor_true_triples(small_synthetic, 
 
 def test_transe_auxiliary_task_lowers_its_loss(small_synthetic, views):
     torch.manual_seed(0)
-    model = CIKGRec(views, small_synthetic, CIKGRecConfig(transe_batch_size=512, transe_batches=20))
+    model = CIKGRec(views, CIKGRecConfig(transe_batch_size=512, transe_batches=20))
     (task,) = model.auxiliary_tasks()
     assert task.name == "transe" and task.lr == model.config.transe_lr
     optimizer = torch.optim.Adam(task.parameters, lr=0.01)
@@ -313,7 +313,7 @@ def test_transe_auxiliary_task_lowers_its_loss(small_synthetic, views):
     ({"use_kg": False}, {"cl_item"}),
 ])
 def test_each_ablation_switch_changes_the_terms(small_synthetic, views, switch, gone):
-    model = CIKGRec(views, small_synthetic, CIKGRecConfig(**switch))
+    model = CIKGRec(views, CIKGRecConfig(**switch))
     model.on_epoch_start(0, torch.Generator().manual_seed(0))
     _, terms = model.loss(batch_of(small_synthetic))
     assert set(terms) == {"bpr", "l2", "uir", "cl_user", "cl_item"} - gone
@@ -323,12 +323,12 @@ def test_each_ablation_switch_changes_the_terms(small_synthetic, views, switch, 
         assert model.encoder_view is View.INTEREST
         assert model.triples.n_relations == 2  # TransE on interactions only
     assert bool(model.auxiliary_tasks()) is True
-    assert not CIKGRec(views, small_synthetic, CIKGRecConfig(use_transe=False)).auxiliary_tasks()
+    assert not CIKGRec(views, CIKGRecConfig(use_transe=False)).auxiliary_tasks()
 
 
 def test_cikgrec_without_kg_in_the_graph_runs_without_item_contrast(small_synthetic):
     views = build_views(build_cikg(small_synthetic, include_kg=False), views=[])
-    model = CIKGRec(views, small_synthetic)
+    model = CIKGRec(views)
     _, terms = model.loss(batch_of(small_synthetic))
     assert set(terms) == {"bpr", "l2", "uir", "cl_user"} and model.encoder_view is View.INTEREST
 
@@ -338,7 +338,7 @@ def test_cl_anchor_setting_picks_view_one(small_synthetic, views):
     values = {}
     for anchor in ("collaborative", "full"):
         torch.manual_seed(0)
-        model = CIKGRec(views, small_synthetic, CIKGRecConfig(cl_anchor=anchor, eps=0.0, use_uir=False))
+        model = CIKGRec(views, CIKGRecConfig(cl_anchor=anchor, eps=0.0, use_uir=False))
         assert model.anchor_view is (View.COLLABORATIVE if anchor == "collaborative" else View.FULL)
         _, terms = model.loss(batch)
         values[anchor] = float(terms["cl_user"])
@@ -346,7 +346,7 @@ def test_cl_anchor_setting_picks_view_one(small_synthetic, views):
 
 
 def test_uir_gradient_reaches_mask_token_and_decoder(small_synthetic, views):
-    model = CIKGRec(views, small_synthetic, CIKGRecConfig(min_mask_rate=0.5, max_mask_rate=0.5))
+    model = CIKGRec(views, CIKGRecConfig(min_mask_rate=0.5, max_mask_rate=0.5))
     model.on_epoch_start(0, torch.Generator().manual_seed(0))
     loss = model.interest_reconstruction_loss()
     loss.backward()
@@ -358,7 +358,7 @@ def test_uir_gradient_reaches_mask_token_and_decoder(small_synthetic, views):
 def test_cikgrec_on_dbbook_one_step_all_terms_finite(dbbook):
     views = build_views(build_cikg(dbbook), views=[])
     torch.manual_seed(0)
-    model = CIKGRecConfig().build(views, dbbook)
+    model = CIKGRecConfig().build(views)
     model.on_epoch_start(0, torch.Generator().manual_seed(0))
     total, terms = model.loss(batch_of(dbbook, 1024))
     total.backward()
@@ -382,3 +382,39 @@ def test_models_run_on_cuda(small_synthetic, views):
         for task in model.auxiliary_tasks():
             batch = next(iter(task.batches(torch.Generator().manual_seed(0), 0)))
             task.loss(batch)[0].backward()
+
+
+@pytest.mark.parametrize("name", ["bprmf", "lightgcn", "lightgcn-cikg", "simgcl", "kgat", "kgin", "cikgrec"])
+def test_every_builtin_model_stands_on_the_graph_alone_and_moves_it(name, small_synthetic):
+    """Config.build(graph): no Dataset; `.double()` casts the graph the model keeps with its parameters."""
+    from cikg.models.registry import build_model
+
+    views = build_views(build_cikg(small_synthetic))
+    model = build_model(MODEL_CONFIGS[name](), views)
+    model.double()
+    user_emb, item_emb = model.embed()
+    assert user_emb.dtype == torch.float64 and item_emb.shape[0] == small_synthetic.n_items
+    if model.graph is not None:
+        assert model.graph is not views and all(a.dtype == torch.float64 for a in model.graph.adjacency.values())
+        assert all(a.dtype == torch.float32 for a in views.adjacency.values())  # the caller's graph is untouched
+        assert model.graph.kg_triples.dtype == torch.long
+
+
+def test_a_config_with_the_older_two_argument_build_still_gets_the_dataset(small_synthetic, caplog):
+    from dataclasses import dataclass
+
+    from cikg.models import BPRMF
+    from cikg.models.registry import build_model
+
+    @dataclass
+    class OldStyle:
+        dim: int = 8
+
+        def build(self, views, dataset):
+            return BPRMF(dataset.n_users, dataset.n_items)
+
+    views = build_views(build_cikg(small_synthetic))
+    with caplog.at_level("WARNING"):
+        model = build_model(OldStyle(), views, small_synthetic)
+    assert model.n_users == small_synthetic.n_users
+    assert "build(graph)" in caplog.text

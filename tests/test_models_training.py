@@ -53,7 +53,7 @@ def train_briefly(model, dataset, lr: float = 0.05):
 
 @pytest.mark.parametrize("name, make", [
     ("lightgcn", lambda d, v: LightGCN(v, LightGCNConfig())),
-    ("cikgrec", lambda d, v: CIKGRec(v, d, CIKGRecConfig(l2=1e-4))),
+    ("cikgrec", lambda d, v: CIKGRec(v, CIKGRecConfig(l2=1e-4))),
 ])
 def test_short_training_lowers_bpr_and_beats_popularity(data, name, make):
     dataset, views = data

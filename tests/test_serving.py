@@ -167,7 +167,7 @@ def test_each_model_exposes_the_node_types_it_trains(small_synthetic, name, expe
 
     views = build_views(build_cikg(small_synthetic), views=())
     config = MODEL_CONFIGS[name](dim=8) if name != "cikgrec" else MODEL_CONFIGS[name](dim=8, use_transe=False)
-    model = TrainedModel(config.build(views, small_synthetic), small_synthetic)
+    model = TrainedModel(config.build(views), small_synthetic)
     assert model.node_types == expected and model.inner_product
     with torch.no_grad():
         user_emb, item_emb = model.model.embed()

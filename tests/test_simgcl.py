@@ -33,7 +33,7 @@ def naive_info_nce(first: torch.Tensor, second: torch.Tensor, tau: float) -> tor
 
 @pytest.mark.parametrize("augmentation", ["noise", "edge_dropout"])
 def test_simgcl_shapes_terms_and_registration(small_synthetic, views, augmentation):
-    model = MODEL_CONFIGS["simgcl"](augmentation=augmentation).build(views, small_synthetic)
+    model = MODEL_CONFIGS["simgcl"](augmentation=augmentation).build(views)
     assert isinstance(model, SimGCL)
     users, items = model.embed()
     assert users.shape == (small_synthetic.n_users, 64) and items.shape == (small_synthetic.n_items, 64)

@@ -15,10 +15,11 @@ relations counts once. :math:`\\hat{A}` is symmetric, so propagation can use it 
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch_geometric.data import HeteroData
@@ -84,28 +85,66 @@ def normalized_adjacency(edge_index: torch.Tensor, n_nodes: int, self_loops: boo
 
 @dataclass
 class GraphViews:
-    """The homogeneous node index of a CIKG and its normalised views.
+    """The graph object every model is built from: the homogeneous node index of a CIKG, its edges, its typed
+    KG triples, node features and the normalised adjacency of each view.
 
     Attributes:
         counts: nodes per type, in index order.
         offsets: first global index of each node type.
         edges: undirected edge list ``[2, E]`` (global ids) of each part: ``interacts``, ``interest``, ``kg``.
-        adjacency: the normalised CSR adjacency of each requested :class:`View`.
+        self_loops: the self-loop setting :meth:`adj` uses when a caller does not name one.
+        adjacency: normalised CSR adjacencies built so far, keyed by ``(view, self_loops)``.
         features: node features by node type (``graph[t].x``, rows = node ids of type ``t``), if attached.
         feature_blocks: node type -> ordered ``{block: width}`` of its features (from their provenance).
+        kg_triples: the typed item KG ``LongTensor [3, T]`` (head, relation, tail), unique and sorted, in the
+            *entity* space (item ``i`` is entity ``i``, global node ``offsets["item"] + i``; a non-item entity
+            ``e`` is global node ``offsets["item"] + e``); ``None`` when the graph has no KG.
+        relation_names: name of each relation id of ``kg_triples``.
+        name: the dataset the graph was built from (for messages).
+        dtype: the value type of the adjacencies :meth:`adj` builds (follows a model's ``.double()``).
     """
 
     counts: Dict[str, int]
     offsets: Dict[str, int]
     edges: Dict[str, torch.Tensor]
     self_loops: bool = False
-    adjacency: Dict[View, torch.Tensor] = field(default_factory=dict)
+    adjacency: Dict[Tuple[View, bool], torch.Tensor] = field(default_factory=dict)
     features: Dict[str, torch.Tensor] = field(default_factory=dict)
     feature_blocks: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    kg_triples: Optional[torch.Tensor] = None
+    relation_names: List[str] = field(default_factory=list)
+    name: str = "graph"
+    dtype: torch.dtype = torch.float32
 
     @property
     def n_nodes(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def n_users(self) -> int:
+        return self.counts["user"]
+
+    @property
+    def n_items(self) -> int:
+        return self.counts["item"]
+
+    @property
+    def n_entities(self) -> int:
+        """Items plus KG entities (the entity space of :attr:`kg_triples`)."""
+        return self.counts["item"] + self.counts["entity"]
+
+    @property
+    def n_relations(self) -> int:
+        return len(self.relation_names)
+
+    @property
+    def has_kg(self) -> bool:
+        return self.kg_triples is not None and self.kg_triples.size(1) > 0 and "kg" in self.edges
+
+    def interactions(self) -> torch.Tensor:
+        """The train interactions ``LongTensor [2, n]`` as ``(user, item)`` with local item ids."""
+        users, items = self.edges["interacts"]
+        return torch.stack([users, items - self.offsets["item"]])
 
     def node_slice(self, node_type: str) -> slice:
         start = self.offsets[node_type]
@@ -116,22 +155,51 @@ class GraphViews:
         parts = [self.edges[p] for p in VIEW_PARTS[View(view)] if p in self.edges]
         return torch.cat(parts, dim=1) if parts else torch.empty((2, 0), dtype=torch.long)
 
-    def adj(self, view: View) -> torch.Tensor:
-        """The normalised CSR adjacency of ``view`` (built once, then cached)."""
-        view = View(view)
-        if view not in self.adjacency:
-            self.adjacency[view] = normalized_adjacency(self.edge_index(view), self.n_nodes, self.self_loops)
-        return self.adjacency[view]
+    def adj(self, view: View, self_loops: Optional[bool] = None) -> torch.Tensor:
+        """The normalised CSR adjacency of ``view`` (with ``self_loops``, default :attr:`self_loops`), built
+        once and then cached."""
+        key = (View(view), self.self_loops if self_loops is None else bool(self_loops))
+        if key not in self.adjacency:
+            device = self.edges["interacts"].device
+            self.adjacency[key] = normalized_adjacency(self.edge_index(key[0]).to(device), self.n_nodes, key[1],
+                                                       self.dtype)
+        return self.adjacency[key]
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "GraphViews":
+        """A copy with ``fn`` applied to every tensor (what ``nn.Module._apply`` does to a model's buffers)."""
+        return dataclasses.replace(
+            self, edges={k: fn(v) for k, v in self.edges.items()},
+            adjacency={k: fn(v) for k, v in self.adjacency.items()},
+            features={k: fn(v) for k, v in self.features.items()},
+            feature_blocks={k: dict(v) for k, v in self.feature_blocks.items()},
+            kg_triples=None if self.kg_triples is None else fn(self.kg_triples),
+            counts=dict(self.counts), offsets=dict(self.offsets), relation_names=list(self.relation_names),
+            dtype=fn(torch.zeros(0, dtype=self.dtype)).dtype)
 
     def to(self, device: torch.device | str) -> "GraphViews":
-        return GraphViews(dict(self.counts), dict(self.offsets), {k: v.to(device) for k, v in self.edges.items()},
-                          self.self_loops, {k: v.to(device) for k, v in self.adjacency.items()},
-                          {k: v.to(device) for k, v in self.features.items()},
-                          {k: dict(v) for k, v in self.feature_blocks.items()})
+        return self.apply(lambda t: t.to(device))
 
     def __repr__(self) -> str:
         edges = ", ".join(f"{k}={v.size(1)}" for k, v in self.edges.items())
-        return f"GraphViews(nodes={self.counts}, undirected_edges=({edges}), self_loops={self.self_loops})"
+        kg = f", kg_triples={self.kg_triples.size(1)}/{self.n_relations} relations" if self.has_kg else ""
+        return f"GraphViews(nodes={self.counts}, undirected_edges=({edges}){kg}, self_loops={self.self_loops})"
+
+
+def _typed_kg_triples(graph: HeteroData, kg_types: List[Tuple[str, str, str]], n_items: int
+                      ) -> Tuple[Optional[torch.Tensor], List[str]]:
+    """The KG's ``(head, relation, tail)`` triples in the entity space, unique and sorted, from the graph's
+    per-relation edge types (only the forward ones: ``kg_edge_types`` leaves out the ``rev_`` types)."""
+    relation_names = list(getattr(graph, "meta", {}).get("relations", []))
+    if not kg_types:
+        return None, relation_names
+    relation_id = {name: r for r, name in enumerate(relation_names)}
+    parts = []
+    for head_type, relation, tail_type in kg_types:
+        e = graph[(head_type, relation, tail_type)].edge_index
+        head = e[0] + (0 if head_type == "item" else n_items)
+        tail = e[1] + (0 if tail_type == "item" else n_items)
+        parts.append(torch.stack([head, torch.full_like(head, relation_id[relation]), tail]))
+    return torch.unique(torch.cat(parts, dim=1), dim=1), relation_names
 
 
 def build_views(graph: HeteroData, views: Optional[Iterable[View]] = tuple(View), self_loops: bool = False
@@ -154,7 +222,9 @@ def build_views(graph: HeteroData, views: Optional[Iterable[View]] = tuple(View)
     kg_types = kg_edge_types(graph)
     if kg_types:
         edges["kg"] = torch.cat([globalise(et) for et in kg_types], dim=1)
-    result = GraphViews(counts, offsets, edges, self_loops)
+    kg_triples, relation_names = _typed_kg_triples(graph, kg_types, counts["item"])
+    result = GraphViews(counts, offsets, edges, self_loops, kg_triples=kg_triples, relation_names=relation_names,
+                        name=str(getattr(graph, "meta", {}).get("dataset", "graph")))
     for node_type in NODE_TYPES:  # node features attached by cikg.augment (graph[t].x), for the fusion layer
         if "x" in graph[node_type]:
             result.features[node_type] = graph[node_type].x

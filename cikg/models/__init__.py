@@ -1,7 +1,7 @@
 """Recommenders over the CIKG: BPR-MF, LightGCN (any view), SimGCL / SGL, KGIN, CIKGRec, and the propagation they share.
 
 Every model follows :class:`~cikg.models.base.Recommender`; every config dataclass validates itself and
-builds its model with ``config.build(views, dataset)``. :data:`MODEL_CONFIGS` maps the model names used in
+builds its model with ``config.build(graph)`` (a :class:`~cikg.graph.GraphViews`). :data:`MODEL_CONFIGS` maps the model names used in
 YAML files to their config classes; models of your own join it through :func:`register_model`, ``cikg train
 --import MODULE`` or a ``cikg.models`` entry point (:mod:`cikg.models.registry`).
 """
@@ -14,7 +14,6 @@ from .cikgrec import CIKGRec, CIKGRecConfig, info_nce, mask_rate_schedule, sce_l
 from .kgin import KGIN, KGINConfig
 from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
 from .propagation import (
-    AdjacencyStore,
     EdgeDropout,
     LGPropagation,
     SymmetricSpMM,
@@ -35,7 +34,7 @@ MODEL_CONFIGS: Dict[str, type] = {
 }
 
 __all__ = [
-    "AdjacencyStore", "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
+    "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
     "EdgeDropout", "KGIN", "KGINConfig", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
     "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SymmetricSpMM", "bpr_loss", "drop_edges",
     "import_model_modules", "info_nce", "l2_reg", "load_entry_point_models", "mask_rate_schedule", "register_model",

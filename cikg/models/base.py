@@ -16,12 +16,15 @@ as TransE on KG triples).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..topk import csr_rows, mask_excluded_, top_items
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..graph import GraphViews
 
 
 @dataclass
@@ -69,10 +72,23 @@ class AuxiliaryTask:
 
 
 class Recommender(nn.Module):
-    """Base class of cikg models: ``n_users`` × ``n_items`` scoring by inner products of embeddings."""
+    """Base class of cikg models: ``n_users`` × ``n_items`` scoring by inner products of embeddings.
+
+    A model that propagates keeps the graph it was built from as ``self.graph`` (a
+    :class:`~cikg.graph.GraphViews`); ``.to(device)`` / ``.double()`` move and cast it with the parameters.
+    It is held as a plain attribute, not as buffers: its sparse adjacencies cannot be broadcast by
+    ``DistributedDataParallel`` (and never change), and it is rebuilt from the data, not saved.
+    """
 
     n_users: int
     n_items: int
+    graph: Optional["GraphViews"] = None
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        super()._apply(fn, recurse)
+        if self.graph is not None:
+            self.graph = self.graph.apply(fn)
+        return self
 
     def reset_parameters(self) -> None:  # pragma: no cover - every model overrides
         raise NotImplementedError

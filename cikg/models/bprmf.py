@@ -12,7 +12,6 @@ from typing import Optional, Tuple
 
 from torch import Tensor, nn
 
-from ..data import Dataset
 from ..graph import GraphViews
 from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
@@ -37,8 +36,8 @@ class BPRMFConfig:
         _checks.positive_int(self, "dim")
         _checks.non_negative(self, "l2")
 
-    def build(self, views: Optional[GraphViews], dataset: Dataset) -> "BPRMF":
-        return BPRMF(dataset.n_users, dataset.n_items, self, views)
+    def build(self, views: GraphViews) -> "BPRMF":
+        return BPRMF(views.n_users, views.n_items, self, views)
 
 
 class BPRMF(Recommender):

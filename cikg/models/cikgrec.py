@@ -45,14 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import Dataset
 from ..errors import ConfigError
 from ..graph import GraphViews, View
 from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
 from .kg import TripleStore, translation_distance
-from .propagation import AdjacencyStore, EdgeDropout, LGPropagation, simgcl_noise
+from .propagation import EdgeDropout, LGPropagation, simgcl_noise
 from .rng import random_permutation
 
 logger = logging.getLogger(__name__)
@@ -156,8 +155,8 @@ class CIKGRecConfig:
         if self.transe_batches is not None:
             _checks.positive_int(self, "transe_batches")
 
-    def build(self, views: GraphViews, dataset: Dataset) -> "CIKGRec":
-        return CIKGRec(views, dataset, self)
+    def build(self, views: GraphViews) -> "CIKGRec":
+        return CIKGRec(views, self)
 
 
 # ------------------------------------------------------------------------------------- loss functions
@@ -246,18 +245,16 @@ class TransETriples(TripleStore):
     tail in the positive tail's domain (users, or items + KG entities), re-drawn while it forms a true triple.
     """
 
-    def __init__(self, dataset: Dataset, views: GraphViews, use_kg: bool):
-        n_items = dataset.n_items
+    def __init__(self, views: GraphViews, use_kg: bool):
         item_off, entity_off = views.offsets["item"], views.offsets["entity"]
-        users, items = dataset.train[0], dataset.train[1] + item_off
+        users, items = views.edges["interacts"]
         heads, rels, tails = [users, items], [torch.full_like(users, INTERACT), torch.full_like(users, INTERACTED)], \
             [items, users]
         n_kg_rel = 0
-        if use_kg and dataset.has_kg:
-            kg = torch.unique(dataset.kg, dim=1)
-            h, r, t = kg[0], kg[1], kg[2]
-            to_global = lambda e: torch.where(e < n_items, e + item_off, e - n_items + entity_off)  # noqa: E731
-            n_kg_rel = dataset.n_relations
+        if use_kg and views.has_kg:
+            h, r, t = views.kg_triples
+            to_global = lambda e: torch.where(e < views.n_items, e + item_off, e - views.n_items + entity_off)  # noqa: E731
+            n_kg_rel = views.n_relations
             heads += [to_global(h), to_global(t)]
             rels += [r + 2, r + 2 + n_kg_rel]
             tails += [to_global(t), to_global(h)]
@@ -279,11 +276,11 @@ class TransETriples(TripleStore):
 
 # -------------------------------------------------------------------------------------------- model
 class CIKGRec(Recommender):
-    """CIKGRec over the CIKG ``views`` of ``dataset`` (see the module docstring for the objectives).
+    """CIKGRec over the CIKG ``views`` (see the module docstring for the objectives).
 
     Args:
-        views: the CIKG's node index and edges (:func:`cikg.graph.build_views`); adjacencies are built once.
-        dataset: the dataset the views were built from (TransE needs its typed KG triples).
+        views: the graph (:func:`cikg.graph.build_views`), kept as ``self.graph``: node index, edges, the typed
+            KG triples TransE trains on; adjacencies are built once and move with the model.
         config: :class:`CIKGRecConfig`.
 
     Shapes:
@@ -291,14 +288,11 @@ class CIKGRec(Recommender):
         :meth:`embed` returns ``[n_users, dim]``, ``[n_items, dim]``.
     """
 
-    def __init__(self, views: GraphViews, dataset: Dataset, config: Optional[CIKGRecConfig] = None):
+    def __init__(self, views: GraphViews, config: Optional[CIKGRecConfig] = None):
         super().__init__()
         self.config = c = config or CIKGRecConfig()
-        if views.counts["user"] != dataset.n_users or views.counts["item"] != dataset.n_items:
-            raise ConfigError(f"views ({views.counts['user']} users, {views.counts['item']} items) do not match "
-                              f"dataset {dataset.name} ({dataset.n_users} users, {dataset.n_items} items)")
-        self.views = views
-        self.n_users, self.n_items = dataset.n_users, dataset.n_items
+        self.graph = views
+        self.n_users, self.n_items = views.n_users, views.n_items
         self.item_offset = views.offsets["item"]
         self.interest_slice = views.node_slice("interest")
         self.entity_space = slice(views.offsets["item"], views.offsets["entity"] + views.counts["entity"])
@@ -308,7 +302,7 @@ class CIKGRec(Recommender):
         for part, wanted, present in (("interests", c.use_interests, self.has_interests), ("kg", c.use_kg, self.has_kg)):
             if wanted and not present:
                 logger.info("CIKGRec: %s requested but absent from the graph of %s; running without", part,
-                            dataset.name)
+                            views.name)
         self.encoder_view = {(True, True): View.FULL, (True, False): View.INTEREST,
                              (False, True): View.KG, (False, False): View.COLLABORATIVE}[(self.has_interests,
                                                                                          self.has_kg)]
@@ -316,7 +310,6 @@ class CIKGRec(Recommender):
         self.use_uir = c.use_uir and self.has_interests
         self.use_cl_user = c.use_cl and self.has_interests
         self.use_cl_item = c.use_cl and self.has_kg
-        self.adjacency = AdjacencyStore(views, c.self_loops)
 
         self.embedding = nn.Embedding(views.n_nodes, c.dim)
         self.propagation = LGPropagation(c.layers, message_dropout=c.message_dropout)
@@ -328,7 +321,7 @@ class CIKGRec(Recommender):
         self.fusion = build_fusion(c.features, views, c.dim)
         self.triples: Optional[TransETriples] = None
         if c.use_transe:
-            self.triples = TransETriples(dataset, views, use_kg=self.has_kg)
+            self.triples = TransETriples(views, use_kg=self.has_kg)
             self.relation_embedding = nn.Embedding(self.triples.n_relations, c.dim)
 
         self.mask_rate = mask_rate_schedule(0, c.min_mask_rate, c.max_mask_rate, c.total_epoch, c.increase_type)
@@ -381,7 +374,7 @@ class CIKGRec(Recommender):
 
     # ------------------------------------------------------------------ graphs
     def adj(self, view: View) -> Tensor:
-        return self.adjacency.get(view, self.device)
+        return self.graph.adj(view, self.config.self_loops)
 
     def _drop(self, name: str, p: float) -> Tensor:
         full = self.adj(self.encoder_view)
@@ -412,8 +405,8 @@ class CIKGRec(Recommender):
     def node_embeddings(self) -> Dict[str, Tensor]:
         out = self.propagate()
         nodes = {"user": out[: self.n_users], "item": out[self.item_offset: self.item_offset + self.n_items]}
-        if self.has_kg and self.views.counts["entity"] > 0:
-            nodes["entity"] = out[self.views.node_slice("entity")]
+        if self.has_kg and self.graph.counts["entity"] > 0:
+            nodes["entity"] = out[self.graph.node_slice("entity")]
         if self.has_interests:
             nodes["interest"] = out[self.interest_slice]
         return nodes

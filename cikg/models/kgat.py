@@ -58,7 +58,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import softmax as segment_softmax
 
-from ..data import Dataset
 from ..errors import ConfigError, GraphError
 from ..graph import GraphViews, sparse_csr
 from . import _checks
@@ -119,11 +118,8 @@ class KGATConfig:
         _checks.positive(self, "kg_lr")
         _checks.one_of(self, "aggregator", AGGREGATORS)
 
-    def build(self, views: GraphViews, dataset: Optional[Dataset] = None) -> "KGAT":
-        """:func:`build` with this config (the dataset is required: it holds the KG's relation ids)."""
-        if dataset is None:
-            raise ValueError("KGAT needs the dataset: the graph views do not keep the KG's relation ids")
-        return build(views, dataset, self)
+    def build(self, views: GraphViews) -> "KGAT":
+        return build(views, self)
 
 
 @dataclass
@@ -155,33 +151,29 @@ class _TransposedSpMM(torch.autograd.Function):
         return None, None, torch.sparse.mm(matrix_t, grad.contiguous())
 
 
-def collaborative_kg_triples(views: GraphViews, dataset: Dataset) -> Tuple[Tensor, int, bool]:
+def collaborative_kg_triples(views: GraphViews) -> Tuple[Tensor, int, bool]:
     """The CKG's directed triples ``[3, T]`` (head, relation, tail) in the KGAT node index, sorted by head.
+
+    The KGAT index is the graph's global index without interests (users, then items, then KG entities), so a
+    node keeps its id. Relations: the KG's ``R`` relations, their inverses (``R + r``), ``interact``
+    (``2R``) and ``interacted`` (``2R + 1``).
 
     Returns:
         ``(triples, n_relations, uses_kg)`` where ``n_relations = 2R + 2`` (``R`` KG relations used, 0 when
         the KG is left out) and ``uses_kg`` says whether the item KG is part of the graph.
     """
-    n_users, n_items = dataset.n_users, dataset.n_items
-    if views.counts["user"] != n_users or views.counts["item"] != n_items:
-        raise GraphError(f"graph views have {views.counts['user']} users / {views.counts['item']} items but "
-                         f"dataset {dataset.name!r} has {n_users} / {n_items}")
-    uses_kg = dataset.has_kg and "kg" in views.edges
-    if uses_kg and views.counts["entity"] != dataset.n_kg_entities:
-        raise GraphError(f"graph views have {views.counts['entity']} KG entities but dataset "
-                         f"{dataset.name!r} has {dataset.n_kg_entities}")
-    interacts = views.edges["interacts"]  # [user, n_users + item]
-    device = interacts.device
-    n_kg_relations = dataset.n_relations if uses_kg else 0
+    n_users = views.n_users
+    uses_kg = views.has_kg
+    users, items = views.edges["interacts"]  # [user, n_users + item]
+    n_kg_relations = views.n_relations if uses_kg else 0
     parts = []
     if uses_kg:
-        head, rel, tail = dataset.kg.to(device)
+        head, rel, tail = views.kg_triples.to(users.device)
         parts += [torch.stack([head + n_users, rel, tail + n_users]),
                   torch.stack([tail + n_users, rel + n_kg_relations, head + n_users])]
-    users, items = interacts
     interact = torch.full_like(users, 2 * n_kg_relations)
     parts += [torch.stack([users, interact, items]), torch.stack([items, interact + 1, users])]
-    n_nodes, n_relations = n_users + (dataset.n_entities if uses_kg else n_items), 2 * n_kg_relations + 2
+    n_nodes, n_relations = n_users + (views.n_entities if uses_kg else views.n_items), 2 * n_kg_relations + 2
     head, rel, tail = torch.cat(parts, dim=1)
     keys = torch.unique((head * n_nodes + tail) * n_relations + rel)  # no duplicates; sorted by (head, tail)
     pairs, rel = keys // n_relations, keys % n_relations
@@ -438,12 +430,12 @@ class KGAT(Recommender):
                 f"relation_dim={c.relation_dim}, layers={c.layer_sizes}, aggregator={c.aggregator!r}")
 
 
-def build(views: GraphViews, dataset: Dataset, config: Optional[KGATConfig] = None) -> KGAT:
-    """A :class:`KGAT` over the CKG of ``dataset`` (train interactions from ``views``; the item KG when the
-    views include it), on the device of the views' edges."""
-    triples, n_relations, uses_kg = collaborative_kg_triples(views, dataset)
-    n_entities = dataset.n_entities if uses_kg else dataset.n_items
+def build(views: GraphViews, config: Optional[KGATConfig] = None) -> KGAT:
+    """A :class:`KGAT` over the CKG of ``views`` (train interactions; the item KG when the graph has one), on
+    the device of the views' edges."""
+    triples, n_relations, uses_kg = collaborative_kg_triples(views)
     if not uses_kg:
         logger.info("KGAT on %s without a KG: attentive collaborative filtering on the user-item graph",
-                    dataset.name)
-    return KGAT(dataset.n_users, dataset.n_items, n_entities, triples, n_relations, config)
+                    views.name)
+    n_entities = views.n_entities if uses_kg else views.n_items
+    return KGAT(views.n_users, views.n_items, n_entities, triples, n_relations, config)

@@ -61,7 +61,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import Dataset
 from ..errors import ConfigError, GraphError
 from ..graph import GraphViews
 from . import _checks
@@ -112,11 +111,8 @@ class KGINConfig:
         if not isinstance(self.user_residual, bool):
             raise ConfigError(f"expected true or false, got {self.user_residual!r}", "user_residual")
 
-    def build(self, views: GraphViews, dataset: Optional[Dataset] = None) -> "KGIN":
-        """:func:`build` with this config (the dataset is required: it holds the KG's relation ids)."""
-        if dataset is None:
-            raise ValueError("KGIN needs the dataset: the graph views do not keep the KG's relation ids")
-        return build(views, dataset, self)
+    def build(self, views: GraphViews) -> "KGIN":
+        return build(views, self)
 
 
 class Structure(NamedTuple):
@@ -341,28 +337,19 @@ class KGIN(Recommender):
                 f"node_dropout={c.node_dropout}, message_dropout={c.message_dropout}")
 
 
-def kgin_graph(views: GraphViews, dataset: Dataset) -> Tuple[Tensor, int, Tensor]:
+def kgin_graph(views: GraphViews) -> Tuple[Tensor, int, Tensor]:
     """The KG with inverse triples ``[3, T]`` (unique (head, relation, tail) entity ids; relation ``r + R`` is
     the inverse of ``r``), its relation count ``2R`` and the train interactions ``[2, N]`` of ``views``, on the
-    views' device. Raises :class:`GraphError` without a KG or for views of another dataset."""
-    n_users, n_items = dataset.n_users, dataset.n_items
-    if views.counts["user"] != n_users or views.counts["item"] != n_items:
-        raise GraphError(f"graph views have {views.counts['user']} users / {views.counts['item']} items but "
-                         f"dataset {dataset.name!r} has {n_users} / {n_items}")
-    if not dataset.has_kg:
-        raise GraphError(f"KGIN needs an item KG and dataset {dataset.name!r} has none (its intents combine KG "
-                         "relations); use a KG dataset or another model")
-    if "kg" not in views.edges:
-        raise GraphError(f"KGIN needs an item KG and the graph of {dataset.name!r} was built without it "
-                         "(include_kg / the graph recipe's kg: true)")
-    if views.counts["entity"] != dataset.n_kg_entities:
-        raise GraphError(f"graph views have {views.counts['entity']} KG entities but dataset "
-                         f"{dataset.name!r} has {dataset.n_kg_entities}")
+    views' device. Raises :class:`GraphError` when the graph has no KG."""
+    if not views.has_kg:
+        raise GraphError(f"KGIN needs an item KG and the graph of {views.name!r} has none (its intents combine KG "
+                         "relations): use a dataset with a KG and a graph built with it (the recipe's kg: true), "
+                         "or another model")
     interacts = views.edges["interacts"]  # [user, n_users + item]
-    head, rel, tail = dataset.kg.to(interacts.device)
-    n_relations, n = 2 * dataset.n_relations, dataset.n_entities
+    head, rel, tail = views.kg_triples.to(interacts.device)
+    n_relations, n = 2 * views.n_relations, views.n_entities
     heads = torch.cat([head, tail])
-    relations = torch.cat([rel, rel + dataset.n_relations])
+    relations = torch.cat([rel, rel + views.n_relations])
     tails = torch.cat([tail, head])
     keys = torch.unique((heads * n_relations + relations) * n + tails)
     kg = torch.stack([keys // (n_relations * n), (keys // n) % n_relations, keys % n])
@@ -370,10 +357,9 @@ def kgin_graph(views: GraphViews, dataset: Dataset) -> Tuple[Tensor, int, Tensor
     return kg, n_relations, interactions
 
 
-def build(views: GraphViews, dataset: Dataset, config: Optional[KGINConfig] = None) -> KGIN:
-    """A :class:`KGIN` over the item KG of ``dataset`` and the train interactions of ``views``, on the device
-    of the views' edges."""
-    kg, n_relations, interactions = kgin_graph(views, dataset)
-    logger.info("KGIN on %s: %d KG edges (inverses included), %d relations, %d interactions", dataset.name,
+def build(views: GraphViews, config: Optional[KGINConfig] = None) -> KGIN:
+    """A :class:`KGIN` over the item KG and the train interactions of ``views``, on the views' device."""
+    kg, n_relations, interactions = kgin_graph(views)
+    logger.info("KGIN on %s: %d KG edges (inverses included), %d relations, %d interactions", views.name,
                 kg.size(1), n_relations, interactions.size(1))
-    return KGIN(dataset.n_users, dataset.n_items, dataset.n_entities, kg, n_relations, interactions, config)
+    return KGIN(views.n_users, views.n_items, views.n_entities, kg, n_relations, interactions, config)

@@ -20,13 +20,12 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..data import Dataset
 from ..errors import ConfigError
 from ..graph import VIEW_PARTS, GraphViews, View
 from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
-from .propagation import AdjacencyStore, EdgeDropout, LGPropagation
+from .propagation import EdgeDropout, LGPropagation
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class LightGCNConfig:
         _checks.one_of(self, "view", [v.value for v in View])
         _checks.probability(self, "edge_dropout", "message_dropout")
 
-    def build(self, views: GraphViews, dataset: Optional[Dataset] = None) -> "LightGCN":
+    def build(self, views: GraphViews) -> "LightGCN":
         return LightGCN(views, self)
 
 
@@ -78,8 +77,8 @@ class LightGCN(Recommender):
     """LightGCN over ``config.view`` of ``views``.
 
     Args:
-        views: the CIKG's node index and edges (:func:`cikg.graph.build_views`); the adjacency is taken from
-            its cache (or built once when ``self_loops`` differs) on the device the model lives on.
+        views: the graph (:func:`cikg.graph.build_views`), kept as ``self.graph``; its adjacency of
+            ``config.view`` (with ``config.self_loops``) is built once and moves with the model.
         config: :class:`LightGCNConfig`.
 
     Shapes:
@@ -102,7 +101,7 @@ class LightGCN(Recommender):
         for node_type, edges in (("entity", "kg"), ("interest", "interest")):
             if edges in VIEW_PARTS[self.view] and edges in views.edges and views.counts[node_type] > 0:
                 self.node_slices[node_type] = views.node_slice(node_type)
-        self.adjacency = AdjacencyStore(views, self.config.self_loops)
+        self.graph = views
         self.embedding = nn.Embedding(views.n_nodes, self.config.dim)
         self.propagation = LGPropagation(self.config.layers, message_dropout=self.config.message_dropout)
         self.fusion = build_fusion(self.config.features, views, self.config.dim)
@@ -122,7 +121,7 @@ class LightGCN(Recommender):
         return weight if self.fusion is None else self.fusion(weight)
 
     def full_adjacency(self) -> Tensor:
-        return self.adjacency.get(self.view, self.embedding.weight.device)
+        return self.graph.adj(self.view, self.config.self_loops)
 
     def training_adjacency(self, generator: Optional[torch.Generator] = None) -> Tensor:
         """The adjacency of this epoch: the full one, or its edge-dropped sample (drawn once per epoch)."""

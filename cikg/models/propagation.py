@@ -18,17 +18,17 @@ scatters on every call, which is an order of magnitude slower on a CIKG (see ``d
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import View, csr_from_entries, normalized_adjacency
+from ..graph import csr_from_entries
 from .rng import uniform_random
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..graph import GraphViews
+    pass
 
 #: ``perturb(x_k, k) -> x_k'``: applied to each layer output ``k >= 1`` before it feeds the next layer.
 PerturbHook = Callable[[Tensor, int], Tensor]
@@ -136,6 +136,7 @@ class EdgeDropout:
     def __init__(self, adj: Tensor):
         adj = adj.to_sparse_csr() if adj.layout != torch.sparse_csr else adj
         self.n_nodes = adj.size(0)
+        self.dtype = adj.values().dtype
         crow, self.cols = adj.crow_indices(), adj.col_indices()
         self.rows = torch.repeat_interleave(torch.arange(self.n_nodes, device=crow.device), crow.diff())
         self.self_loop = self.rows == self.cols
@@ -149,7 +150,7 @@ class EdgeDropout:
             raise ValueError(f"edge dropout p must be in [0, 1), got {p}")
         keep_edge = uniform_random((self.n_edges,), self.rows.device, generator) >= p
         keep = keep_edge[self.edge_id] | self.self_loop
-        return csr_from_entries(self.rows[keep], self.cols[keep], self.n_nodes)
+        return csr_from_entries(self.rows[keep], self.cols[keep], self.n_nodes, self.dtype)
 
     def __repr__(self) -> str:
         return f"EdgeDropout(nodes={self.n_nodes}, undirected_edges={self.n_edges})"
@@ -158,28 +159,3 @@ class EdgeDropout:
 def drop_edges(adj: Tensor, p: float, generator: Optional[torch.Generator] = None) -> Tensor:
     """One-off :class:`EdgeDropout` sample (build an :class:`EdgeDropout` to resample the same graph)."""
     return EdgeDropout(adj).sample(p, generator)
-
-
-class AdjacencyStore:
-    """The normalised adjacency of each view with a model's self-loop setting, on the model's device.
-
-    Uses the cached :meth:`GraphViews.adj` when the views were built with the same ``self_loops``; otherwise
-    builds the adjacency once from :meth:`GraphViews.edge_index`. Either way each (view, device) pair is
-    built or copied once and then reused, never per batch.
-    """
-
-    def __init__(self, views: "GraphViews", self_loops: bool):
-        self.views = views
-        self.self_loops = bool(self_loops)
-        self._cache: Dict[Tuple[View, str], Tensor] = {}
-
-    def get(self, view: View, device: torch.device) -> Tensor:
-        view = View(view)
-        key = (view, str(torch.device(device)))
-        if key not in self._cache:
-            if self.views.self_loops == self.self_loops:
-                adj = self.views.adj(view)
-            else:
-                adj = normalized_adjacency(self.views.edge_index(view), self.views.n_nodes, self.self_loops)
-            self._cache[key] = adj.to(device)
-        return self._cache[key]

@@ -1,6 +1,7 @@
 """Models of your own: register a config class under a name that YAML files and ``cikg train`` use.
 
-A model config is a dataclass with ``build(views, dataset) -> Recommender`` (see :mod:`cikg.models.base`).
+A model config is a dataclass with ``build(graph) -> Recommender`` (see :mod:`cikg.models.base`), where ``graph``
+is the :class:`~cikg.graph.GraphViews` the trainer builds; :func:`build_model` is how the framework calls it.
 Three ways in, all ending in :data:`cikg.models.MODEL_CONFIGS`:
 
 * in Python: ``register_model("mymodel", MyConfig)`` or the decorator ``@register_model("mymodel")``;
@@ -15,11 +16,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import logging
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import Dataset
+    from ..graph import GraphViews
+    from .base import Recommender
 
 from ..errors import CikgError, ConfigError
 
@@ -36,7 +43,7 @@ def register_model(name: str, config_class: Optional[type] = None):
             raise ConfigError(f"a model name must be a non-empty string, got {name!r}", "model.name")
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and callable(getattr(cls, "build", None))):
             raise ConfigError(f"{cls!r} is not a model config: expected a dataclass with "
-                              "build(views, dataset) -> Recommender", "model.name")
+                              "build(graph) -> Recommender", "model.name")
         known = MODEL_CONFIGS.get(name)
         if known is not None and known is not cls and _qualname(known) != _qualname(cls):
             raise ConfigError(f"model {name!r} is already registered as {_qualname(known)}", "model.name")
@@ -106,3 +113,23 @@ def _run(load: Callable[[], object], spec: str) -> None:
 
 
 __all__ = ["ENTRY_POINT_GROUP", "import_model_modules", "load_entry_point_models", "register_model"]
+
+
+def build_model(config: Any, graph: "GraphViews", dataset: Optional["Dataset"] = None) -> "Recommender":
+    """``config.build(graph)``: every built-in model stands on the graph alone.
+
+    A config written against the earlier contract, ``build(views, dataset)`` with a required second
+    parameter, still gets the dataset (logged once per class, so its author knows to move to ``build(graph)``).
+    """
+    parameters = [p for p in inspect.signature(config.build).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(parameters) >= 2 and parameters[1].default is inspect.Parameter.empty:
+        if type(config) not in _WARNED_LEGACY:
+            _WARNED_LEGACY.add(type(config))
+            logger.warning("%s.build takes (views, dataset): the contract is build(graph) now; the dataset is "
+                           "passed for this model", type(config).__name__)
+        return config.build(graph, dataset)
+    return config.build(graph)
+
+
+_WARNED_LEGACY: set = set()

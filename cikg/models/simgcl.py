@@ -42,7 +42,6 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..data import Dataset
 from ..errors import ConfigError
 from ..graph import GraphViews
 from . import _checks
@@ -88,7 +87,7 @@ class SimGCLConfig(LightGCNConfig):
             raise ConfigError("layers=0 leaves nothing to average without the layer-0 embedding; set "
                               "include_ego=true or layers >= 1", "layers")
 
-    def build(self, views: GraphViews, dataset: Optional[Dataset] = None) -> "SimGCL":
+    def build(self, views: GraphViews) -> "SimGCL":
         return SimGCL(views, self)
 
 

@@ -35,6 +35,7 @@ from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
+from ..models.registry import build_model
 from .config import DataConfig, RunConfig, TrainConfig, load_run_config, run_config_from_dict
 from .progress import epoch_bar, epoch_postfix
 from .sampling import BPRSampler
@@ -172,7 +173,7 @@ class Trainer:
         views = views if views is not None else build_run_graph(config, self.dataset)
         self.views = views.to(self.device)
         torch.manual_seed(train.seed)
-        self.model: Recommender = config.model.build(self.views, self.dataset).to(self.device)
+        self.model: Recommender = build_model(config.model, self.views, self.dataset).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.aux_tasks = self.model.auxiliary_tasks()
         self.aux_optimizers = [torch.optim.Adam(t.parameters, lr=t.lr, weight_decay=t.weight_decay)
