@@ -311,8 +311,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     trackers = trackers_from_args(args)
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     config = load_run_config(args.config, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / (
-        config.name or f"{config.model_name}-{Path(config.data.dataset).name}-seed{config.train.seed}")
+    run_dir = Path(args.run_dir) if args.run_dir else config.default_run_dir()
     env = DistributedEnv.from_env()  # set by torchrun with --nproc_per_node > 1
     if env is not None:
         result = train_distributed(config, run_dir, env, resume=not args.no_resume, trackers=trackers)

@@ -23,7 +23,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import CikgError, ConfigError
-from .ranking import METRICS, csr_rows, hit_matrix, mask_excluded_, metrics_from_hits, top_items, truth_keys
+from .ranking import (
+    DEFAULT_KS,
+    METRICS,
+    csr_rows,
+    hit_matrix,
+    mask_excluded_,
+    metrics_from_hits,
+    top_items,
+    truth_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +95,7 @@ class Evaluator:
         progress: show a tqdm bar over blocks.
     """
 
-    ks: Tuple[int, ...] = (20, 50, 100)
+    ks: Tuple[int, ...] = DEFAULT_KS
     block_size: int = 256
     device: Optional[str] = None
     metrics: Tuple[str, ...] = METRICS

@@ -15,10 +15,13 @@ import torch
 
 from ..topk import csr_rows, mask_excluded_, top_items
 
-__all__ = ["METRICS", "csr_rows", "hit_matrix", "mask_excluded_", "metrics_from_hits", "top_items", "truth_keys"]
+__all__ = ["DEFAULT_KS", "METRICS", "csr_rows", "hit_matrix", "mask_excluded_", "metrics_from_hits", "top_items", "truth_keys"]
 
 METRICS = ("recall", "ndcg", "precision", "hit")
 """Metric names understood by :func:`metrics_from_hits`."""
+
+DEFAULT_KS = (20, 50, 100)
+"""The cut-offs reported when none are given (the evaluator's and a run config's ``train.ks``)."""
 
 
 def truth_keys(indptr: torch.Tensor, indices: torch.Tensor, n_items: int) -> Tuple[torch.Tensor, torch.Tensor]:

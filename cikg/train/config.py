@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ..config import dump_yaml, from_dict, load_yaml, merge, parse_overrides, to_dict
 from ..errors import ConfigError
+from ..eval.ranking import DEFAULT_KS, METRICS
 
 
 @dataclass
@@ -89,7 +90,7 @@ class TrainConfig:
     patience: int = 10
     eval_every: int = 1
     select: Tuple[str, ...] = ("recall@20", "ndcg@20")
-    ks: Tuple[int, ...] = (20, 50, 100)
+    ks: Tuple[int, ...] = DEFAULT_KS
     eval_block_size: int = 256
     sparse_groups: Tuple[int, ...] = (5, 10)
     seed: int = 2024
@@ -114,7 +115,7 @@ class TrainConfig:
             raise ConfigError(f"expected cut-offs >= 1, got {self.ks}", "ks")
         for name in self.select:
             metric, _, k = name.partition("@")
-            if metric not in ("recall", "ndcg", "precision", "hit") or not k.isdigit() or int(k) not in self.ks:
+            if metric not in METRICS or not k.isdigit() or int(k) not in self.ks:
                 raise ConfigError(f"{name!r} is not a metric@K with K in ks={self.ks}", "select")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "auto"):
             raise ConfigError(f"expected cpu, cuda, cuda:N or auto, got {self.device!r}", "device")
@@ -149,6 +150,11 @@ class RunConfig:
     @property
     def model_name(self) -> str:
         return model_name(self.model)
+
+    def default_run_dir(self) -> Path:
+        """Where a run of this config goes when no directory is given (``cikg train``, ``train_from_config``):
+        ``runs/<name>``, or ``runs/<model>-<dataset>-seed<seed>``."""
+        return Path("runs") / (self.name or f"{self.model_name}-{Path(self.data.dataset).name}-seed{self.train.seed}")
 
     def to_dict(self) -> Dict[str, Any]:
         out = to_dict(self)

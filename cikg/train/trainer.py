@@ -457,7 +457,7 @@ def train_from_config(path: Optional[Union[str, Path]], overrides: Tuple[str, ..
                       overwrite: bool = False) -> FitResult:
     """``cikg train CONFIG key=value ...`` as a function."""
     config = load_run_config(path, overrides)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / (config.name or f"{config.model_name}-{config.data.dataset}")
+    run_dir = Path(run_dir) if run_dir else config.default_run_dir()
     return Trainer(config, run_dir).fit(resume=resume, overwrite=overwrite)
 
 
