@@ -5,12 +5,12 @@ builds its model with ``config.build(graph)`` (a :class:`~cikg.graph.GraphViews`
 YAML files to their config classes; models of your own join it through :func:`register_model`, ``cikg train
 --import MODULE`` or a ``cikg.models`` entry point (:mod:`cikg.models.registry`).
 """
-import importlib.util
 from typing import Dict
 
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .bprmf import BPRMF, BPRMFConfig
 from .cikgrec import CIKGRec, CIKGRecConfig, info_nce, mask_rate_schedule, sce_loss
+from .kgat import KGAT, KGATConfig
 from .kgin import KGIN, KGINConfig
 from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
 from .propagation import (
@@ -31,18 +31,13 @@ MODEL_CONFIGS: Dict[str, type] = {
     "cikgrec": CIKGRecConfig,
     "simgcl": SimGCLConfig,
     "kgin": KGINConfig,
+    "kgat": KGATConfig,
 }
 
 __all__ = [
     "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
-    "EdgeDropout", "KGIN", "KGINConfig", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
+    "EdgeDropout", "KGAT", "KGATConfig", "KGIN", "KGINConfig", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
     "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SymmetricSpMM", "bpr_loss", "drop_edges",
     "import_model_modules", "info_nce", "l2_reg", "load_entry_point_models", "mask_rate_schedule", "register_model",
     "sce_loss", "simgcl_noise", "spmm",
 ]
-
-if importlib.util.find_spec(f"{__name__}.kgat") is not None:  # KGAT lives in its own module (another owner)
-    from .kgat import KGAT, KGATConfig  # noqa: F401
-
-    MODEL_CONFIGS["kgat"] = KGATConfig
-    __all__ += ["KGAT", "KGATConfig"]
