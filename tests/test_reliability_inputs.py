@@ -130,6 +130,11 @@ def _ref_list(data: bytes, file: str) -> int:
     return len(_ref_list_orgs(data, file))
 
 
+def _has_label_column(data: bytes) -> bool:
+    """Whether a (valid, already checked) ``org_id remap_id [label]`` list has its third column."""
+    return len(data.decode("utf-8").split("\n", 1)[0].split()) > 2
+
+
 def _ref_list_orgs(data: bytes, file: str) -> List[str]:
     """The original ids of an ``org_id remap_id [text]`` list, in remap id order."""
     try:
@@ -244,12 +249,19 @@ def reference(directory: Path) -> Reference:
         orgs = _ref_list_orgs(files["interest_list.txt"], "interest_list.txt")
         if not all(o and o.isascii() and o.isdigit() for o in orgs):
             raise Invalid("interest_list.txt")
-        if not {i for _, i in ui} <= {int(o) for o in orgs}:
+        if any(int(o) >= MAX_ID for o in orgs):
             raise Invalid("interest_list.txt")
+        listed = {int(o) for o in orgs}
+        if not {i for _, i in ui} <= listed and _has_label_column(files["interest_list.txt"]):
+            raise Invalid("interest_list.txt")
+    else:
+        listed = set()
     pairs = {f: {(row[0], i) for _, row in adj[f] for i in row[1:]} for f in adj}
+    # the list's ids are interest nodes even without an edge (save_dataset keeps those of a user subset)
     return Reference({"name": name, "users": n_users, "items": n_items, "entities": n_entities,
                       "relations": n_relations, "kg": kg, "user_interest": ui,
-                      "interests": len({i for _, i in ui}), "train": pairs["train.txt"], "test": pairs["test.txt"]})
+                      "interests": len({i for _, i in ui} | listed), "train": pairs["train.txt"],
+                      "test": pairs["test.txt"]})
 
 
 def _pairs(t: torch.Tensor) -> Set[tuple]:
@@ -757,15 +769,15 @@ def test_pandas_frames(real_frame, data):
 @pytest.mark.parametrize("overrides, key, message", [
     (["train.lr=inf"], "train.lr", "finite number"),
     (["train.lr=nan"], "train.lr", "finite number"),
-    (["train.lr=0"], "train.lr", "positive learning rate"),
-    (["train.weight_decay=-1e-4"], "train.weight_decay", "non-negative"),
+    (["train.lr=0"], "train.lr", "expected a number > 0"),
+    (["train.weight_decay=-1e-4"], "train.weight_decay", "expected a number >= 0"),
     (["train.epochs=0"], "train.epochs", "positive integer"),
     (["train.epochs=2.5"], "train.epochs", "expected an integer"),
     (["train.ks=[0, 20]"], "train.ks", "cut-offs >= 1"),
     (["train.seed=-1"], "train.seed", r"seed in \[0, 2\*\*63\)"),
     (["train.seed=18446744073709551616"], "train.seed", "seed in"),
     (["data.split_seed=-3"], "data.split_seed", "seed in"),
-    (["train.threads=0"], "train.threads", "positive number of threads"),
+    (["train.threads=0"], "train.threads", "expected a positive integer"),
     (["train.device=tpu"], "train.device", "cpu, cuda"),
     (["train.progress=maybe"], "train.progress", "true or false"),
     (["data.valid_fraction=-0.1"], "data.valid_fraction", "fraction"),

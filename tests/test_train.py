@@ -44,7 +44,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
 
 @pytest.mark.parametrize("overrides, key, message", [
     (["train.lrr=0.1"], "train.lrr", "unknown key"),
-    (["train.lr=-0.1"], "train.lr", "positive learning rate"),
+    (["train.lr=-0.1"], "train.lr", "expected a number > 0"),
     (["train.epochs=ten"], "train.epochs", "expected an integer"),
     (["model.name=nope"], "model.name", "unknown model"),
     (["model.name=cikgrec", "model.max_mask_rate=1.5"], "model.max_mask_rate", r"mask rate in \(0, 1\]"),

@@ -437,13 +437,17 @@ def _interest_vocabulary(path: Path, edge_ids: np.ndarray) -> Tuple[np.ndarray, 
     ``interest_list.txt`` (``org_id remap_id [label]``) lists without an edge (interest nodes no user links to,
     kept by :func:`save_dataset`); labels when the list has a label column."""
     label_path = path / "interest_list.txt"
-    if not label_path.exists():
+    if not label_path.exists() or not edge_ids.size:
         return np.unique(edge_ids), None
     listed = read_id_list(label_path)
     bad = next((o for o in listed.org_ids if not (o.isascii() and o.isdigit())), None)
     if bad is not None:
         raise DatasetError(f"interest id {bad[:40]!r} (remap id {listed.org_ids.index(bad)}) is not a "
                            "non-negative integer", label_path)
+    big = next((o for o in listed.org_ids if int(o) >= MAX_ID), None)
+    if big is not None:
+        raise DatasetError(f"interest id {big[:40]} (remap id {listed.org_ids.index(big)}) is too large "
+                           f"(limit {MAX_ID})", label_path)
     by_org = {int(o): (t or "") for o, t in zip(listed.org_ids, listed.text)}
     interest_ids = np.union1d(edge_ids, np.fromiter(by_org, dtype=np.int64, count=len(by_org)))
     if listed.text_column is None:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import checks
 from ..errors import CikgError, ConfigError
 from .ranking import (
     DEFAULT_KS,
@@ -106,8 +107,7 @@ class Evaluator:
         self.metrics = tuple(self.metrics)
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"expected one or more cut-offs >= 1, got {self.ks}", key="ks")
-        if self.block_size < 1:
-            raise ConfigError(f"expected a positive block size, got {self.block_size}", key="block_size")
+        checks.positive_int(self, "block_size")
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise ConfigError(f"unknown metric(s) {unknown}; expected some of {METRICS}", key="metrics")

@@ -12,8 +12,8 @@ from typing import Optional, Tuple
 
 from torch import Tensor, nn
 
+from .. import checks
 from ..graph import GraphViews
-from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
 
@@ -33,8 +33,8 @@ class BPRMFConfig:
     features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
-        _checks.positive_int(self, "dim")
-        _checks.non_negative(self, "l2")
+        checks.positive_int(self, "dim")
+        checks.non_negative(self, "l2")
 
     def build(self, views: GraphViews) -> "BPRMF":
         return BPRMF(views.n_users, views.n_items, self, views)

@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import checks
 from ..errors import ConfigError
 from ..graph import GraphViews, View
-from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
 from .kg import TripleStore, translation_distance
@@ -137,12 +137,12 @@ class CIKGRecConfig:
     features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
-        _checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size",
+        checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size",
                              "cl_max_logits")
-        _checks.non_negative_int(self, "layers")
-        _checks.non_negative(self, "l2", "cf_weight", "uir_weight", "gcl_weight", "eps", "transe_l2")
-        _checks.positive(self, "gcl_temp", "sce_alpha", "transe_lr")
-        _checks.probability(self, "edge_dropout", "message_dropout", "replace_rate", "uir_edge_drop")
+        checks.non_negative_int(self, "layers")
+        checks.non_negative(self, "l2", "cf_weight", "uir_weight", "gcl_weight", "eps", "transe_l2")
+        checks.positive(self, "gcl_temp", "sce_alpha", "transe_lr")
+        checks.probability(self, "edge_dropout", "message_dropout", "replace_rate", "uir_edge_drop")
         for key in ("min_mask_rate", "max_mask_rate"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
@@ -150,10 +150,10 @@ class CIKGRecConfig:
         if self.min_mask_rate > self.max_mask_rate:
             raise ConfigError(f"min_mask_rate ({self.min_mask_rate}) exceeds max_mask_rate "
                               f"({self.max_mask_rate})", "min_mask_rate")
-        _checks.one_of(self, "increase_type", ("exp", "linear"))
-        _checks.one_of(self, "cl_anchor", ("collaborative", "full"))
+        checks.one_of(self, "increase_type", ("exp", "linear"))
+        checks.one_of(self, "cl_anchor", ("collaborative", "full"))
         if self.transe_batches is not None:
-            _checks.positive_int(self, "transe_batches")
+            checks.positive_int(self, "transe_batches")
 
     def build(self, views: GraphViews) -> "CIKGRec":
         return CIKGRec(views, self)

@@ -33,8 +33,8 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .. import checks
 from ..errors import ConfigError
-from . import _checks
 from .experts import HybridExpertAdaptor
 
 FUSION_MODES = ("none", "add", "features")
@@ -72,17 +72,17 @@ class FusionConfig:
     reduce: int = 0
 
     def __post_init__(self) -> None:
-        _checks.one_of(self, "mode", FUSION_MODES)
-        _checks.one_of(self, "adaptor", ADAPTORS)
+        checks.one_of(self, "mode", FUSION_MODES)
+        checks.one_of(self, "adaptor", ADAPTORS)
         for node_type in self.node_types:
             if node_type not in ("user", "item"):
                 raise ConfigError(f"expected user and/or item, got {node_type!r}", "node_types")
-        _checks.positive_int(self, "hidden")
-        _checks.non_negative_int(self, "n_shared", "n_dedicated")
+        checks.positive_int(self, "hidden")
+        checks.non_negative_int(self, "n_shared", "n_dedicated")
         if self.adaptor == "experts" and self.n_shared + self.n_dedicated < 1:
             raise ConfigError("the experts adaptor needs n_shared + n_dedicated >= 1", "n_shared")
-        _checks.probability(self, "dropout")
-        _checks.non_negative_int(self, "reduce")
+        checks.probability(self, "dropout")
+        checks.non_negative_int(self, "reduce")
         if self.gate and self.mode != "add":
             raise ConfigError(f"gate applies to mode 'add' (a zero gate in mode {self.mode!r} would zero the "
                               "embeddings)", "gate")

@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import softmax as segment_softmax
 
+from .. import checks
 from ..errors import ConfigError, GraphError
 from ..graph import GraphViews, sparse_csr
-from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .kg import TripleStore, translation_distance
 
@@ -102,7 +102,7 @@ class KGATConfig:
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(self.layer_sizes)
         self.message_dropout = tuple(self.message_dropout)
-        _checks.positive_int(self, "dim", "relation_dim", "kg_batch_size")
+        checks.positive_int(self, "dim", "relation_dim", "kg_batch_size")
         if not self.layer_sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                                        for s in self.layer_sizes):
             raise ConfigError(f"expected a non-empty list of positive integers, got {list(self.layer_sizes)}",
@@ -114,9 +114,9 @@ class KGATConfig:
                for p in self.message_dropout):
             raise ConfigError(f"each value must be a probability in [0, 1), got {list(self.message_dropout)}",
                               "message_dropout")
-        _checks.non_negative(self, "l2", "kg_l2")
-        _checks.positive(self, "kg_lr")
-        _checks.one_of(self, "aggregator", AGGREGATORS)
+        checks.non_negative(self, "l2", "kg_l2")
+        checks.positive(self, "kg_lr")
+        checks.one_of(self, "aggregator", AGGREGATORS)
 
     def build(self, views: GraphViews) -> "KGAT":
         return build(views, self)

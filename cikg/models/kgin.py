@@ -61,9 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import checks
 from ..errors import ConfigError, GraphError
 from ..graph import GraphViews
-from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .rng import random_permutation, uniform_random
 
@@ -103,11 +103,11 @@ class KGINConfig:
     user_residual: bool = False
 
     def __post_init__(self) -> None:
-        _checks.positive_int(self, "dim", "layers", "n_intents")
-        _checks.non_negative(self, "l2", "sim_regularity")
-        _checks.one_of(self, "independence", ("distance", "cosine"))
-        _checks.one_of(self, "independence_on", ("intents", "attention"))
-        _checks.probability(self, "node_dropout", "message_dropout")
+        checks.positive_int(self, "dim", "layers", "n_intents")
+        checks.non_negative(self, "l2", "sim_regularity")
+        checks.one_of(self, "independence", ("distance", "cosine"))
+        checks.one_of(self, "independence_on", ("intents", "attention"))
+        checks.probability(self, "node_dropout", "message_dropout")
         if not isinstance(self.user_residual, bool):
             raise ConfigError(f"expected true or false, got {self.user_residual!r}", "user_residual")
 

@@ -20,9 +20,9 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .. import checks
 from ..errors import ConfigError
 from ..graph import VIEW_PARTS, GraphViews, View
-from . import _checks
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
 from .propagation import EdgeDropout, LGPropagation
@@ -56,11 +56,11 @@ class LightGCNConfig:
     features: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
-        _checks.positive_int(self, "dim")
-        _checks.non_negative_int(self, "layers")
-        _checks.non_negative(self, "l2")
-        _checks.one_of(self, "view", [v.value for v in View])
-        _checks.probability(self, "edge_dropout", "message_dropout")
+        checks.positive_int(self, "dim")
+        checks.non_negative_int(self, "layers")
+        checks.non_negative(self, "l2")
+        checks.one_of(self, "view", [v.value for v in View])
+        checks.probability(self, "edge_dropout", "message_dropout")
 
     def build(self, views: GraphViews) -> "LightGCN":
         return LightGCN(views, self)

@@ -42,9 +42,9 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .. import checks
 from ..errors import ConfigError
 from ..graph import GraphViews
-from . import _checks
 from .base import BPRBatch, LossTerms
 from .cikgrec import info_nce
 from .lightgcn import LightGCN, LightGCNConfig
@@ -77,12 +77,12 @@ class SimGCLConfig(LightGCNConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _checks.non_negative(self, "eps", "cl_weight")
-        _checks.positive(self, "temperature")
-        _checks.one_of(self, "augmentation", AUGMENTATIONS)
-        _checks.probability(self, "view_edge_dropout")
+        checks.non_negative(self, "eps", "cl_weight")
+        checks.positive(self, "temperature")
+        checks.one_of(self, "augmentation", AUGMENTATIONS)
+        checks.probability(self, "view_edge_dropout")
         if self.cl_max_logits is not None:
-            _checks.positive_int(self, "cl_max_logits")
+            checks.positive_int(self, "cl_max_logits")
         if self.include_ego is False and self.layers == 0:
             raise ConfigError("layers=0 leaves nothing to average without the layer-0 embedding; set "
                               "include_ego=true or layers >= 1", "layers")

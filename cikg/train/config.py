@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+from .. import checks
 from ..config import dump_yaml, from_dict, load_yaml, merge, parse_overrides, to_dict
 from ..errors import ConfigError
 from ..eval.ranking import DEFAULT_KS, METRICS
@@ -100,17 +101,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
-                    "eval_block_size": self.eval_block_size}
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"expected a positive integer, got {value}", key)
-        if not self.lr > 0:
-            raise ConfigError(f"expected a positive learning rate, got {self.lr}", "lr")
-        if self.weight_decay < 0:
-            raise ConfigError(f"expected a non-negative weight decay, got {self.weight_decay}", "weight_decay")
-        if self.patience < 0:
-            raise ConfigError(f"expected patience >= 0, got {self.patience}", "patience")
+        checks.positive_int(self, "epochs", "batch_size", "eval_every", "eval_block_size")
+        checks.positive(self, "lr")
+        checks.non_negative(self, "weight_decay")
+        checks.non_negative_int(self, "patience")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"expected cut-offs >= 1, got {self.ks}", "ks")
         for name in self.select:
@@ -119,10 +113,7 @@ class TrainConfig:
                 raise ConfigError(f"{name!r} is not a metric@K with K in ks={self.ks}", "select")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "auto"):
             raise ConfigError(f"expected cpu, cuda, cuda:N or auto, got {self.device!r}", "device")
-        if self.max_batches is not None and self.max_batches < 1:
-            raise ConfigError(f"expected a positive integer, got {self.max_batches}", "max_batches")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"expected a positive number of threads, got {self.threads}", "threads")
+        checks.positive_int(self, "max_batches", "threads", optional=True)
         _check_seed(self.seed, "seed")
 
 

@@ -1,14 +1,18 @@
-"""Early validation of model config fields: each failure is a :class:`~cikg.errors.ConfigError` naming its key."""
+"""Validation of config fields, one style for every config dataclass: each failure is a :class:`~cikg.errors.ConfigError`
+naming its key (dotted by the loader: ``model.dim``, ``train.lr``)."""
 from __future__ import annotations
 
 from typing import Iterable
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
-def positive_int(config: object, *keys: str) -> None:
+def positive_int(config: object, *keys: str, optional: bool = False) -> None:
+    """Each key an ``int >= 1`` (or ``None`` when ``optional``)."""
     for key in keys:
         value = getattr(config, key)
+        if optional and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"expected a positive integer, got {value!r}", key)
 
