@@ -135,7 +135,7 @@ def test_pipeline_writes_artifact_and_replay_reproduces_it(tmp_path):
                            retry=RetryPolicy(max_attempts=2, base_delay=0.01))
         backend = OpenAIBackend(config, tmp_path / "c.sqlite")
         result = infer_interests(ds, backend, out_dir=tmp_path)
-    assert result.parse == {"ok": 38, "unparsable": 0, "failed": 2, "skipped": 0}
+    assert result.parse == {"ok": 38, "unparsable": 0, "echo": 0, "failed": 2, "skipped": 0, "structured": 0}
     lines = [json.loads(x) for x in (tmp_path / RAW_FILE).read_text().splitlines()]
     assert len(lines) == 40 and {r["status"] for r in lines} == {"ok", "failed"}
     failed = [r for r in lines if r["status"] == "failed"]
