@@ -350,10 +350,12 @@ class OpenAIBackend:
             attempt += 1
             retry_after: Optional[float] = None
             body: Optional[str] = None
-            fmt = next(f for f in self.config.formats(request) if f not in self._refused or f == "off")
-            key = self.config.key_of(request, fmt)
+            fmt = "off"
             try:
                 async with semaphore:
+                    # chosen once a slot is free, so requests queued behind a refusal do not repeat it
+                    fmt = next(f for f in self.config.formats(request) if f not in self._refused or f == "off")
+                    key = self.config.key_of(request, fmt)
                     raw = await client.chat.completions.with_raw_response.create(
                         model=self.config.model, messages=request.message_dicts,
                         **self.config.request_params(request, fmt))
