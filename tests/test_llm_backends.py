@@ -30,6 +30,7 @@ from cikg.llm import (
 from cikg.llm.commands import register_infer, register_llm
 from cikg.llm.echo import EchoConfig
 from cikg.llm.kgprofile import entity_name, history_matrix, top_k_per_row
+from cikg.llm.serve import ServeConfig, llama_cpp_available, llama_server
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_fault_server import FaultServer, default_answer  # noqa: E402
@@ -296,3 +297,20 @@ def test_cli_infer_prompt_structured_and_keep_echoes(tmp_path, capsys):
     assert "echoes: 0 of" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["interests", "infer", "x", "-o", str(tmp_path), "--prompt", "nope"])
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(not llama_cpp_available(), reason="needs the local-llm extra (llama-cpp-python[server])")
+def test_structured_mode_against_the_real_llama_cpp_server(bookcrossing, tmp_path, caplog):
+    """llama-cpp-python's server refuses json_schema (HTTP 500 naming response_format) and honours json_object
+    with a schema: auto mode falls back once and gets grammar-constrained JSON from SmolLM2."""
+    with llama_server(ServeConfig(n_threads=2)) as server:
+        config = LLMConfig(model="smollm2", base_url=server.base_url, concurrency=1, max_tokens=64, timeout=300,
+                           progress=False)
+        result = infer_interests(bookcrossing, OpenAIBackend(config, tmp_path / "c.sqlite"), users=range(6),
+                                 out_dir=tmp_path)
+    sent = [r for r in result.records if r["status"] != "skipped"]
+    assert sent and {r["response_format"] for r in sent} == {"json_object"}
+    assert "refused response_format json_schema" in caplog.text
+    assert sum(r["structured"] for r in sent) >= len(sent) - 1  # one may be cut off by max_tokens
+    assert result.echo["phrases"] > 0 and result.summary.failed == 0

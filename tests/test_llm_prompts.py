@@ -144,6 +144,9 @@ def test_fewshot_template_is_versioned_and_selectable():
     config = LLMConfig(model="m", base_url="http://127.0.0.1:1/v1")
     assert len({config.key_of(zero), config.key_of(few), config.key_of(few2)}) == 3
     assert few.titles == ("Dune", "Emma Woodhouse", "Ulysses") and few.schema == CIKGREC_INTERESTS.schema
+    books = dict(FEWSHOT_POOL)["books"]
+    assert few.example_titles == books[0].titles + books[1].titles and zero.example_titles == ()
+    assert few.prompt_titles == few.titles + few.example_titles and zero.prompt_titles == zero.titles
     with pytest.raises(ConfigError, match="2 shots"):
         PromptTemplate("t", "1", "s", "u", examples=(("books", FEWSHOT_POOL[0][1][:1]),), shots=2)
 

@@ -11,7 +11,7 @@ Free-text rules, in order: a lead-in ending in a colon (``Interests:``, ``The bo
 user's top interests:``) is dropped; the text is split on newlines, bullets, ``|``, sentence ends, and on
 commas and semicolons *outside* parentheses; each piece loses its numbering, bullet, quotes and markdown
 emphasis, a sentence lead-in (``the user enjoys``, ``a mix of``, ``books about``, ``such as``), a generic
-tail word (``genres``, ``themes``); a short ``X and Y`` is split in two when it ends a list or a sentence;
+tail word (``genres``, ``categories``); a short ``X and Y`` is split in two when it ends a list or a sentence;
 unmatched parentheses are removed.
 """
 from __future__ import annotations
@@ -49,16 +49,18 @@ _MIX = re.compile(r"^(?:(?:a|an)\s+)?(?:(?:wide|broad|good|diverse|eclectic|grea
 _TOPIC_NOUN = re.compile(r"^(?:books?|novels?|stories|titles|works|literature)\s+(?:about|on|in|of|from)\s+",
                          re.IGNORECASE)
 _INTRO = re.compile(r"^(?:\S+\s+){2,}?(?:such\s+as|including|especially|particularly|namely)\s+", re.IGNORECASE)
-_GENERIC_TAIL = re.compile(r"(?<=\S)\s+(?:genres?|themes?|topics?|categories|category|subjects?|types?)$",
+_GENERIC_TAIL = re.compile(r"(?<=\S)\s+(?:genres?|categories|category)$",
                            re.IGNORECASE)
-_AND = re.compile(r"^(\S+(?:\s+\S+){0,2})\s+(?:and|or|&)\s+(?!(?:the|a|an|of)\b)(\S+(?:\s+\S+){0,2})$",
+_AND = re.compile(r"^(\S+(?:\s+\S+){0,2})\s+(?:and|or)\s+(?!(?:the|a|an|of)\b)(\S+(?:\s+\S+){0,2})$",
                   re.IGNORECASE)
 _QUOTES = "\"'`\u2018\u2019\u201c\u201d*_[]{}<>"
-_TRAILING = ".!?:"
+_TRAILING = ".!?:,;-\u2013"
 _ETC = re.compile(r"(?:,?\s+etc\.?|\s*\.\.\.|\u2026)$", re.IGNORECASE)
 _EMPHASIS = re.compile(r"\*\*|__")
 _EXPLAINED = re.compile(r"^([^:]{2,60}?)\s*:\s+\S+(?:\s+\S+){2,}")
 _FILLER = frozenset({"etc", "and more", "more", "others", "and others", "and so on", "n/a", "none"})
+_CUT_SHORT = re.compile(r"^(?:the|an)(?: \S)?$|^a$")
+"""A title cut off after its article ("the", "the t"): no phrase."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def clean_phrase(piece: str) -> str:
 
 def _sentence_phrases(text: str, split_and: bool) -> List[str]:
     """One cleaned piece → its phrases, without sentence lead-ins; ``X and Y`` split when ``split_and``."""
-    explained = _EXPLAINED.match(_EMPHASIS.sub("", text).strip())
+    text = _LEAD.sub("", _NUMBERING.sub("", _EMPHASIS.sub("", text).strip()))  # "2. The book is: ..." first
+    explained = _EXPLAINED.match(text)
     if explained and len(explained.group(1).split()) <= 5:  # "1. **Fantasy**: the user likes dragons"
         text = explained.group(1)
     text = clean_phrase(text)
@@ -169,15 +172,41 @@ def split_answer(text: str) -> List[List[str]]:
     body = _LEAD.sub("", text.strip(), count=1)
     groups: List[List[str]] = []
     for line in _HARD.split(body):
-        for sentence in _SENTENCE_END.split(line):
+        for sentence in _sentences(line):
             pieces = [p for p in _split_outside_parentheses(sentence) if p.strip()]
             if pieces:
                 groups.append(pieces)
     return groups
 
 
+def _sentences(line: str) -> List[str]:
+    """``line`` split at sentence ends outside parentheses ("Cetaganda (Bujold, Lois. Vorkosigan.)" is one)."""
+    out: List[str] = []
+    for sentence in _SENTENCE_END.split(line):
+        if out and out[-1].count("(") > out[-1].count(")"):
+            out[-1] += " " + sentence
+        else:
+            out.append(sentence)
+    return out
+
+
+def _phrases_of(text: str, phrases: List[str], seen: set, max_phrases: int, min_chars: int,
+                max_chars: int) -> None:
+    """Append the phrases of free text ``text`` to ``phrases`` (at most ``max_phrases`` in all)."""
+    for group in split_answer(text):
+        for index, piece in enumerate(group):
+            if len(piece) > 4 * max_chars and " " in piece.strip():  # a runaway piece holds no phrase
+                continue
+            for phrase in _sentence_phrases(piece, split_and=len(group) > 1 and index == len(group) - 1):
+                _keep(phrases, seen, phrase, min_chars, max_chars)
+                if len(phrases) == max_phrases:
+                    return
+
+
 def _keep(phrases: List[str], seen: set, phrase: str, min_chars: int, max_chars: int) -> None:
     if phrase in _FILLER or phrase in seen:
+        return
+    if _CUT_SHORT.match(phrase):
         return
     if min_chars <= len(phrase) <= max_chars and any(ch.isalnum() for ch in phrase):
         seen.add(phrase)
@@ -196,14 +225,7 @@ def parse_interests(text: Optional[str], max_phrases: int = MAX_PHRASES, min_cha
         return ParsedAnswer((), raw, "empty answer")
     phrases: List[str] = []
     seen: set = set()
-    for group in split_answer(raw):
-        for index, piece in enumerate(group):
-            if len(piece) > 4 * max_chars and " " in piece.strip():  # a runaway piece holds no phrase
-                continue
-            for phrase in _sentence_phrases(piece, split_and=len(group) > 1 and index == len(group) - 1):
-                _keep(phrases, seen, phrase, min_chars, max_chars)
-                if len(phrases) == max_phrases:
-                    return ParsedAnswer(tuple(phrases), raw)
+    _phrases_of(raw, phrases, seen, max_phrases, min_chars, max_chars)
     if not phrases:
         return ParsedAnswer((), raw, f"no phrase of {min_chars}..{max_chars} characters in the answer")
     return ParsedAnswer(tuple(phrases), raw)
@@ -214,15 +236,16 @@ def parse_structured(text: Optional[str], max_phrases: int = MAX_PHRASES, min_ch
     """Phrases of a JSON answer ``{"interests": ["...", ...]}`` (or a bare JSON list of strings); ``None`` when
     ``text`` is not such JSON (the caller then uses :func:`parse_interests`).
 
-    Each string is cleaned like a free-text piece (:func:`clean_phrase`), kept within ``min_chars..max_chars``
-    and de-duplicated; a valid JSON answer whose strings are all unusable is a failure with ``structured=True``.
+    Each string is read like free text (small models put a comma list, or a title with a trailing comma, in
+    one string), kept within ``min_chars..max_chars`` and de-duplicated; a valid JSON answer whose strings are
+    all unusable is a failure with ``structured=True``.
     """
     raw = "" if text is None else str(text)
     stripped = raw.strip()
     if not stripped.startswith(("{", "[")):
         return None
     try:
-        data: Any = json.loads(stripped)
+        data: Any = json.loads(stripped, strict=False)  # small models put raw newlines inside strings
     except (ValueError, RecursionError):
         return None
     if isinstance(data, dict):
@@ -232,7 +255,7 @@ def parse_structured(text: Optional[str], max_phrases: int = MAX_PHRASES, min_ch
     phrases: List[str] = []
     seen: set = set()
     for item in data:
-        _keep(phrases, seen, clean_phrase(item), min_chars, max_chars)
+        _phrases_of(item, phrases, seen, max_phrases, min_chars, max_chars)
         if len(phrases) == max_phrases:
             break
     if not phrases:
@@ -245,7 +268,7 @@ _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 def _salvage_json(text: str) -> Optional[str]:
-    """The complete string literals of a JSON answer cut short (``max_tokens``), comma-joined; else ``None``."""
+    """The complete string literals of a JSON answer cut short (``max_tokens``), one a line; else ``None``."""
     stripped = text.strip()
     if not stripped.startswith(("{", "[")):
         return None
@@ -257,8 +280,8 @@ def _salvage_json(text: str) -> Optional[str]:
             continue
         after = stripped[match.end():match.end() + 3].lstrip()
         if not after.startswith(":"):  # not an object key
-            strings.append(str(value).replace(",", " "))
-    return ", ".join(strings)
+            strings.append(str(value))
+    return "\n".join(strings) if strings else None
 
 
 def parse_answer(text: Optional[str], max_phrases: int = MAX_PHRASES, min_chars: int = MIN_CHARS,

@@ -116,7 +116,7 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
     records = [_record(c) for c in completions]
     echo_stats: Dict[str, Any] = {}
     if echo is not None:
-        echo_stats = filter_echoes(records, [c.request.titles for c in completions], echo)
+        echo_stats = filter_echoes(records, [c.request.prompt_titles for c in completions], echo)
     for user in skipped:
         records.append({"user": user, "user_id": dataset.user_ids[user], "phrases": [], "raw": None,
                         "status": "skipped", "reason": f"no titled item among the last {history_len} train items",

@@ -223,6 +223,7 @@ class Request:
         extra: backend- or step-specific values.
         titles: the user's titles shown in the prompt (the echo filter compares answers with them).
         schema: JSON schema of a structured answer (canonical JSON; ``""``: free text only).
+        example_titles: titles of the few-shot examples in the prompt (small models echo those too).
     """
 
     user: int
@@ -234,13 +235,22 @@ class Request:
     extra: Tuple[Tuple[str, Any], ...] = field(default=())
     titles: Tuple[str, ...] = field(default=())
     schema: str = ""
+    example_titles: Tuple[str, ...] = field(default=())
 
     @staticmethod
     def from_messages(user: int, user_id: str, messages: Sequence[Message], template: PromptTemplate,
-                      n_titles: int = 0, titles: Sequence[str] = ()) -> "Request":
+                      n_titles: int = 0, titles: Sequence[str] = (), domain: str = "books") -> "Request":
+        """The request of ``messages`` rendered from ``template`` for ``domain`` with the user's ``titles``."""
         frozen = tuple(tuple(sorted(m.items())) for m in messages)
+        examples = template.pick_examples(domain, titles)
         return Request(user, str(user_id), frozen, template.name, template.version, n_titles,
-                       titles=tuple(titles), schema=template.schema)
+                       titles=tuple(titles), schema=template.schema,
+                       example_titles=tuple(t for ex in examples for t in ex.titles))
+
+    @property
+    def prompt_titles(self) -> Tuple[str, ...]:
+        """Every title the prompt shows: the user's, then the few-shot examples' (what the echo filter uses)."""
+        return self.titles + self.example_titles
 
     @property
     def schema_dict(self) -> Optional[Dict[str, Any]]:
@@ -292,7 +302,7 @@ def build_requests(dataset: Any, template: PromptTemplate = CIKGREC_INTERESTS,
             continue
         messages = template.render(domain=domain, titles=", ".join(titles), exclude_titles=titles)
         requests.append(Request.from_messages(user, dataset.user_ids[user], messages, template, len(titles),
-                                              titles))
+                                              titles, domain))
     if skipped:
         shown = ", ".join(str(dataset.user_ids[u]) for u in skipped[:10])
         hint = ("" if any(t is not None and str(t).strip() for t in dataset.item_text) else
