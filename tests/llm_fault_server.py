@@ -9,7 +9,12 @@ requests whose user message contains ``Title 7`` answer 429, then 503, then norm
 ``ok``, ``429``, ``429:ra=<seconds>``, ``429:date`` (Retry-After as an HTTP date), ``400``, ``500``, ``502``,
 ``503``, ``hang`` (sleep ``hang_s`` before answering), ``reset`` (TCP reset), ``malformed`` (non-JSON body),
 ``empty`` (empty content), ``nonutf8`` (invalid UTF-8 inside the content), ``enormous`` (a ~2 MB answer).
-Every chat request is logged in ``server.requests`` (user message, behaviour, time).
+Every chat request is logged in ``server.requests`` (user message, behaviour, time, ``response_format``).
+
+Structured answers: ``refuse_formats=("json_schema",)`` answers a request whose ``response_format`` has one of
+those types with HTTP 500 naming the field (as llama-cpp-python 0.3.36's server does for ``json_schema``); with
+``json_answers=True`` any other ``response_format`` gets the default answer as the JSON object
+``{"interests": [...]}`` (without it the field is ignored, as by a server that does not know it).
 """
 from __future__ import annotations
 
@@ -43,7 +48,10 @@ class FaultServer:
         files_api: ``False``: no Files and Batch API; their routes answer 404 as llama.cpp's server does.
     """
 
-    def __init__(self, latency: float = 0.0, hang_s: float = 2.0, batch_polls: int = 2, files_api: bool = True):
+    def __init__(self, latency: float = 0.0, hang_s: float = 2.0, batch_polls: int = 2, files_api: bool = True,
+                 refuse_formats: tuple = (), json_answers: bool = False):
+        self.refuse_formats = tuple(refuse_formats)
+        self.json_answers = json_answers
         self.latency = latency
         self.hang_s = hang_s
         self.batch_polls = batch_polls
@@ -104,9 +112,11 @@ class FaultServer:
                     return queue.pop(0)
         return "ok"
 
-    def log_request(self, user_content: str, behaviour: str, via: str = "chat") -> None:
+    def log_request(self, user_content: str, behaviour: str, via: str = "chat",
+                    response_format: Optional[str] = None) -> None:
         with self._lock:
-            self.requests.append({"user": user_content, "behaviour": behaviour, "via": via, "time": time.time()})
+            self.requests.append({"user": user_content, "behaviour": behaviour, "via": via, "time": time.time(),
+                                  "response_format": response_format})
 
     def chat_body(self, model: str, content: str, user_content: str) -> Dict[str, Any]:
         n = next(self._ids)
@@ -217,13 +227,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat_inner(self, body: Dict[str, Any]) -> None:
         owner = self.owner
         user_content = _user_content(body)
+        fmt = body.get("response_format")
+        fmt_type = fmt.get("type") if isinstance(fmt, dict) else None
+        if fmt_type in owner.refuse_formats:
+            owner.log_request(user_content, "refused", response_format=fmt_type)
+            # llama-cpp-python 0.3.36 answers 500 with its validation error as the message
+            return self._error(500, "1 validation error: {'type': 'literal_error', 'loc': ('body', "
+                                    "'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\"}")
         behaviour = owner.next_behaviour(user_content)
-        owner.log_request(user_content, behaviour)
+        owner.log_request(user_content, behaviour, response_format=fmt_type)
         if owner.latency:
             time.sleep(owner.latency)
         model = str(body.get("model", ""))
         if behaviour == "ok":
-            return self._json(200, owner.chat_body(model, default_answer(user_content), user_content))
+            answer = default_answer(user_content)
+            if owner.json_answers and fmt_type not in (None, "text"):
+                answer = json.dumps({"interests": [p.strip() for p in answer.split(",")]})
+            return self._json(200, owner.chat_body(model, answer, user_content))
         if behaviour.startswith("429"):
             headers = {}
             if behaviour.startswith("429:ra="):

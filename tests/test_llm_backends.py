@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from cikg.data import Dataset, synthetic
-from cikg.errors import DatasetError, LLMError
+from cikg.errors import ConfigError, DatasetError, LLMError
 from cikg.llm import (
     NOT_AN_LLM,
     RAW_FILE,
@@ -22,11 +23,14 @@ from cikg.llm import (
     ResponseCache,
     RetryPolicy,
     build_requests,
+    cache_key,
     export_replay,
     infer_interests,
 )
 from cikg.llm.commands import register_infer, register_llm
+from cikg.llm.echo import EchoConfig
 from cikg.llm.kgprofile import entity_name, history_matrix, top_k_per_row
+from cikg.llm.serve import ServeConfig, llama_cpp_available, llama_server
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_fault_server import FaultServer, default_answer  # noqa: E402
@@ -135,7 +139,7 @@ def test_pipeline_writes_artifact_and_replay_reproduces_it(tmp_path):
                            retry=RetryPolicy(max_attempts=2, base_delay=0.01))
         backend = OpenAIBackend(config, tmp_path / "c.sqlite")
         result = infer_interests(ds, backend, out_dir=tmp_path)
-    assert result.parse == {"ok": 38, "unparsable": 0, "failed": 2, "skipped": 0}
+    assert result.parse == {"ok": 38, "unparsable": 0, "echo": 0, "failed": 2, "skipped": 0, "structured": 0}
     lines = [json.loads(x) for x in (tmp_path / RAW_FILE).read_text().splitlines()]
     assert len(lines) == 40 and {r["status"] for r in lines} == {"ok", "failed"}
     failed = [r for r in lines if r["status"] == "failed"]
@@ -187,3 +191,128 @@ def test_cli_infer_and_export(tmp_path, capsys, monkeypatch):
     args = parser.parse_args(["interests", "infer", "book-crossing", "--backend", "replay", "--replay",
                               str(tmp_path / "r.jsonl"), "--users", "25", "-o", str(tmp_path / "re")])
     assert args.func(args) == 0
+
+
+# ------------------------------------------------------------------------------ structured answers, echoes
+def titled_dataset() -> Dataset:
+    """Three users; user 0 holds a book titled like the fault server's second phrase ("Mystery novels")."""
+    train = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 2, 3, 4]])
+    return Dataset(name="tinybooks", n_users=3, n_items=5, train=train, test=torch.tensor([[0], [0]]),
+                   user_ids=["a", "b", "c"],
+                   item_text=["Mystery Novels", "Dune", "Emma", "The Hobbit", "Ulysses"])
+
+
+def test_structured_mode_sends_the_schema_and_records_structured_answers(tmp_path):
+    ds = synthetic(n_users=12, n_items=30, seed=3)
+    with FaultServer(json_answers=True) as srv:
+        config = LLMConfig(model="m", base_url=srv.base_url, progress=False)
+        result = infer_interests(ds, OpenAIBackend(config, tmp_path / "c.sqlite"), out_dir=tmp_path)
+        assert {r["response_format"] for r in srv.requests} == {"json_schema"}
+    lines = [json.loads(x) for x in (tmp_path / RAW_FILE).read_text().splitlines()]
+    assert all(r["structured"] and r["response_format"] == "json_schema" for r in lines)
+    assert result.parse["structured"] == result.parse["ok"] == 12
+    assert json.loads(lines[0]["raw"])["interests"][0] == "Fantasy" and lines[0]["phrases"][:2] == [
+        "fantasy", "mystery novels"]
+    summary = json.loads((tmp_path / "llm_summary.json").read_text())
+    assert summary["parse"]["structured"] == 12 and summary["echo"]["phrases"] == 36
+
+
+def test_refused_json_schema_falls_back_to_json_object_then_the_cache_serves_it(tmp_path, caplog):
+    ds = synthetic(n_users=10, n_items=30, seed=4)
+    requests, _ = build_requests(ds)
+    with FaultServer(refuse_formats=("json_schema",), json_answers=True) as srv:
+        config = LLMConfig(model="m", base_url=srv.base_url, progress=False, concurrency=1,
+                           retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+        backend = OpenAIBackend(config, tmp_path / "c.sqlite")
+        out = backend.complete_many(requests)
+        refused = [r for r in srv.requests if r["behaviour"] == "refused"]
+        assert len(refused) == 1 and refused[0]["response_format"] == "json_schema"  # once per run
+        assert {r["response_format"] for r in srv.requests if r["behaviour"] == "ok"} == {"json_object"}
+        assert all(c.ok and c.attempts == 1 and c.meta["response_format"] == "json_object" for c in out)
+        assert "refused response_format json_schema" in caplog.text
+        assert {c.key for c in out} == {config.key_of(r, "json_object") for r in requests}
+        n = len(srv.requests)
+        again = OpenAIBackend(config, tmp_path / "c.sqlite").complete_many(requests)
+        assert len(srv.requests) == n and all(c.cached for c in again)  # found under the json_object key
+        assert [c.meta["response_format"] for c in again] == ["json_object"] * len(requests)
+    with FaultServer(refuse_formats=("json_schema", "json_object")) as srv:
+        config = LLMConfig(model="m", base_url=srv.base_url, progress=False, concurrency=1)
+        out = OpenAIBackend(config, None).complete_many(requests[:3])
+        assert [c.meta["response_format"] for c in out] == ["off"] * 3 and all(c.ok for c in out)
+        assert [r["behaviour"] for r in srv.requests] == ["refused", "refused", "ok", "ok", "ok"]
+
+
+def test_response_format_is_in_the_cache_key_and_free_text_keys_are_unchanged():
+    (request, *_), _ = build_requests(synthetic(n_users=3, n_items=30, seed=0))
+    auto = LLMConfig(model="m", base_url="http://127.0.0.1:1/v1")
+    off = LLMConfig(model="m", base_url="http://127.0.0.1:1/v1", structured="off")
+    plain = cache_key("m", request.message_dicts, off.params, request.template, request.template_version)
+    assert off.key_of(request) == plain == auto.key_of(request, "off")
+    keys = {auto.key_of(request), auto.key_of(request, "json_object"), plain}
+    assert len(keys) == 3 and auto.key_of(request) == auto.key_of(request, "json_schema")
+    assert auto.request_params(request)["response_format"]["json_schema"]["schema"]["properties"]["interests"][
+        "maxItems"] == 5
+    assert "response_format" not in off.request_params(request)
+    untemplated = dataclasses.replace(request, schema="")  # e.g. the augment prompts: never a response_format
+    assert "response_format" not in auto.request_params(untemplated)
+    assert auto.key_of(untemplated) == off.key_of(untemplated)
+    with pytest.raises(ConfigError, match="structured"):
+        LLMConfig(structured="yes")
+
+
+def test_echo_filter_in_the_pipeline_and_its_summary(tmp_path):
+    ds = titled_dataset()
+    with FaultServer() as srv:
+        config = LLMConfig(model="m", base_url=srv.base_url, progress=False, structured="off")
+        result = infer_interests(ds, OpenAIBackend(config, tmp_path / "c.sqlite"), out_dir=tmp_path)
+        kept = infer_interests(ds, OpenAIBackend(config, tmp_path / "c.sqlite"), out_dir=tmp_path / "k",
+                               echo=EchoConfig(keep=True))
+    by_user = {r["user_id"]: r for r in result.records}
+    assert by_user["a"]["echoes"] == ["mystery novels"] and "mystery novels" not in by_user["a"]["phrases"]
+    assert by_user["b"]["echoes"] == [] and "mystery novels" in by_user["b"]["phrases"]
+    assert result.echo["echoes"] == 1 and result.echo["phrases"] == 9 and result.echo["dropped"]
+    assert len(result.frame) == 8 and len(kept.frame) == 9 and not kept.echo["dropped"]
+    summary = json.loads((tmp_path / "llm_summary.json").read_text())
+    assert summary["echo"]["echoes"] == 1 and summary["echo"]["rate"] == pytest.approx(1 / 9)
+    line = json.loads((tmp_path / RAW_FILE).read_text().splitlines()[0])
+    assert line["echoes"] == ["mystery novels"] and line["structured"] is False
+    assert line["response_format"] == "off"
+
+
+def test_cli_infer_prompt_structured_and_keep_echoes(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="cikg")
+    sub = parser.add_subparsers(dest="command")
+    register_infer(sub.add_parser("interests").add_subparsers(dest="interests_command"))
+    defaults = parser.parse_args(["interests", "infer", "x", "-o", str(tmp_path)])
+    assert defaults.prompt == "cikgrec-interests" and defaults.structured == "auto" and not defaults.keep_echoes
+    with FaultServer(json_answers=True) as srv:
+        args = parser.parse_args(["interests", "infer", "book-crossing", "--base-url", srv.base_url, "--users", "6",
+                                  "--prompt", "cikgrec-interests-fewshot", "--structured", "json_object",
+                                  "--keep-echoes", "-o", str(tmp_path), "--no-progress"])
+        assert args.func(args) == 0
+        assert {r["response_format"] for r in srv.requests} == {"json_object"}
+    summary = json.loads((tmp_path / "llm_summary.json").read_text())
+    assert summary["template"] == "cikgrec-interests-fewshot" and summary["template_version"] == "1"
+    assert summary["parse"]["structured"] == summary["parse"]["ok"] > 0 and not summary["echo"]["dropped"]
+    assert "echoes: 0 of" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["interests", "infer", "x", "-o", str(tmp_path), "--prompt", "nope"])
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(not llama_cpp_available(), reason="needs the local-llm extra (llama-cpp-python[server])")
+def test_structured_mode_against_the_real_llama_cpp_server(bookcrossing, tmp_path, caplog):
+    """llama-cpp-python's server refuses json_schema (HTTP 500 naming response_format) and honours json_object
+    with a schema: auto mode falls back once and gets grammar-constrained JSON from SmolLM2."""
+    with llama_server(ServeConfig(n_threads=2)) as server:
+        config = LLMConfig(model="smollm2", base_url=server.base_url, concurrency=1, max_tokens=96, timeout=300,
+                           progress=False)
+        result = infer_interests(bookcrossing, OpenAIBackend(config, tmp_path / "c.sqlite"), users=range(4),
+                                 out_dir=tmp_path, history_len=10)
+    sent = [r for r in result.records if r["status"] != "skipped"]
+    assert sent and {r["response_format"] for r in sent} == {"json_object"}
+    assert "refused response_format json_schema" in caplog.text
+    assert all(r["raw"].lstrip().startswith("{") for r in sent)  # grammar-constrained
+    assert sum(r["structured"] for r in sent) >= 1  # the others were cut off by max_tokens (then salvaged)
+    assert all(r["status"] in ("ok", "echo") for r in sent)
+    assert result.echo["phrases"] > 0 and result.summary.failed == 0

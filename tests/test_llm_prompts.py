@@ -1,6 +1,7 @@
 """Prompt templates and request building."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -9,6 +10,13 @@ import torch
 from cikg.data import Dataset
 from cikg.errors import ConfigError
 from cikg.llm import CIKGREC_INTERESTS, LLMConfig, PromptTemplate, build_requests
+from cikg.llm.prompts import (
+    CIKGREC_FEWSHOT,
+    FEWSHOT_POOL,
+    INTEREST_TEMPLATES,
+    interest_template,
+    normalise_title,
+)
 
 
 def small_dataset() -> Dataset:
@@ -74,3 +82,76 @@ def test_real_book_crossing_requests(bookcrossing):
                   if bookcrossing.item_text[i]]
         assert r.n_titles == len(titles) <= 30
         assert r.message_dicts[1]["content"].startswith("[") and r.message_dicts[1]["content"].endswith("]")
+
+
+def test_fewshot_prompt_puts_two_worked_examples_before_the_users_titles():
+    history = ["Dune", "Emma"]
+    messages = CIKGREC_FEWSHOT.render(domain="books", titles=", ".join(history), exclude_titles=history)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    zero = CIKGREC_INTERESTS.render(domain="books", titles=", ".join(history))
+    assert messages[0] == zero[0] and messages[-1] == zero[-1] == {"role": "user", "content": "[Dune, Emma]"}
+    books = dict(FEWSHOT_POOL)["books"]
+    assert messages[1]["content"] == "[" + ", ".join(books[0].titles) + "]"
+    assert messages[2]["content"] == ", ".join(books[0].interests)
+    assert messages[3]["content"] == "[" + ", ".join(books[1].titles) + "]"
+    movies = CIKGREC_FEWSHOT.render(domain="movies", titles="Heat", exclude_titles=["Heat"])
+    assert movies[1]["content"] == "[" + ", ".join(dict(FEWSHOT_POOL)["movies"][0].titles) + "]"
+    items = CIKGREC_FEWSHOT.render(domain="items", titles="x", exclude_titles=["x"])
+    assert items[1:5] == messages[1:5]  # items use the books pool
+
+
+def test_fewshot_examples_never_show_the_users_own_items():
+    books = dict(FEWSHOT_POOL)["books"]
+    # the user holds a title of example 0 (spelled differently) and one of example 2
+    history = ["the HOBBIT", "Cosmos", "Emma"]
+    picked = CIKGREC_FEWSHOT.pick_examples("books", history)
+    assert picked == [books[1], books[3]]
+    messages = CIKGREC_FEWSHOT.render(domain="books", titles=", ".join(history), exclude_titles=history)
+    shown = " ".join(m["content"] for m in messages[1:-1])
+    assert "Hobbit" not in shown and "Cosmos" not in shown
+    # a user who holds a title of every example still gets two (a fixed pool cannot do better)
+    every = [ex.titles[0] for ex in books]
+    assert len(CIKGREC_FEWSHOT.pick_examples("books", every)) == 2
+    assert CIKGREC_INTERESTS.pick_examples("books", history) == []
+
+
+def test_fewshot_requests_on_real_dbbook_hold_no_history_title(dbbook):
+    requests, _ = build_requests(dbbook, CIKGREC_FEWSHOT, users=range(dbbook.n_users))
+    books = dict(FEWSHOT_POOL)["books"]
+    replaced = 0
+    for r in requests:
+        picked = CIKGREC_FEWSHOT.pick_examples("books", r.titles)
+        assert len(picked) == 2 and not any(ex.clashes(r.titles) for ex in picked)
+        assert [m["content"] for m in r.message_dicts[1:5]] == [
+            text for ex in picked for text in ("[" + ", ".join(ex.titles) + "]", ", ".join(ex.interests))]
+        replaced += picked != list(books[:2])
+    # real users do hold the pool's classics (Pride and Prejudice, The Hobbit...): the swap is exercised
+    print(f"{replaced} of {len(requests)} dbbook2014 users got a replacement example")
+    assert 0 < replaced < len(requests)
+
+
+def test_fewshot_template_is_versioned_and_selectable():
+    assert CIKGREC_FEWSHOT.version and CIKGREC_FEWSHOT.name != CIKGREC_INTERESTS.name
+    assert set(INTEREST_TEMPLATES) == {"cikgrec-interests", "cikgrec-interests-fewshot"}
+    assert interest_template("cikgrec-interests-fewshot") is CIKGREC_FEWSHOT
+    with pytest.raises(ConfigError, match="known: cikgrec-interests"):
+        interest_template("nope")
+    ds = small_dataset()
+    (zero, *_), _ = build_requests(ds, CIKGREC_INTERESTS)
+    (few, *_), _ = build_requests(ds, CIKGREC_FEWSHOT)
+    bumped = dataclasses.replace(CIKGREC_FEWSHOT, version="2")
+    (few2, *_), _ = build_requests(ds, bumped)
+    config = LLMConfig(model="m", base_url="http://127.0.0.1:1/v1")
+    assert len({config.key_of(zero), config.key_of(few), config.key_of(few2)}) == 3
+    assert few.titles == ("Dune", "Emma Woodhouse", "Ulysses") and few.schema == CIKGREC_INTERESTS.schema
+    books = dict(FEWSHOT_POOL)["books"]
+    assert few.example_titles == books[0].titles + books[1].titles and zero.example_titles == ()
+    assert few.prompt_titles == few.titles + few.example_titles and zero.prompt_titles == zero.titles
+    with pytest.raises(ConfigError, match="2 shots"):
+        PromptTemplate("t", "1", "s", "u", examples=(("books", FEWSHOT_POOL[0][1][:1]),), shots=2)
+
+
+def test_normalise_title():
+    assert normalise_title("  The Hobbit: or There and Back Again ") == "hobbit or there and back again"
+    assert normalise_title("Les Misérables") == "les miserables"
+    assert normalise_title("A") == "a" and normalise_title("") == ""

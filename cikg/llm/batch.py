@@ -63,8 +63,7 @@ def _error_detail(err: Any) -> str:
 
 def batch_line(config: LLMConfig, key: str, request: Request) -> str:
     """One JSONL line of a batch input file."""
-    body = {"model": config.model, "messages": request.message_dicts,
-            **{k: v for k, v in config.params.items() if v is not None}}
+    body = {"model": config.model, "messages": request.message_dicts, **config.request_params(request)}
     return json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}, ensure_ascii=False)
 
 

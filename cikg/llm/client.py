@@ -6,6 +6,14 @@ errors and malformed bodies with exponential backoff and jitter, honouring ``Ret
 HTTP date). A request that still fails comes back ``failed`` with its reason and whatever body arrived; the
 run goes on. Every answer is committed to the :class:`~cikg.llm.cache.ResponseCache` as it arrives.
 
+Structured answers: a request whose template has a JSON schema (the interest prompts) is sent with a
+``response_format`` (``LLMConfig.structured``): ``json_schema`` (OpenAI, vLLM, llama.cpp's C++ server,
+Ollama) or ``json_object`` with a ``schema`` (llama-cpp-python's server, which ``cikg llm serve`` runs).
+``auto`` (the default) sends ``json_schema`` and, when the server refuses the field (HTTP 400/422 naming it,
+or a 500 naming ``response_format`` as llama-cpp-python 0.3.36 answers), ``json_object``, then free text, for
+the rest of the run. The format sent is part of the cache key, and
+``Completion.meta["response_format"]`` records it per answer.
+
 The API key is read from the environment only (``LLMConfig.api_key_env``); it is never logged, cached or
 written. A local server (127.0.0.1, localhost) needs none: ``"EMPTY"`` is sent.
 """
@@ -33,6 +41,9 @@ log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 RETRYABLE_STATUS = (408, 409, 429)
 _REASON_CHARS = 300
+STRUCTURED_MODES = ("auto", "json_schema", "json_object", "off")
+"""``LLMConfig.structured`` values; ``auto`` tries ``json_schema``, then ``json_object``, then free text."""
+_REFUSAL_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar")
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class LLMConfig:
         api_key_env: environment variable holding the key (read at client creation, never stored).
         retry: the :class:`RetryPolicy`.
         progress: show a tqdm bar.
+        structured: how a request with a JSON schema asks for a structured answer (:data:`STRUCTURED_MODES`).
     """
 
     model: str = "smollm2"
@@ -117,8 +129,12 @@ class LLMConfig:
     api_key_env: str = "OPENAI_API_KEY"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress: bool = True
+    structured: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.structured not in STRUCTURED_MODES:
+            raise ConfigError(f"structured must be one of {STRUCTURED_MODES}, got {self.structured!r}",
+                              key="structured")
         if not self.model:
             raise ConfigError("model must be a non-empty name", key="model")
         if self.concurrency < 1:
@@ -150,8 +166,34 @@ class LLMConfig:
         raise ConfigError(f"no API key: set the environment variable {self.api_key_env} "
                           f"(needed for base_url {self.base_url or 'https://api.openai.com/v1'})", key="api_key_env")
 
-    def key_of(self, request: Request) -> str:
-        return cache_key(self.model, request.message_dicts, self.params, request.template, request.template_version)
+    def formats(self, request: Request) -> Tuple[str, ...]:
+        """The ``response_format`` kinds to try for ``request``, best first; ``("off",)`` for free text."""
+        if not request.schema or self.structured == "off":
+            return ("off",)
+        if self.structured == "auto":
+            return ("json_schema", "json_object", "off")
+        return (self.structured, "off")
+
+    def request_params(self, request: Request, fmt: Optional[str] = None) -> Dict[str, Any]:
+        """Generation parameters of ``request`` (``params`` plus its ``response_format`` in format ``fmt``,
+        default the first of :meth:`formats`); ``None`` values are left out."""
+        fmt = self.formats(request)[0] if fmt is None else fmt
+        params = {k: v for k, v in self.params.items() if v is not None}
+        schema = request.schema_dict
+        if fmt == "json_schema" and schema is not None:
+            params["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "interests", "schema": schema}}
+        elif fmt == "json_object" and schema is not None:
+            params["response_format"] = {"type": "json_object", "schema": schema}
+        return params
+
+    def key_of(self, request: Request, fmt: Optional[str] = None) -> str:
+        """The cache key of ``request`` sent in ``response_format`` kind ``fmt`` (default: the first tried)."""
+        params = dict(self.params)
+        sent = self.request_params(request, fmt)
+        if "response_format" in sent:
+            params["response_format"] = sent["response_format"]
+        return cache_key(self.model, request.message_dicts, params, request.template, request.template_version)
 
 
 def completion_from_body(body: bytes) -> Tuple[Optional[str], Optional[str], int, int]:
@@ -192,6 +234,7 @@ class OpenAIBackend:
         self.name = f"openai:{config.model}"
         self._rng = random.Random(config.retry.seed)
         self._summary: Optional[RunSummary] = None
+        self._refused: set = set()  # response_format kinds the server refused in this run
         config.api_key()  # fail early on a missing key, before any work
 
     def __repr__(self) -> str:
@@ -218,14 +261,24 @@ class OpenAIBackend:
     async def acomplete_many(self, requests: Sequence[Request]) -> List[Completion]:
         started = time.perf_counter()
         keys = [self.config.key_of(r) for r in requests]
-        cached = self.cache.get_many(keys) if self.cache is not None else {}
+        # a structured answer stored under another response_format kind (a server that refused json_schema)
+        # is as good: look those keys up too (never the free-text key)
+        alternatives = [[(fmt, self.config.key_of(r, fmt)) for fmt in self.config.formats(r) if fmt != "off"]
+                        or [("off", key)] for r, key in zip(requests, keys, strict=True)]
+        wanted = {k for options in alternatives for _, k in options}
+        cached = self.cache.get_many(wanted) if self.cache is not None else {}
         done: Dict[str, Completion] = {}
-        for request, key in zip(requests, keys, strict=True):
-            row = cached.get(key)
-            if row is not None and row.ok and key not in done:
-                done[key] = Completion(request, OK, row.text, source=row.source or self.name, cached=True,
-                                       key=key, prompt_tokens=row.prompt_tokens,
-                                       completion_tokens=row.completion_tokens)
+        for request, key, options in zip(requests, keys, alternatives, strict=True):
+            if key in done:
+                continue
+            for fmt, alt in options:
+                row = cached.get(alt)
+                if row is not None and row.ok:
+                    done[key] = Completion(request, OK, row.text, source=row.source or self.name, cached=True,
+                                           key=alt, prompt_tokens=row.prompt_tokens,
+                                           completion_tokens=row.completion_tokens,
+                                           meta={"response_format": fmt})
+                    break
         pending: Dict[str, Request] = {}
         for request, key in zip(requests, keys, strict=True):
             if key not in done and key not in pending:
@@ -245,7 +298,7 @@ class OpenAIBackend:
             return completion
         # the same prompt from another user: the answer is shared, the request is this user's
         return Completion(request, completion.status, completion.text, completion.reason, completion.source,
-                          cached=True, key=completion.key)
+                          cached=True, key=completion.key, meta=dict(completion.meta))
 
     def _client(self) -> Any:
         import openai
@@ -297,15 +350,20 @@ class OpenAIBackend:
             attempt += 1
             retry_after: Optional[float] = None
             body: Optional[str] = None
+            fmt = "off"
             try:
                 async with semaphore:
+                    # chosen once a slot is free, so requests queued behind a refusal do not repeat it
+                    fmt = next(f for f in self.config.formats(request) if f not in self._refused or f == "off")
+                    key = self.config.key_of(request, fmt)
                     raw = await client.chat.completions.with_raw_response.create(
-                        model=self.config.model, messages=request.message_dicts, **self._params())
+                        model=self.config.model, messages=request.message_dicts,
+                        **self.config.request_params(request, fmt))
                     content = raw.content
                 text, reason, p_tok, c_tok = completion_from_body(content)
                 if reason is None:
                     return Completion(request, OK, text, source=self.name, key=key, prompt_tokens=p_tok,
-                                      completion_tokens=c_tok, attempts=attempt)
+                                      completion_tokens=c_tok, attempts=attempt, meta={"response_format": fmt})
                 body, retryable = text, True
             except openai.APIStatusError as err:
                 status = err.status_code
@@ -313,6 +371,15 @@ class OpenAIBackend:
                 reason = f"http {status}: {_short(err.message)}"
                 retry_after = parse_retry_after(err.response.headers)
                 retryable = status in RETRYABLE_STATUS or status >= 500
+                if fmt != "off" and _refuses_format(status, body or err.message):
+                    if fmt not in self._refused:
+                        self._refused.add(fmt)
+                        log.warning("the server refused response_format %s (%s); asking for %s instead for the "
+                                    "rest of this run", fmt, reason, next(
+                                        f for f in self.config.formats(request) if f not in self._refused
+                                        or f == "off"))
+                    attempt -= 1  # a refused format is no failed attempt
+                    continue
             except openai.APITimeoutError:
                 reason, retryable = f"timeout: no answer within {self.config.timeout:g} s", True
             except openai.APIConnectionError as err:
@@ -325,9 +392,15 @@ class OpenAIBackend:
             log.debug("user %s: attempt %d failed (%s); retrying in %.3f s", request.user_id, attempt, reason, wait)
             await asyncio.sleep(wait)
 
-    def _params(self) -> Dict[str, Any]:
-        params = {k: v for k, v in self.config.params.items() if v is not None}
-        return params
+
+
+def _refuses_format(status: int, text: str) -> bool:
+    """Whether an error answer refuses the ``response_format`` field: HTTP 400/422 naming it (or a schema or
+    grammar), or HTTP 500 naming ``response_format`` (llama-cpp-python 0.3 answers an unknown type so)."""
+    lowered = str(text).lower()
+    if status in (400, 422):
+        return any(word in lowered for word in _REFUSAL_WORDS)
+    return status == 500 and "response_format" in lowered
 
 
 def _short(text: str) -> str:

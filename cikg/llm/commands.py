@@ -15,6 +15,8 @@ from typing import Any
 
 from .._lock import holding_lock
 from ..errors import ConfigError
+from .client import STRUCTURED_MODES
+from .prompts import CIKGREC_INTERESTS, INTEREST_TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ INFER_EPILOG = """examples:
   cikg interests infer dbbook2014 --backend openai-batch --model gpt-4o-mini -o runs/dbbook   # Batch API
   cikg interests infer dbbook2014 --backend replay --replay runs/dbbook/user_interests_raw.jsonl -o runs/again
   cikg interests infer amazon-book --backend kg-profile -o runs/ab   # offline, not an LLM
+  cikg interests infer dbbook2014 --prompt cikgrec-interests-fewshot --structured off -o runs/fewshot
 re-running the same command sends only the requests that have no answer in the cache yet."""
 
 
@@ -59,6 +62,14 @@ def register_infer(interests_subparsers: Any) -> None:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the API key (default: OPENAI_API_KEY)")
     p.add_argument("--batch-poll", type=float, default=30.0, help="seconds between Batch API polls")
+    p.add_argument("--prompt", choices=list(INTEREST_TEMPLATES), default=CIKGREC_INTERESTS.name,
+                   help=f"prompt template (default: {CIKGREC_INTERESTS.name}; cikgrec-interests-fewshot adds two "
+                        "worked examples for small models)")
+    p.add_argument("--structured", choices=STRUCTURED_MODES, default="auto",
+                   help="ask for a JSON answer through response_format (default: auto = json_schema, then "
+                        "json_object, then free text when the server refuses it; off = free text)")
+    p.add_argument("--keep-echoes", action="store_true",
+                   help="keep phrases that repeat a title of the prompt (flagged in 'echoes'; default: dropped)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=infer_command)
 
@@ -119,7 +130,8 @@ def build_backend(args: argparse.Namespace, dataset: Any) -> Any:
     config = LLMConfig(model=args.model, base_url=args.base_url, temperature=args.temperature,
                        max_tokens=args.max_tokens, seed=args.seed, timeout=args.timeout,
                        concurrency=args.concurrency, api_key_env=args.api_key_env,
-                       retry=RetryPolicy(max_attempts=args.max_attempts), progress=not args.no_progress)
+                       retry=RetryPolicy(max_attempts=args.max_attempts), progress=not args.no_progress,
+                       structured=getattr(args, "structured", "auto"))  # augment commands have no --structured
     if args.backend == "replay":
         if args.replay is None:
             raise ConfigError("--backend replay needs --replay FILE", key="replay")
@@ -133,17 +145,24 @@ def build_backend(args: argparse.Namespace, dataset: Any) -> Any:
 @holding_lock(lambda args: args.out)
 def infer_command(args: argparse.Namespace) -> int:
     from ..data import load_dataset
+    from .echo import EchoConfig
     from .pipeline import infer_interests
+    from .prompts import interest_template
 
     if args.users is not None and args.users < 1:
         raise ConfigError(f"--users must be >= 1, got {args.users}", key="users")
     dataset = load_dataset(args.dataset)
     backend = build_backend(args, dataset)
     users = None if args.users is None else range(min(args.users, dataset.n_users))
-    result = infer_interests(dataset, backend, users=users, out_dir=args.out, history_len=args.history_len,
-                             domain=args.domain)
+    result = infer_interests(dataset, backend, template=interest_template(args.prompt), users=users,
+                             out_dir=args.out, history_len=args.history_len, domain=args.domain,
+                             echo=EchoConfig(keep=args.keep_echoes))
+    echo = result.echo
     lines = result.summary.lines() + [
-        f"parsed: {result.parse}", f"phrases: {len(result.frame)} for {result.frame['user'].nunique()} user(s)",
+        f"parsed: {result.parse}",
+        f"echoes: {echo['echoes']} of {echo['phrases']} phrase(s) repeat a prompt title ({100 * echo['rate']:.1f}%), "
+        f"{'dropped' if echo['dropped'] else 'kept'}",
+        f"phrases: {len(result.frame)} for {result.frame['user'].nunique()} user(s)",
         f"written: {result.path}"]
     sys.stdout.write("\n".join(lines) + "\n")
     _raise_if_unreachable(args, result.summary)

@@ -2,9 +2,12 @@
 
 The artifact has one JSON line per user (in request order, then the skipped users):
 ``user`` (remapped id), ``user_id`` (original id), ``phrases``, ``raw`` (the answer as received), ``status``
-(``ok`` | ``unparsable`` | ``failed`` | ``skipped``), ``reason``, ``source`` (the backend; kg-profile lines
-say "not an LLM"), ``key`` (cache key). It is written atomically and is itself a replay file. The
-clustering step consumes :attr:`InferenceResult.frame`: one row per (``user`` int, ``phrase`` str).
+(``ok`` | ``unparsable`` | ``echo`` | ``failed`` | ``skipped``), ``reason``, ``source`` (the backend; kg-profile
+lines say "not an LLM"), ``key`` (cache key), ``structured`` (the answer was the JSON the structured mode
+asks for), ``response_format`` (the kind sent: ``json_schema`` | ``json_object`` | ``off``), ``echoes``
+(phrases that repeat a prompt title, :mod:`cikg.llm.echo`; dropped from ``phrases`` unless kept; a user
+whose phrases were all echoes has status ``echo``). It is written atomically and is itself a replay file.
+The clustering step consumes :attr:`InferenceResult.frame`: one row per (``user`` int, ``phrase`` str).
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import pandas as pd
 from .._io import atomic_path, write_json_atomic
 from ..errors import DatasetError
 from .base import NOT_AN_LLM, Backend, Completion, RunSummary
-from .parse import parse_interests
+from .echo import DEFAULT_ECHO, EchoConfig, filter_echoes
+from .parse import parse_answer
 from .prompts import CIKGREC_INTERESTS, PromptTemplate, build_requests
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class InferenceResult:
     skipped: List[int] = field(default_factory=list)
     path: Optional[Path] = None
     parse: Dict[str, int] = field(default_factory=dict)
+    echo: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def not_an_llm(self) -> bool:
@@ -72,18 +77,20 @@ def default_domain(dataset: Any) -> str:
 
 def _record(c: Completion) -> Dict[str, Any]:
     base = {"user": c.request.user, "user_id": c.request.user_id, "source": c.source, "key": c.key,
-            "cached": c.cached, "not_an_llm": bool(c.meta.get("not_an_llm", False))}
+            "cached": c.cached, "not_an_llm": bool(c.meta.get("not_an_llm", False)),
+            "response_format": str(c.meta.get("response_format", "off"))}
     if not c.ok:
-        return {**base, "phrases": [], "raw": c.text, "status": "failed", "reason": c.reason}
-    parsed = parse_interests(c.text)
+        return {**base, "phrases": [], "raw": c.text, "status": "failed", "reason": c.reason, "structured": False}
+    parsed = parse_answer(c.text)
     extra = {"evidence": c.meta["evidence"]} if "evidence" in c.meta else {}
-    return {**base, "phrases": list(parsed.phrases), "raw": c.text,
+    return {**base, "phrases": list(parsed.phrases), "raw": c.text, "structured": parsed.structured,
             "status": "ok" if parsed.ok else "unparsable", "reason": parsed.reason, **extra}
 
 
 def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = CIKGREC_INTERESTS,
                     users: Optional[Sequence[int]] = None, out_dir: Union[str, Path, None] = None,
-                    history_len: int = 30, domain: Optional[str] = None) -> InferenceResult:
+                    history_len: int = 30, domain: Optional[str] = None,
+                    echo: Optional[EchoConfig] = DEFAULT_ECHO) -> InferenceResult:
     """Infer at most five interest phrases per user (CIKGRec, Sec. 3.2).
 
     Args:
@@ -95,6 +102,8 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
         out_dir: folder for ``user_interests_raw.jsonl`` and ``llm_summary.json`` (written atomically).
         history_len: last train items shown per user.
         domain: ``books`` | ``movies`` | ``items``; default from the dataset name.
+        echo: the echo filter (:class:`~cikg.llm.echo.EchoConfig`; ``keep=True`` flags without dropping);
+            ``None`` turns it off. Its counts are ``InferenceResult.echo`` and ``llm_summary.json``'s ``echo``.
     """
     started = time.perf_counter()
     if users is not None:
@@ -105,14 +114,19 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
     requests, skipped = build_requests(dataset, template, users=users, history_len=history_len, domain=domain)
     completions = backend.complete_many(requests)
     records = [_record(c) for c in completions]
+    echo_stats: Dict[str, Any] = {}
+    if echo is not None:
+        echo_stats = filter_echoes(records, [c.request.prompt_titles for c in completions], echo)
     for user in skipped:
         records.append({"user": user, "user_id": dataset.user_ids[user], "phrases": [], "raw": None,
                         "status": "skipped", "reason": f"no titled item among the last {history_len} train items",
-                        "source": backend.name, "key": "", "cached": False, "not_an_llm": backend.not_an_llm})
+                        "source": backend.name, "key": "", "cached": False, "not_an_llm": backend.not_an_llm,
+                        "structured": False, "response_format": "off", "echoes": []})
     summary = backend.summary() or RunSummary.of(backend.name, completions, started, backend.not_an_llm)
     summary.not_an_llm = backend.not_an_llm
     parse_counts = {status: sum(r["status"] == status for r in records)
-                    for status in ("ok", "unparsable", "failed", "skipped")}
+                    for status in ("ok", "unparsable", "echo", "failed", "skipped")}
+    parse_counts["structured"] = sum(bool(r.get("structured")) for r in records)
     rows = [(r["user"], phrase) for r in records for phrase in r["phrases"]]
     frame = pd.DataFrame(rows, columns=["user", "phrase"]).astype({"user": "int64", "phrase": "str"})
     path = None
@@ -123,10 +137,11 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
                 for record in records:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         write_json_atomic(Path(out_dir) / SUMMARY_FILE, {
-            **summary.to_dict(), "parse": parse_counts, **_dataset_reference(dataset), "template": template.name,
+            **summary.to_dict(), "parse": parse_counts, "echo": echo_stats, **_dataset_reference(dataset),
+            "template": template.name,
             "template_version": template.version, "history_len": history_len, "domain": domain,
             "label": NOT_AN_LLM if backend.not_an_llm else "LLM"})
-    result = InferenceResult(frame, records, summary, skipped, path, parse_counts)
+    result = InferenceResult(frame, records, summary, skipped, path, parse_counts, echo_stats)
     for line in summary.lines():
         log.info("%s", line)
     log.info("parsed: %s; %d phrase(s) for %d user(s)%s", parse_counts, len(frame), frame["user"].nunique(),
