@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from .._lock import holding_lock
-from ..errors import ConfigError, DatasetError
-from .cluster import ClusterConfig, ClusterMethod
+from ..errors import CikgError, ConfigError, DatasetError
+from .cluster import ClusterConfig, ClusterMethod, coverage_problem
 from .embed import EmbeddingKind, Encoder
-from .io import RAW_FILE
+from .io import RAW_FILE, save_interests
 from .pipeline import structure_interests
+from .report import report_and_write
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ Reads DIR/user_interests_raw.jsonl (written by `cikg interests infer`) and the d
 DIR/meta.json (key "dataset": a name under $CIKG_DATA or a path) or else in DIR/llm_summary.json;
 --dataset overrides both. Writes into DIR:
 user_interest_clustered.txt (dataset format; interest id = n_entities + dense id), interest_list.txt,
-interests.parquet, user_interests.parquet, interests_summary.json, silhouette.csv (when searched).
+interests.parquet, user_interests.parquet, interests_summary.json, silhouette.csv (when searched), and the
+report of `cikg interests report` (report.json, report.md, PNGs). When no cluster is kept it writes nothing
+and exits 2 naming the cause (--max-user-fraction / --min-cap-users, --min-users, --kappa); when the kept
+ones reach fewer than half of the users with phrases it warns.
 Sentence vectors are cached in DIR/embedding_cache.sqlite (or --cache), so re-runs embed only new phrases.
 """
 
@@ -64,13 +68,7 @@ def register_cluster(interests_subparsers: Any) -> None:
         help="phrase vectors: the MiniLM sentence model (default) or TF-IDF 1-2-grams",
     )
     p.add_argument("--seed", type=int, default=2024, help="seed of clustering and silhouette sample")
-    p.add_argument("--min-users", type=int, default=2, help="drop clusters held by fewer users (default 2)")
-    p.add_argument(
-        "--max-user-fraction",
-        type=float,
-        default=0.2,
-        help="drop clusters held by at least this share of users (default 0.2)",
-    )
+    add_threshold_options(p)
     p.add_argument("--silhouette-sample", type=int, default=5000, help="phrases sampled per silhouette score")
     p.add_argument(
         "--threads",
@@ -82,6 +80,23 @@ def register_cluster(interests_subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="phrases per sentence-model batch")
     p.add_argument("--device", default="cpu", help="torch device of the sentence model (default cpu)")
     p.set_defaults(func=cluster_command)
+
+
+def add_threshold_options(p: Any) -> None:
+    """``--min-users``, ``--max-user-fraction``, ``--min-cap-users`` (the kept-cluster thresholds)."""
+    p.add_argument("--min-users", type=int, default=2, help="drop clusters held by fewer users (default 2)")
+    p.add_argument(
+        "--max-user-fraction",
+        type=float,
+        default=0.2,
+        help="drop clusters held by at least this share of users (default 0.2; the popularity cap)",
+    )
+    p.add_argument(
+        "--min-cap-users",
+        type=int,
+        default=10,
+        help="floor of the popularity cap in users: a cluster held by fewer is never too popular (default 10)",
+    )
 
 
 def _kappa_range(text: str) -> Tuple[int, int]:
@@ -149,6 +164,7 @@ def cluster_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_users=args.min_users,
         max_user_fraction=args.max_user_fraction,
+        min_cap_users=args.min_cap_users,
         silhouette_sample=args.silhouette_sample,
         embedding=args.embedding,
         n_threads=args.threads,
@@ -169,11 +185,15 @@ def cluster_command(args: argparse.Namespace) -> int:
             device=args.device,
             n_threads=args.threads,
         )
-    result = structure_interests(
-        directory / RAW_FILE, config, dataset=dataset, encoder=encoder, out_dir=directory
-    )
+    result = structure_interests(directory / RAW_FILE, config, dataset=dataset, encoder=encoder)
+    if not result.clustering.n_interests:  # refuse to write an interest file without edges
+        raise CikgError(f"{directory}: {coverage_problem(result.clustering)}; nothing written")
+    paths = save_interests(result.clustering, directory)
     print(format_summary(result.clustering.summary(), result.clustering, reference))
-    for _, path in sorted(result.paths.items()):
+    report, report_paths = report_and_write(dataset, directory, encoder, score=dataset is not None)
+    for line in report.lines():
+        print(f"  {line}")
+    for _, path in sorted({**paths, **report_paths}.items()):
         print(f"  wrote {path}")
     return 0
 
@@ -197,3 +217,61 @@ def format_summary(summary: dict, clustering: Any, dataset: Optional[str]) -> st
     if len(top):
         lines.append("  most held: " + "; ".join(f"{r.label} ({r.n_users})" for r in top.itertuples()))
     return "\n".join(lines)
+
+
+_REPORT_EPILOG = """examples:
+  cikg interests report runs/db-int
+  cikg interests report runs/bx --dataset book-crossing --k 50 --threads 1
+  cikg interests report runs/bx --no-score
+
+Reads DIR/user_interests_raw.jsonl and, when clustered, DIR/interests.parquet, user_interests.parquet and
+interests_summary.json; writes DIR/report.json, DIR/report.md and report_*.png. The predictive score ranks
+each user's validation items among the items it has not seen in train by the similarity of its interests
+(phrases, or kept-cluster centroids; mean or max) to the item titles (all-MiniLM-L6-v2), as AUC and
+Recall@K beside a popularity baseline; test items are never used. Item and phrase vectors are cached in
+DIR/embedding_cache.sqlite (or --cache).
+"""
+
+
+def register_report(interests_subparsers: Any) -> None:
+    """Add ``report`` to the ``cikg interests`` subparsers."""
+    p = interests_subparsers.add_parser(
+        "report",
+        help="judge an interest run before training on it: counts, cluster sizes, a predictive score",
+        description="Report on the interests of a run directory: answers parsed, phrases per user, clusters "
+        "kept and dropped, and how well the interests rank each user's validation items (AUC, Recall@K) "
+        "against a popularity baseline.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help=f"run directory holding {RAW_FILE}")
+    p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json, DIR/llm_summary.json)")
+    p.add_argument("--k", type=int, default=20, help="Recall cut-off (default 20)")
+    p.add_argument("--no-score", action="store_true", help="counts only: no dataset, no sentence model")
+    p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
+    p.add_argument("--threads", type=int, help="torch threads while embedding (1 on a busy machine)")
+    p.add_argument("--device", default="cpu", help="torch device of the sentence model (default cpu)")
+    p.set_defaults(func=report_command)
+
+
+@holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)
+def report_command(args: argparse.Namespace) -> int:
+    """Handler of ``cikg interests report``; prints the report's lines and the files written."""
+    directory: Path = args.dir
+    if not directory.is_dir():
+        raise DatasetError("run directory not found", directory)
+    if args.k < 1:
+        raise ConfigError(f"expected a positive integer, got {args.k}", "k")
+    dataset, encoder = None, None
+    if not args.no_score:
+        reference = dataset_reference(directory, args.dataset)
+        if not reference:
+            raise DatasetError("no dataset recorded in the run directory: pass --dataset NAME_OR_PATH "
+                               "(or --no-score)", directory)
+        dataset = _load_reference(reference, args.dataset)
+        encoder = Encoder(args.cache or directory / CACHE_FILE, device=args.device, n_threads=args.threads)
+    report, paths = report_and_write(dataset, directory, encoder, score=not args.no_score, k=args.k)
+    print("\n".join(report.lines()))
+    for _, path in sorted(paths.items()):
+        print(f"  wrote {path}")
+    return 0
