@@ -167,6 +167,8 @@ def test_popularity_cap_has_a_floor_on_small_user_sets(encoder, caplog):
     assert len(warnings) == 1
     assert "reach only 2 of 20 users" in warnings[0] and "3 held by >= 4 users (the popularity cap" in warnings[0]
     assert "--max-user-fraction" in warnings[0]
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("kappa-*/**/*") if p.is_file()}
+    assert stamps  # the trained kappas' run directories
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="cikg.interests.cluster"):
         floored = fit_interests(pairs, ClusterConfig(kappa=4), encoder=encoder)  # cap max(4, 10) = 10 users
@@ -262,11 +264,15 @@ def test_sweep_two_kappas_one_epoch_resumes(tmp_path, encoder, caplog):
     ledger = json.loads((tmp_path / LEDGER).read_text())
     assert sorted(ledger["rows"]) == ["4", "8"]
     # a re-run trains nothing: every kappa is in the ledger
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("kappa-*/**/*") if p.is_file()}
+    assert stamps  # the trained kappas' run directories
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="cikg.interests.sweep"):
         again = sweep_kappa(dataset, pairs, [4, 8], tmp_path, cluster=cluster, model=model, train=train,
                             encoder=encoder)
     pd.testing.assert_frame_equal(again, table)
-    assert sum("skipped" in r.getMessage() for r in caplog.records) == 2
+    assert sum("done before" in r.getMessage() for r in caplog.records) == 2
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("kappa-*/**/*") if p.is_file()} == stamps
     # other settings in the same directory are refused, naming what differs
     with pytest.raises(ConfigError, match="train"):
         sweep_kappa(dataset, pairs, [4], tmp_path, cluster=cluster, model=model,
@@ -277,3 +283,23 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_item_texts_with_kg_neighbours():
+    from cikg.errors import ConfigError
+    from cikg.interests.report import item_texts
+
+    titles = list(TITLES)
+    titles[2] = None
+    dataset = Dataset(name="tiny-kg", n_users=3, n_items=6, train=torch.tensor([[0, 1, 2], [1, 0, 2]]),
+                      valid=torch.tensor([[0, 1, 2], [0, 2, 3]]), test=torch.tensor([[0], [5]]), item_text=titles,
+                      n_entities=9, n_relations=2,
+                      kg=torch.tensor([[0, 0, 7, 2, 1], [0, 1, 1, 0, 0], [6, 8, 0, 6, 3]]),
+                      entity_text=titles + ["Epic fantasy", "Tolkien Estate", "12345"])
+    assert item_texts(dataset) == titles
+    texts = item_texts(dataset, "title+kg")
+    # item 0: forward edges to 6 and 8 (an opaque number: unnamed), a backward edge from 7; item-item edges no
+    assert texts[0] == TITLES[0] + " — Epic fantasy, Tolkien Estate"
+    assert texts[2] == "Epic fantasy" and texts[1] == TITLES[1] and texts[5] == TITLES[5]
+    with pytest.raises(ConfigError, match="item_text"):
+        item_texts(dataset, "kg")

@@ -12,7 +12,7 @@ from typing import Any, Optional, Tuple
 from .._lock import holding_lock
 from ..errors import CikgError, ConfigError, DatasetError
 from .cluster import ClusterConfig, ClusterMethod, coverage_problem
-from .embed import EmbeddingKind, Encoder
+from .embed import EmbeddingKind, Encoder, _torch_threads
 from .io import RAW_FILE, save_interests
 from .pipeline import structure_interests
 from .report import report_and_write
@@ -97,6 +97,15 @@ def add_threshold_options(p: Any) -> None:
         default=10,
         help="floor of the popularity cap in users: a cluster held by fewer is never too popular (default 10)",
     )
+
+
+def add_item_text_option(p: Any) -> None:
+    """``--item-text title|title+kg``: what the predictive score embeds per item."""
+    from .report import ITEM_TEXTS
+
+    p.add_argument("--item-text", choices=ITEM_TEXTS, default="title",
+                   help="item text of the predictive score: the title (default) or the title and the names of "
+                   "its KG neighbours")
 
 
 def _kappa_range(text: str) -> Tuple[int, int]:
@@ -248,6 +257,7 @@ def register_report(interests_subparsers: Any) -> None:
     p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json, DIR/llm_summary.json)")
     p.add_argument("--k", type=int, default=20, help="Recall cut-off (default 20)")
     p.add_argument("--no-score", action="store_true", help="counts only: no dataset, no sentence model")
+    add_item_text_option(p)
     p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
     p.add_argument("--threads", type=int, help="torch threads while embedding (1 on a busy machine)")
     p.add_argument("--device", default="cpu", help="torch device of the sentence model (default cpu)")
@@ -270,7 +280,9 @@ def report_command(args: argparse.Namespace) -> int:
                                "(or --no-score)", directory)
         dataset = _load_reference(reference, args.dataset)
         encoder = Encoder(args.cache or directory / CACHE_FILE, device=args.device, n_threads=args.threads)
-    report, paths = report_and_write(dataset, directory, encoder, score=not args.no_score, k=args.k)
+    with _torch_threads(args.threads):
+        report, paths = report_and_write(dataset, directory, encoder, score=not args.no_score, k=args.k,
+                                         item_text=args.item_text)
     print("\n".join(report.lines()))
     for _, path in sorted(paths.items()):
         print(f"  wrote {path}")

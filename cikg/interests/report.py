@@ -15,7 +15,8 @@ the minimum size), and the users per cluster.
 The predictive score
 --------------------
 For user :math:`u` with interest vectors :math:`v_1 .. v_m` (the sentence vectors of its phrases, or the
-unit-normalised centroids of its kept clusters) and item text vectors :math:`e_i` (all unit norm), the
+unit-normalised centroids of its kept clusters) and item text vectors :math:`e_i` (all unit norm; the title, or with ``item_text="title+kg"`` the title and
+the names of its KG neighbours), the
 interest score of an item is the mean (``pool="mean"``) or the max (``pool="max"``) of :math:`v_j \\cdot e_i`.
 Candidates are the user's *unseen* items: every item with a text that is not among its train items. The
 user's validation items are the positives; every other candidate (test items among them, unnamed: they are
@@ -87,6 +88,7 @@ class PredictiveScore:
     rows: List[ScoreRow]
     users_with_valid: int
     items_without_text: int
+    item_text: str = "title"
 
     @property
     def primary(self) -> Optional[ScoreRow]:
@@ -102,17 +104,50 @@ class PredictiveScore:
 
     def to_dict(self) -> Dict[str, Any]:
         primary = self.primary
-        return {"k": self.k, "users_with_valid": self.users_with_valid,
+        return {"k": self.k, "item_text": self.item_text, "users_with_valid": self.users_with_valid,
                 "items_without_text": self.items_without_text,
                 "rows": [dataclasses.asdict(r) for r in self.rows],
                 "primary": None if primary is None else dataclasses.asdict(primary)}
 
 
-def item_vectors(dataset: Any, encoder: Encoder) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Sentence vectors of the item texts: ``([n_items, d] float32, [n_items] bool has_text)``; rows of items
-    without text are zero."""
-    texts = [None if t is None else " ".join(str(t).split()) for t in dataset.item_text]
-    texts += [None] * (dataset.n_items - len(texts))
+ITEM_TEXTS = ("title", "title+kg")
+#: KG attributes appended to an item's title with ``item_text="title+kg"``.
+MAX_ATTRIBUTES = 8
+
+
+def item_texts(dataset: Any, mode: str = "title") -> List[Optional[str]]:
+    """The text each item is scored by: its title (``mode="title"``), or the title followed by the names of
+    up to :data:`MAX_ATTRIBUTES` of its KG neighbours (``"title+kg"``: ``"Dune — Frank Herbert, Science
+    fiction"``; named as the kg-profile backend names them). ``None``: the item has no text."""
+    if mode not in ITEM_TEXTS:
+        raise ConfigError(f"expected one of {', '.join(ITEM_TEXTS)}, got {mode!r}", "item_text")
+    titles = pd.Series([None if t is None or not str(t).strip() else " ".join(str(t).split())
+                        for t in dataset.item_text] + [None] * (dataset.n_items - len(dataset.item_text)),
+                       dtype=object)
+    if mode == "title" or not dataset.has_kg:
+        return titles.tolist()
+    from ..llm.kgprofile import entity_name
+
+    head, _, tail = dataset.kg
+    n_items = dataset.n_items
+    forward, backward = (head < n_items) & (tail >= n_items), (tail < n_items) & (head >= n_items)
+    items = torch.cat([head[forward], tail[backward]]).numpy()
+    entities = torch.cat([tail[forward], head[backward]]).numpy()
+    used = np.unique(entities)
+    names = pd.Series([entity_name(dataset.entity_text[e] if dataset.entity_text else None, dataset.entity_ids[e])
+                       for e in used.tolist()], index=used, dtype=object)  # one name per entity, not per edge
+    edges = pd.DataFrame({"item": items, "name": names.reindex(entities).to_numpy()}).dropna().drop_duplicates()
+    attrs = edges.groupby("item", sort=True)["name"].agg(lambda x: ", ".join(x.iloc[:MAX_ATTRIBUTES]))
+    attrs = attrs.reindex(range(n_items))
+    both = titles.notna() & attrs.notna()
+    joined = titles.where(~both, titles.astype(str) + " — " + attrs.astype(str))
+    return joined.where(joined.notna(), attrs).tolist()
+
+
+def item_vectors(dataset: Any, encoder: Encoder, mode: str = "title") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sentence vectors of the item texts (:func:`item_texts`): ``([n_items, d] float32, [n_items] bool
+    has_text)``; rows of items without text are zero."""
+    texts = item_texts(dataset, mode)
     has = torch.tensor([bool(t) for t in texts], dtype=torch.bool)
     if not bool(has.any()):
         return torch.zeros(dataset.n_items, 1), has
@@ -255,7 +290,7 @@ def cluster_source(phrases: pd.DataFrame, edges: np.ndarray, encoder: Encoder) -
     n_interests = int(kept["cluster"].max()) + 1 if len(kept) else 0
     vectors = torch.from_numpy(np.asarray(encoder.encode(list(kept["phrase"])), np.float32)) if len(kept) \
         else torch.zeros(0, encoder.dim)
-    cluster = torch.from_numpy(kept["cluster"].to_numpy(np.int64))
+    cluster = torch.from_numpy(np.array(kept["cluster"], dtype=np.int64))
     centroids = torch.zeros(n_interests, vectors.size(1)).index_add_(0, cluster, vectors)
     centroids = torch.nn.functional.normalize(centroids, dim=1)
     return torch.from_numpy(np.asarray(edges, dtype=np.int64).reshape(2, -1)), centroids
@@ -363,7 +398,7 @@ def _cluster_table(phrases: pd.DataFrame, summary: Dict[str, Any]) -> pd.DataFra
 
 
 def interest_report(dataset: Any, interests_dir: PathLike, encoder: Optional[Encoder] = None, *,
-                    score: bool = True, k: int = 20, pools: Sequence[str] = POOLS,
+                    score: bool = True, k: int = 20, pools: Sequence[str] = POOLS, item_text: str = "title",
                     block_size: int = 512) -> InterestReport:
     """Report on the interest run in ``interests_dir`` (module docstring).
 
@@ -373,6 +408,7 @@ def interest_report(dataset: Any, interests_dir: PathLike, encoder: Optional[Enc
         encoder: the sentence encoder (its cache); a fresh in-memory one when ``None``.
         score: compute the predictive score (needs ``dataset`` with a validation split).
         k: Recall cut-off; pools: ``mean`` and/or ``max``; block_size: users per matrix product.
+        item_text: ``title`` or ``title+kg`` (:func:`item_texts`); compare runs scored the same way.
     """
     directory = Path(interests_dir)
     if not directory.is_dir():
@@ -412,10 +448,11 @@ def interest_report(dataset: Any, interests_dir: PathLike, encoder: Optional[Enc
         if phrase_table is not None and user_clusters is not None:
             edges = np.stack([user_clusters["user"].to_numpy(np.int64), user_clusters["clusters"].to_numpy(np.int64)])
             sources["clusters"] = cluster_source(phrase_table, edges, encoder)
-        items, has_text = item_vectors(dataset, encoder)
+        items, has_text = item_vectors(dataset, encoder, item_text)
         if not bool(has_text.any()):
             raise CikgError(f"{dataset.name}: no item has a text to embed; the predictive score needs item titles")
         result.score = score_interests(dataset, sources, items, has_text, k=k, pools=pools, block_size=block_size)
+        result.score.item_text = item_text
     return result
 
 
@@ -424,6 +461,7 @@ def plot_report(report: InterestReport, directory: PathLike) -> List[Path]:
     """The report's PNGs: phrases per user; users per cluster (kept and dropped, with the thresholds);
     AUC and Recall@K against the popularity baseline. Returns the paths written."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .. import viz  # noqa: F401  (selects the file backend)
     from ..viz._common import finish
@@ -443,7 +481,7 @@ def plot_report(report: InterestReport, directory: PathLike) -> List[Path]:
     plt.close(fig)
     paths.append(out / PLOT_PHRASES)
     if len(report.clusters) and report.clustering is not None:
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        fig, ax = plt.subplots(figsize=(8, 3.6))
         frame = report.clusters
         colours = {"kept": "#55A868", "popularity cap": "#C44E52", "minimum size": "#8C8C8C"}
         x = np.arange(len(frame))
@@ -451,7 +489,7 @@ def plot_report(report: InterestReport, directory: PathLike) -> List[Path]:
             on = (frame["reason"] == reason).to_numpy()
             if on.any():
                 ax.bar(x[on], frame["n_users"].to_numpy()[on], color=colour, width=0.9,
-                       label=f"{reason} ({int(on.sum())})")
+                       label=f"{reason if reason == 'kept' else 'dropped: ' + reason} ({int(on.sum())})")
         cap = report.clustering.get("popularity_cap_users")
         if cap is not None:
             ax.axhline(cap, color="#C44E52", linestyle="--", linewidth=1, label=f"popularity cap ({cap:g} users)")
@@ -460,7 +498,8 @@ def plot_report(report: InterestReport, directory: PathLike) -> List[Path]:
         ax.set_xlabel("cluster (by users, descending)")
         ax.set_ylabel("users holding the cluster")
         ax.set_title(f"kappa={report.clustering['kappa']}: {report.clustering['interests']} interests kept")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         finish(fig, out / PLOT_CLUSTERS)
         plt.close(fig)
         paths.append(out / PLOT_CLUSTERS)
@@ -480,9 +519,11 @@ def plot_report(report: InterestReport, directory: PathLike) -> List[Path]:
             ax.set_title(f"validation {title}")
             if metric == "auc":
                 ax.axhline(0.5, color="0.3", linestyle=":", linewidth=1, label="random (0.5)")
-            ax.legend(fontsize=7, loc="lower right")
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
         fig.suptitle("interest similarity vs popularity on each user's validation items", fontsize=10)
-        finish(fig, out / PLOT_SCORE)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        finish(fig, out / PLOT_SCORE, layout=False)
         plt.close(fig)
         paths.append(out / PLOT_SCORE)
     return paths
@@ -507,7 +548,8 @@ def _markdown(report: InterestReport, plots: List[str]) -> str:
         lines += ["## Predictive score (validation items vs the other unseen items; test never used)", "",
                   frame.to_markdown(index=False, floatfmt=".4f"), "",
                   f"{report.score.users_with_valid} users have a validation item with text; "
-                  f"{report.score.items_without_text} items have no text and are not ranked.", ""]
+                  f"{report.score.items_without_text} items have no text and are not ranked; items are scored "
+                  f"by their {report.score.item_text.replace('+', ' and ')} text.", ""]
     if len(report.clusters):
         lines += ["## Clusters", "", report.clusters.head(30).to_markdown(index=False), ""]
     lines += [f"![{name}]({name})" for name in plots]

@@ -56,7 +56,7 @@ def parse_kappas(text: str) -> List[int]:
 
 def sweep_kappa(dataset: Any, pairs: pd.DataFrame, kappas: Sequence[int], out_dir: PathLike, *,
                 cluster: Optional[ClusterConfig] = None, model: Any = None, train: Any = None,
-                encoder: Optional[Encoder] = None, k: int = 20) -> pd.DataFrame:
+                encoder: Optional[Encoder] = None, k: int = 20, item_text: str = "title") -> pd.DataFrame:
     """Cluster ``pairs`` at each kappa, train ``model`` (default a CIKGRec) on ``dataset`` with those interests
     for ``train`` (default 5 epochs), and score the interests; returns one row per kappa (the ledger's).
 
@@ -68,6 +68,7 @@ def sweep_kappa(dataset: Any, pairs: pd.DataFrame, kappas: Sequence[int], out_di
         cluster: the clustering settings but kappa (default :class:`ClusterConfig`'s).
         model: a model config (default ``CIKGRecConfig(total_epoch=epochs)``); train: a ``TrainConfig``.
         encoder: the sentence encoder and its cache; k: the Recall cut-off of both numbers.
+        item_text: the item text of the predictive score (``title`` | ``title+kg``).
     """
     from ..models import CIKGRecConfig
     from ..train import DataConfig, RunConfig, TrainConfig, Trainer
@@ -81,7 +82,7 @@ def sweep_kappa(dataset: Any, pairs: pd.DataFrame, kappas: Sequence[int], out_di
     if f"recall@{k}" not in {f"recall@{x}" for x in train.ks}:
         raise ConfigError(f"train.ks {train.ks} lacks the cut-off {k}", "k")
     settings = {"dataset": dataset.name, "n_users": dataset.n_users, "n_items": dataset.n_items,
-                "phrases": int(len(pairs)), "k": k,
+                "phrases": int(len(pairs)), "k": k, "item_text": item_text,
                 "cluster": {key: _plain(v) for key, v in dataclasses.asdict(cluster).items()
                             if key not in ("kappa", "kappa_range", "kappa_step", "n_threads")},
                 "model": {"name": type(model).__name__, **{key: _plain(v) for key, v in dataclasses.asdict(model).items()}},
@@ -104,7 +105,7 @@ def sweep_kappa(dataset: Any, pairs: pd.DataFrame, kappas: Sequence[int], out_di
             row.update({"status": "no interests", "reason": coverage_problem(clustering) or "no interest kept"})
         else:
             if items is None:
-                items, has_text = item_vectors(dataset, encoder)
+                items, has_text = item_vectors(dataset, encoder, item_text)
             score = score_interests(dataset, {"clusters": cluster_source(clustering.phrases, clustering.edges,
                                                                          encoder)},
                                     items, has_text, k=k, pools=("mean",)).rows[0]
@@ -198,7 +199,7 @@ predictive score of `cikg interests report` per kappa; test items are never used
 
 def register_sweep(interests_subparsers: Any) -> None:
     """Add ``sweep`` to the ``cikg interests`` subparsers."""
-    from .commands import CACHE_FILE, add_threshold_options
+    from .commands import CACHE_FILE, add_item_text_option, add_threshold_options
 
     p = interests_subparsers.add_parser(
         "sweep", help="cluster at several kappas, train a short CIKGRec on each, compare with the score",
@@ -217,6 +218,7 @@ def register_sweep(interests_subparsers: Any) -> None:
     p.add_argument("--method", default="kmeans", help="clustering algorithm (default kmeans)")
     p.add_argument("--embedding", default="minilm", help="phrase vectors: minilm (default) or tfidf")
     add_threshold_options(p)
+    add_item_text_option(p)
     p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json)")
     p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
     p.add_argument("--device", default="cpu", help="torch device of training and the sentence model")
@@ -251,7 +253,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     encoder = Encoder(args.cache or directory / CACHE_FILE, device=args.device, n_threads=args.threads)
     out = args.out or directory / "sweep"
     table = sweep_kappa(dataset, read_raw_interests(directory / RAW_FILE), kappas, out, cluster=cluster,
-                        model=model, train=train, encoder=encoder, k=args.k)
+                        model=model, train=train, encoder=encoder, k=args.k, item_text=args.item_text)
     print(table.drop(columns=["reason"], errors="ignore").to_string(index=False, float_format="%.4f"))
     for reason in table.get("reason", pd.Series(dtype=object)).dropna():
         print(f"note: {reason}")
