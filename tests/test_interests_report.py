@@ -167,8 +167,6 @@ def test_popularity_cap_has_a_floor_on_small_user_sets(encoder, caplog):
     assert len(warnings) == 1
     assert "reach only 2 of 20 users" in warnings[0] and "3 held by >= 4 users (the popularity cap" in warnings[0]
     assert "--max-user-fraction" in warnings[0]
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("kappa-*/**/*") if p.is_file()}
-    assert stamps  # the trained kappas' run directories
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="cikg.interests.cluster"):
         floored = fit_interests(pairs, ClusterConfig(kappa=4), encoder=encoder)  # cap max(4, 10) = 10 users
@@ -303,3 +301,32 @@ def test_item_texts_with_kg_neighbours():
     assert texts[2] == "Epic fantasy" and texts[1] == TITLES[1] and texts[5] == TITLES[5]
     with pytest.raises(ConfigError, match="item_text"):
         item_texts(dataset, "kg")
+
+
+def test_infer_writes_the_counts_and_report_cli_adds_the_score(tmp_path, capsys):
+    from cikg.cli import main
+    from cikg.data import save_dataset, synthetic
+
+    save_dataset(synthetic(40, 30, seed=3, with_interests=False), tmp_path / "data")
+    out = tmp_path / "int"
+    assert main(["interests", "infer", str(tmp_path / "data"), "--backend", "kg-profile", "-o", str(out)]) == 0
+    assert "report: " in capsys.readouterr().out
+    saved = json.loads((out / REPORT_JSON).read_text())
+    assert saved["answers"]["ok"] == 40 and saved["score"] is None and saved["clustering"] is None
+    assert main(["interests", "report", str(out), "--threads", "1", "--k", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "score phrases/mean: AUC" in printed and "Recall@5" in printed
+    saved = json.loads((out / REPORT_JSON).read_text())
+    assert saved["score"]["k"] == 5 and saved["score"]["primary"]["interests"] == "phrases"
+    # a run directory without a dataset record: --no-score still reports the counts
+    (out / "llm_summary.json").unlink()
+    assert main(["interests", "report", str(out)]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    assert main(["interests", "report", str(out), "--no-score"]) == 0
+
+
+def test_interest_report_is_the_same_whatever_the_test_split(encoder, tmp_path):
+    write_raw(tmp_path, RECORDS)
+    scores = [interest_report(tiny(test), tmp_path, encoder, k=2).score.to_dict()
+              for test in (((0, 1, 2), (5, 3, 4)), ((0, 1, 1, 2, 2), (2, 2, 3, 0, 1)))]
+    assert scores[0] == scores[1]

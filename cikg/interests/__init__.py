@@ -13,6 +13,7 @@ from .cluster import (
     VectorClustering,
     centroid_distances,
     cluster_vectors,
+    coverage_problem,
     fit_interests,
     fit_labels,
     most_central,
@@ -20,6 +21,8 @@ from .cluster import (
 from .embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
 from .io import clean_pairs, normalise_phrases, read_clustered, read_raw_interests, save_interests
 from .pipeline import StructuredInterests, structure_interests
+from .report import InterestReport, PredictiveScore, ScoreRow, interest_report, write_report
+from .sweep import sweep_kappa
 
 __all__ = [
     "ClusterConfig",
@@ -28,14 +31,19 @@ __all__ = [
     "EmbeddingKind",
     "Encoder",
     "InterestClustering",
+    "InterestReport",
+    "PredictiveScore",
+    "ScoreRow",
     "StructuredInterests",
     "VectorClustering",
     "centroid_distances",
     "clean_pairs",
     "cluster_vectors",
+    "coverage_problem",
     "embed_texts",
     "fit_interests",
     "fit_labels",
+    "interest_report",
     "model_dir",
     "most_central",
     "normalise_phrases",
@@ -43,5 +51,7 @@ __all__ = [
     "read_raw_interests",
     "save_interests",
     "structure_interests",
+    "sweep_kappa",
     "tfidf_vectors",
+    "write_report",
 ]
