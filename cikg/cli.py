@@ -519,7 +519,7 @@ def _register_interests(sub) -> None:
                                     metavar="{infer,cluster,report,sweep}")
     for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster"),
                                   ("cikg.interests.commands", "register_report"),
-                                  ("cikg.interests.sweep", "register_sweep")):
+                                  ("cikg.interests.commands", "register_sweep")):
         register = _optional(module_name, function)
         if register is not None:
             register(isub)

@@ -61,7 +61,7 @@ class Method:
 
 
 def _encoder(args: argparse.Namespace):
-    from cikg.interests.embed import Encoder
+    from cikg.embed import Encoder
 
     return Encoder(Path(args.out) / "embeddings.sqlite", n_threads=args.threads, show_progress=False)
 

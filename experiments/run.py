@@ -1,7 +1,7 @@
 """Run every model of one dataset over several seeds and write its results table.
 
     python experiments/run.py dbbook2014 --set train.epochs=1  # a try: runs/experiments/dbbook2014/results.md
-    python experiments/run.py dbbook2014 --publish              # all models, seeds 0 1 2 -> experiments/dbbook2014/
+    python experiments/run.py dbbook2014 --publish              # its models (a config each), seeds 0 1 2 -> experiments/dbbook2014/
     python experiments/run.py ml1m --models lightgcn cikgrec --set train.epochs=40
     python experiments/run.py dbbook2014 --ablations           # CIKGRec w/o UIR, CL, interests, KG
 
@@ -34,7 +34,9 @@ from cikg.train.trainer import config_differences
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"bprmf": "BPRMF", "lightgcn": "LightGCN", "lightgcn-cikg": "LightGCN-CIKG", "kgat": "KGAT",
-          "cikgrec": "CIKGRec", "simgcl": "SimGCL"}
+          "kgin": "KGIN", "cikgrec": "CIKGRec", "simgcl": "SimGCL"}
+"""Every model a sweep may run; a dataset runs those with a config in ``experiments/<dataset>/`` (KGIN needs an item
+KG, so ml1m has no ``kgin.yaml``)."""
 ABLATIONS = {"CIKGRec w/o UIR": ["model.use_uir=false"], "CIKGRec w/o CL": ["model.use_cl=false"],
              "CIKGRec w/o interests": ["model.use_interests=false"], "CIKGRec w/o KG": ["model.use_kg=false"],
              "CIKGRec (view-1 = collaborative)": ["model.cl_anchor=collaborative"]}
@@ -52,7 +54,8 @@ def row_settings(dataset: str, config_name: str, overrides: list) -> dict:
 def parse_args(argv: list) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["dbbook2014", "book-crossing", "ml1m"])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS),
+                        help="default: every model with a config in experiments/<dataset>/")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], help="overrides applied to every run (key=value)")
     parser.add_argument("--ablations", action="store_true", help="run the CIKGRec ablations instead of the models")
@@ -71,7 +74,12 @@ def jobs_of(args: argparse.Namespace) -> dict:
     if args.ablations:
         return {label: ("cikgrec", extra) for label, extra in {"CIKGRec": [], **ABLATIONS}.items()
                 if not args.only or label in args.only}
-    return {MODELS[m]: (m, []) for m in args.models}
+    return {MODELS[m]: (m, []) for m in args.models or models_of(args.dataset)}
+
+
+def models_of(dataset: str) -> list:
+    """The models of :data:`MODELS` that have a config for ``dataset``."""
+    return [m for m in MODELS if (HERE / dataset / f"{m}.yaml").is_file()]
 
 
 def recorded_settings(dataset: str, row: dict) -> dict:
@@ -185,6 +193,11 @@ def render(dataset: str, ledger: dict, ablations: bool) -> str:
 
 def main(argv: list = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    missing = [m for m in args.models or [] if m not in models_of(args.dataset)]
+    if missing and not args.ablations:
+        print(f"experiments/run.py: error: experiments/{args.dataset}/ has no config for {', '.join(missing)} "
+              f"(KGIN needs an item KG); its models: {', '.join(models_of(args.dataset))}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     jobs = jobs_of(args)

@@ -60,7 +60,7 @@ def small(dbbook):
 
 @pytest.fixture(scope="module")
 def encoder():
-    from cikg.interests.embed import Encoder
+    from cikg.embed import Encoder
 
     return Encoder(None, n_threads=1, show_progress=False)
 

@@ -86,3 +86,15 @@ def test_augment_table_refuses_other_training_overrides(scripts, tmp_path):
     assert augment.other_overrides(tmp_path / "absent.md", ["train.epochs=1"]) is None
     assert augment.recorded_argv(["dbbook2014", "--publish", "--methods", "kar", "--replace"]) == [
         "dbbook2014", "--methods", "kar"]
+
+
+def test_a_dataset_runs_the_models_it_has_configs_for(scripts, tmp_path, capsys):
+    """KGIN needs an item KG: ml1m has no kgin.yaml, its default sweep leaves KGIN out and asking for it fails."""
+    run, _ = scripts
+    assert "kgin" in run.models_of("dbbook2014") and "kgin" in run.models_of("book-crossing")
+    assert "kgin" not in run.models_of("ml1m") and "cikgrec" in run.models_of("ml1m")
+    assert "KGIN" not in run.jobs_of(run.parse_args(["ml1m"])) and "KGIN" in run.jobs_of(run.parse_args(["dbbook2014"]))
+    assert run.main(["ml1m", "--models", "kgin", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "experiments/ml1m/ has no config for kgin" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing was run

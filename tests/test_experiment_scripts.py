@@ -77,7 +77,7 @@ def test_recorded_real_llm_answers_answer_the_prompts_built_now(dbbook, tmp_path
     """The SmolLM2 replay file of the experiments is matched by cache key (same prompts, same generation
     parameters), not merely by group id: a changed clustering or template would make it stale."""
     from cikg.augment.reki import REKI, REKIConfig
-    from cikg.interests.embed import Encoder
+    from cikg.embed import Encoder
     from cikg.llm import ReplayBackend
     from cikg.llm.client import LLMConfig
 

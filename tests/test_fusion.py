@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from cikg.augment import NodeFeatures
-from cikg.augment.experts import HybridExpertAdaptor
 from cikg.errors import CheckpointError, ConfigError, GraphError
 from cikg.graph import build_cikg, build_views
 from cikg.models import BPRBatch, BPRMFConfig, CIKGRecConfig, LightGCNConfig
+from cikg.models.experts import HybridExpertAdaptor
 from cikg.models.fusion import FeatureFusion, FusionConfig
 from cikg.train import DataConfig, RunConfig, TrainConfig, Trainer, load_run_config
 

@@ -240,10 +240,10 @@ def test_graph_build_says_an_interest_file_holds_no_edges(small_dir, tmp_path, c
 def test_sweep_two_kappas_one_epoch_resumes(tmp_path, encoder, caplog):
     from cikg.data import synthetic
     from cikg.errors import ConfigError
-    from cikg.interests.sweep import LEDGER, PLOT, TABLE_CSV, parse_kappas, sweep_kappa
     from cikg.llm import KGProfileBackend, infer_interests
     from cikg.models import CIKGRecConfig
     from cikg.train import TrainConfig
+    from cikg.train.sweep import LEDGER, PLOT, TABLE_CSV, parse_kappas, sweep_kappa
 
     assert parse_kappas("50:400:50") == list(range(50, 401, 50)) and parse_kappas("8,4") == [4, 8]
     with pytest.raises(ConfigError, match="kappa"):
@@ -265,7 +265,7 @@ def test_sweep_two_kappas_one_epoch_resumes(tmp_path, encoder, caplog):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("kappa-*/**/*") if p.is_file()}
     assert stamps  # the trained kappas' run directories
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="cikg.interests.sweep"):
+    with caplog.at_level(logging.INFO, logger="cikg.train.sweep"):
         again = sweep_kappa(dataset, pairs, [4, 8], tmp_path, cluster=cluster, model=model, train=train,
                             encoder=encoder)
     pd.testing.assert_frame_equal(again, table)

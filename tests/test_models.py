@@ -275,7 +275,7 @@ def test_transe_negatives_are_never_interests_nor_true_triples(small_synthetic, 
     triples = TransETriples(small_synthetic, views, use_kg=True)
     assert triples.n_relations == 2 + 2 * small_synthetic.n_relations
     assert len(triples) == 2 * small_synthetic.train.size(1) + 2 * torch.unique(small_synthetic.kg, dim=1).size(1)
-    head, rel, tail, neg = triples.sample(20000, torch.Generator().manual_seed(0))
+    head, rel, tail, neg = triples.batch(20000, torch.Generator().manual_seed(0))
     interests = views.node_slice("interest")
     assert not bool(((neg >= interests.start) & (neg < interests.stop)).any())
     assert not bool(triples.is_true(head, rel, neg).any())

@@ -157,6 +157,7 @@ def test_collaborative_lightgcn_has_no_entity_embeddings(small_synthetic):
 
 
 @pytest.mark.parametrize("name,expected", [("bprmf", ("user", "item")), ("kgat", ("user", "item", "entity")),
+                                           ("kgin", ("user", "item", "entity")),
                                            ("cikgrec", ("user", "item", "entity", "interest"))])
 def test_each_model_exposes_the_node_types_it_trains(small_synthetic, name, expected):
     """node_embeddings rows are the model's final embeddings: user/item equal embed(), and the scores are

@@ -9,7 +9,7 @@ Methods (each an :class:`~cikg.augment.base.Augmenter` producing :class:`~cikg.a
 * :mod:`cikg.augment.llmcf` — LLM-CF (Sun et al., arXiv 2403.17688);
 * :mod:`cikg.augment.coco` — CoCo (Mu et al., arXiv 2510.14257).
 
-The expert adaptor (:mod:`cikg.augment.experts`) and the fusion layer (:mod:`cikg.models.fusion`) are shared.
+The expert adaptor (:mod:`cikg.models.experts`) and the fusion layer (:mod:`cikg.models.fusion`) are shared.
 Submodules are imported on use (this package import stays light).
 """
 from .base import FEATURES_FILE, Augmenter, NodeFeatures, features_path

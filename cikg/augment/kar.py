@@ -12,11 +12,11 @@ Three stages, each kept as a separate, inspectable step:
    :mod:`cikg.llm` backend (``openai`` with its SQLite cache, so an interrupted run resumes; ``replay``;
    the offline ``kg-profile``, which is *not an LLM* and answers from the KG and titles).
 2. **Knowledge encoding**: every answer is encoded by the cached sentence encoder
-   (:class:`cikg.interests.embed.Encoder`, all-MiniLM-L6-v2 by default): reasoning vectors
+   (:class:`cikg.embed.Encoder`, all-MiniLM-L6-v2 by default): reasoning vectors
    :math:`r_u \\in \\mathbb{R}^{384}` and factual vectors :math:`f_i \\in \\mathbb{R}^{384}`.
 3. **Knowledge utilisation**: the vectors are pre-stored (:class:`~cikg.augment.base.NodeFeatures`, user block
    ``reasoning``, item block ``factual``) and fused into any backbone by the hybrid-expert adaptor
-   (:class:`cikg.augment.experts.HybridExpertAdaptor` inside :class:`cikg.models.fusion.FeatureFusion`,
+   (:class:`cikg.models.experts.HybridExpertAdaptor` inside :class:`cikg.models.fusion.FeatureFusion`,
    ``model.features.adaptor=experts``), trained jointly with it; training and scoring never call the LLM.
 
 Users or items whose prompt has no titled item, or whose answer failed, get a zero vector (counted in the
@@ -236,7 +236,7 @@ class KAR(Augmenter):
     Args:
         config: :class:`KARConfig`.
         backend: any :mod:`cikg.llm` backend.
-        encoder: a :class:`cikg.interests.embed.Encoder` (default: one with an in-memory cache, or
+        encoder: a :class:`cikg.embed.Encoder` (default: one with an in-memory cache, or
             ``out_dir/embeddings.sqlite`` when ``out_dir`` is given).
         out_dir: where ``answers.jsonl`` (replay file), ``augment_summary.json`` and ``features.pt`` go.
 
@@ -264,7 +264,7 @@ class KAR(Augmenter):
 
             backend = self.backend = KGProfileBackend(dataset, KGProfileConfig(history_len=self.config.history_len))
         if self.encoder is None:
-            from ..interests.embed import Encoder
+            from ..embed import Encoder
 
             self.encoder = Encoder(self.out_dir / "embeddings.sqlite" if self.out_dir else None, show_progress=False)
         return backend, self.encoder
@@ -355,7 +355,7 @@ def run_command(args: Any, make: Any) -> int:
     import sys
 
     from ..data import load_dataset
-    from ..interests.embed import Encoder
+    from ..embed import Encoder
     from ..llm.commands import build_backend
 
     dataset = load_dataset(args.dataset)

@@ -490,7 +490,7 @@ def _join(text: Tensor, cf: Tensor, text_weight: float) -> Tensor:
 
 def build_cot_dataset(dataset: Any, examples: Examples, answers: CoTRecords, encoder: Any,
                       cf: Tuple[Tensor, Tensor]) -> CoTDataset:
-    """Encode the ok answers with ``encoder`` (a :class:`cikg.interests.embed.Encoder`) and attach CF features."""
+    """Encode the ok answers with ``encoder`` (a :class:`cikg.embed.Encoder`) and attach CF features."""
     ok = answers.ok
     if not bool(ok.any()):
         raise DatasetError(f"{dataset.name}: no chain-of-thought answer is usable (all {len(ok)} failed)")
@@ -781,7 +781,7 @@ def run_llmcf(dataset: Any, config: LLMCFConfig, backend: Backend, encoder: Any,
 
     Args:
         backend: any :mod:`cikg.llm` backend, or :class:`CoTProfileBackend` offline (not an LLM).
-        encoder: a :class:`cikg.interests.embed.Encoder` (cached sentence model).
+        encoder: a :class:`cikg.embed.Encoder` (cached sentence model).
         cf: ``(user [n_users, d], item [n_items, d])`` collaborative embeddings of a trained recommender;
             default :func:`cf_embeddings` (truncated SVD of the train matrix).
         out_dir: folder for ``cot_examples.jsonl`` (a replay file), ``cot_dataset.pt`` and ``ict_module.pt``.
@@ -838,7 +838,7 @@ class LLMCF(Augmenter):
     Args:
         config: :class:`LLMCFConfig`.
         backend: any :mod:`cikg.llm` backend; default :class:`CoTProfileBackend` (offline, not an LLM).
-        encoder: a :class:`cikg.interests.embed.Encoder`; default one cached in ``out_dir`` (or in memory).
+        encoder: a :class:`cikg.embed.Encoder`; default one cached in ``out_dir`` (or in memory).
         cf: collaborative ``(user, item)`` embeddings of a trained recommender (default: truncated SVD).
         out_dir: where the CoT dataset, the ICT module and the summary go.
     """
@@ -863,7 +863,7 @@ class LLMCF(Augmenter):
         """Run the method on ``dataset``; ``NodeFeatures.user`` is ``[n_users, dim]`` (``graph`` is only checked)."""
         self.check_graph(dataset, graph)
         if self.encoder is None:
-            from ..interests.embed import Encoder
+            from ..embed import Encoder
 
             self.encoder = Encoder(None if self.out_dir is None else Path(self.out_dir) / "embeddings.sqlite",
                                    show_progress=self.progress)
@@ -958,7 +958,7 @@ def llmcf_command(args: Any) -> int:
     import sys
 
     from ..data import load_dataset
-    from ..interests.embed import Encoder
+    from ..embed import Encoder
 
     config = LLMCFConfig(n_examples=args.examples, k=args.k, epochs=args.epochs, dim=args.dim,
                          history_len=args.history_len, seed=args.seed)

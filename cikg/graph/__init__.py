@@ -13,10 +13,19 @@ from .cikg import (
                    save_graph,
                    to_networkx,
 )
-from .views import VIEW_PARTS, GraphViews, View, build_views, normalized_adjacency
+from .views import (
+                   VIEW_PARTS,
+                   GraphViews,
+                   View,
+                   build_views,
+                   csr_from_entries,
+                   normalized_adjacency,
+                   sparse_csr,
+)
 
 __all__ = [
     "HAS_INTEREST", "INTERACTS", "NODE_TYPES", "VIEW_PARTS", "GraphViews", "View", "attach_features", "build_cikg",
-    "build_views", "graph_stats", "kg_edge_types", "load_graph", "node_text", "normalized_adjacency",
+    "build_views", "csr_from_entries", "graph_stats", "kg_edge_types", "load_graph", "node_text",
+    "normalized_adjacency", "sparse_csr",
     "reverse_edge_type", "save_graph", "to_networkx",
 ]

@@ -43,6 +43,27 @@ VIEW_PARTS = {
 }
 
 
+def sparse_csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """A square sparse CSR ``[n_nodes, n_nodes]`` from valid parts (invariants not re-checked; torch's beta
+    warning silenced): the one constructor every adjacency in cikg goes through."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, cols, values, (n_nodes, n_nodes), check_invariants=False)
+
+
+def csr_from_entries(rows: torch.Tensor, cols: torch.Tensor, n_nodes: int,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Symmetric-normalised CSR :math:`D^{-1/2} A D^{-1/2}` ``[n_nodes, n_nodes]`` of the binary matrix whose
+    entries ``(rows, cols)`` are given sorted row-major without duplicates (degrees are row counts)."""
+    counts = torch.bincount(rows, minlength=n_nodes)
+    degree = counts.to(dtype)
+    inv_sqrt = degree.pow(-0.5)
+    inv_sqrt[degree == 0] = 0.0
+    crow = torch.zeros(n_nodes + 1, dtype=torch.long, device=rows.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    return sparse_csr(crow, cols, inv_sqrt[rows] * inv_sqrt[cols], n_nodes)
+
+
 def normalized_adjacency(edge_index: torch.Tensor, n_nodes: int, self_loops: bool = False,
                          edge_weight_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Symmetric-normalised adjacency of an undirected graph as sparse CSR ``[n_nodes, n_nodes]``.
@@ -58,16 +79,7 @@ def normalized_adjacency(edge_index: torch.Tensor, n_nodes: int, self_loops: boo
         nodes = torch.arange(n_nodes, device=edge_index.device)
         keys = torch.cat([keys, nodes * n_nodes + nodes])
     keys = torch.unique(keys)  # sorted: rows in order, columns sorted inside rows
-    rows, cols = keys // n_nodes, keys % n_nodes
-    degree = torch.bincount(rows, minlength=n_nodes).to(edge_weight_dtype)
-    inv_sqrt = degree.pow(-0.5)
-    inv_sqrt[degree == 0] = 0.0
-    values = inv_sqrt[rows] * inv_sqrt[cols]
-    crow = torch.zeros(n_nodes + 1, dtype=torch.long, device=edge_index.device)
-    torch.cumsum(torch.bincount(rows, minlength=n_nodes), 0, out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, values, (n_nodes, n_nodes), check_invariants=False)
+    return csr_from_entries(keys // n_nodes, keys % n_nodes, n_nodes, edge_weight_dtype)
 
 
 @dataclass

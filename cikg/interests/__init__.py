@@ -6,6 +6,7 @@
 ...                              out_dir="runs/dbbook")                      # doctest: +SKIP
 """
 
+from ..embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
 from .cluster import (
     ClusterConfig,
     ClusterMethod,
@@ -18,11 +19,10 @@ from .cluster import (
     fit_labels,
     most_central,
 )
-from .embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
-from .io import clean_pairs, normalise_phrases, read_clustered, read_raw_interests, save_interests
+from .io import read_clustered, read_raw_interests, save_interests
+from .phrases import clean_pairs, normalise_phrases
 from .pipeline import StructuredInterests, structure_interests
 from .report import InterestReport, PredictiveScore, ScoreRow, interest_report, write_report
-from .sweep import sweep_kappa
 
 __all__ = [
     "ClusterConfig",
@@ -51,7 +51,6 @@ __all__ = [
     "read_raw_interests",
     "save_interests",
     "structure_interests",
-    "sweep_kappa",
     "tfidf_vectors",
     "write_report",
 ]

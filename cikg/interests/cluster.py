@@ -1,6 +1,6 @@
 """Cluster interest phrases into interest nodes (CIKGRec, arXiv 2412.13544, Sec. "interest clustering").
 
-Given user → phrase pairs, the distinct phrases are embedded (:mod:`cikg.interests.embed`) and clustered
+Given user → phrase pairs, the distinct phrases are embedded (:mod:`cikg.embed`) and clustered
 into :math:`\\kappa` groups with scikit-learn (KMeans, MiniBatchKMeans, or Ward agglomerative).
 :math:`\\kappa` is given, or searched over a range by the silhouette coefficient
 
@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..embed import EmbeddingKind, Encoder, embed_texts, parse_enum
 from ..errors import CikgError, ConfigError
-from .embed import EmbeddingKind, Encoder, embed_texts, parse_enum
+from .phrases import clean_pairs
 
 log = logging.getLogger(__name__)
 
@@ -403,13 +404,12 @@ def fit_interests(
 
     Args:
         pairs: columns ``user`` (int, remapped id) and ``phrase`` (str), optionally ``user_id``; see
-            :func:`cikg.interests.io.clean_pairs` for the checks and the phrase normalisation.
+            :func:`cikg.interests.phrases.clean_pairs` for the checks and the phrase normalisation.
         config: the clustering configuration.
         encoder: the sentence :class:`Encoder` (and its cache) for ``embedding="minilm"``.
         id_offset: added to dense ids when written (the dataset's ``n_entities``).
         all_users: users to list in ``assignments`` even without phrases.
     """
-    from .io import clean_pairs
 
     if not isinstance(config, ClusterConfig):
         raise ConfigError(f"expected a ClusterConfig, got {type(config).__name__}", "config")

@@ -10,8 +10,8 @@ from typing import Any, Dict, Optional, Union
 
 import pandas as pd
 
+from ..embed import Encoder
 from .cluster import ClusterConfig, InterestClustering, fit_interests
-from .embed import Encoder
 from .io import read_raw_interests, save_interests
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ interest score of an item is the mean (``pool="mean"``) or the max (``pool="max"
 Candidates are the user's *unseen* items: every item with a text that is not among its train items. The
 user's validation items are the positives; every other candidate (test items among them, unnamed: they are
 never read) is a negative. Per user: AUC (the share of positive-negative pairs ranked right, ties half) and
-Recall@K (:mod:`cikg.eval.ranking`'s tie rule). Reported: the means over the users that have validation
+Recall@K (:mod:`cikg.topk`'s tie rule, the evaluator's). Reported: the means over the users that have validation
 items and interests, beside the popularity baseline (train counts) on the same users. A score above the
 baseline says the interests carry signal about what the user picks next; it is comparable across LLMs,
 prompts and clusterings of one dataset and split. The test split is never used.
@@ -40,10 +40,11 @@ import pandas as pd
 import torch
 
 from .._io import write_json_atomic, write_text_atomic
+from ..embed import Encoder
 from ..errors import CikgError, ConfigError, DatasetError
-from ..eval.ranking import metrics_from_hits, top_items
-from .embed import Encoder
-from .io import PHRASE_TABLE, RAW_FILE, SUMMARY_FILE, USER_TABLE, normalise_phrases, read_raw_records
+from ..topk import csr_rows, top_items
+from .io import PHRASE_TABLE, RAW_FILE, SUMMARY_FILE, USER_TABLE, read_raw_records
+from .phrases import normalise_phrases
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,6 @@ def _csr(pairs: torch.Tensor, n_users: int) -> Tuple[torch.Tensor, torch.Tensor]
 
 def _block_flags(indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor, n_items: int) -> torch.Tensor:
     """``BoolTensor [b, n_items]``: item in the CSR row of ``users[r]``."""
-    from ..eval.ranking import csr_rows
-
     row, col = csr_rows(indptr, indices, users)
     flags = torch.zeros(users.numel(), n_items, dtype=torch.bool)
     flags[row, col] = True
@@ -199,7 +198,7 @@ def rank_metrics(scores: torch.Tensor, candidate: torch.Tensor, positive: torch.
     auc[n_neg == 0] = float("nan")
     ranked, valid = top_items(torch.where(candidate, scores, torch.full_like(scores, float("-inf"))), k)
     hits = torch.gather(positive, 1, ranked) & valid
-    recall = metrics_from_hits(hits, n_pos, [k], ["recall"])[f"recall@{k}"]
+    recall = hits.sum(1).float() / n_pos.float()  # recall@K = hits in the top K / relevant (cikg.eval's definition)
     return auc.float(), recall
 
 
@@ -207,8 +206,6 @@ def _pooled_scores(block: torch.Tensor, owner_ptr: torch.Tensor, owner_rows: tor
                    interest: torch.Tensor, items: torch.Tensor, pool: str) -> torch.Tensor:
     """``[b, n_items]`` interest scores of the users ``block``: one matrix product of the block's interest
     vectors ``[m, d]`` with the item vectors ``[n_items, d]``, then mean or max per owner."""
-    from ..eval.ranking import csr_rows
-
     row, vec = csr_rows(owner_ptr, owner_rows, block)
     sims = interest[vec] @ items.T  # [m, n_items]
     out = torch.zeros(block.numel(), items.size(0), dtype=sims.dtype)

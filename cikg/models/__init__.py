@@ -1,4 +1,4 @@
-"""Recommenders over the CIKG: BPR-MF, LightGCN (any view), SimGCL / SGL, CIKGRec, and the propagation they share.
+"""Recommenders over the CIKG: BPR-MF, LightGCN (any view), SimGCL / SGL, KGIN, CIKGRec, and the propagation they share.
 
 Every model follows :class:`~cikg.models.base.Recommender`; every config dataclass validates itself and
 builds its model with ``config.build(views, dataset)``. :data:`MODEL_CONFIGS` maps the model names used in
@@ -11,6 +11,7 @@ from typing import Dict
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .bprmf import BPRMF, BPRMFConfig
 from .cikgrec import CIKGRec, CIKGRecConfig, info_nce, mask_rate_schedule, sce_loss
+from .kgin import KGIN, KGINConfig
 from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
 from .propagation import (
     AdjacencyStore,
@@ -30,11 +31,12 @@ MODEL_CONFIGS: Dict[str, type] = {
     "lightgcn-cikg": LightGCNCIKGConfig,
     "cikgrec": CIKGRecConfig,
     "simgcl": SimGCLConfig,
+    "kgin": KGINConfig,
 }
 
 __all__ = [
     "AdjacencyStore", "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
-    "EdgeDropout", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
+    "EdgeDropout", "KGIN", "KGINConfig", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
     "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SymmetricSpMM", "bpr_loss", "drop_edges",
     "import_model_modules", "info_nce", "l2_reg", "load_entry_point_models", "mask_rate_schedule", "register_model",
     "sce_loss", "simgcl_noise", "spmm",

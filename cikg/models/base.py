@@ -21,6 +21,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..topk import csr_rows, mask_excluded_, top_items
+
 
 @dataclass
 class BPRBatch:
@@ -98,20 +100,15 @@ class Recommender(nn.Module):
 
     @torch.no_grad()
     def recommend(self, users: Tensor, k: int = 20, exclude: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
-        """Top-``k`` item ids ``[len(users), k]``; ``exclude`` is a CSR ``(indptr, indices)`` of items to skip
+        """Top-``k`` item ids ``[len(users), k]`` under the evaluation's tie rule (:mod:`cikg.topk`: score
+        descending, then the lower item id); ``exclude`` is a CSR ``(indptr, indices)`` of items to skip
         (typically the train items), indexed by user id."""
         if not 0 < k <= self.n_items:
             raise ValueError(f"k must be in 1..{self.n_items}, got {k}")
         scores = self.score(users)
         if exclude is not None:
-            indptr, indices = exclude
-            starts, ends = indptr[users], indptr[users + 1]
-            counts = ends - starts
-            rows = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
-            offsets = torch.arange(int(counts.sum()), device=scores.device) - torch.repeat_interleave(
-                torch.cumsum(counts, 0) - counts, counts)
-            scores[rows, indices[torch.repeat_interleave(starts, counts) + offsets]] = float("-inf")
-        return torch.topk(scores, k, dim=1).indices
+            mask_excluded_(scores, *csr_rows(exclude[0], exclude[1], users))
+        return top_items(scores, k)[0]
 
     def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
         """Called by the trainer before each epoch; returns values to log (e.g. ``{"mask_rate": 0.1}``)."""

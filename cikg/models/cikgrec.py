@@ -51,15 +51,9 @@ from ..graph import GraphViews, View
 from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .fusion import FusionConfig, build_fusion
-from .propagation import (
-    AdjacencyStore,
-    EdgeDropout,
-    LGPropagation,
-    random_integers,
-    random_permutation,
-    simgcl_noise,
-    uniform_random,
-)
+from .kg import TripleStore, translation_distance
+from .propagation import AdjacencyStore, EdgeDropout, LGPropagation, simgcl_noise
+from .rng import random_permutation
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +236,9 @@ class _BlockedInfoNCE(torch.autograd.Function):
         return grad_a, grad_c, None, None
 
 
-def transe_distance(head: Tensor, relation: Tensor, tail: Tensor) -> Tensor:
-    """:math:`\\lVert h + r - t \\rVert_2^2` per row (``[B, d]`` each -> ``[B]``)."""
-    return (head + relation - tail).pow(2).sum(-1)
-
-
 # ------------------------------------------------------------------------------------------- TransE
-class TransETriples:
-    """The triples TransE trains on, in global node ids, with vectorised head-uniform sampling.
+class TransETriples(TripleStore):
+    """The triples TransE trains on, in global node ids (a :class:`~cikg.models.kg.TripleStore`).
 
     Triples: KG ``(h, r, t)`` as relation ``2 + r`` and its inverse ``(t, 2 + R + r, h)``, plus every train
     interaction as ``(u, interact, i)`` and ``(i, interacted, u)``. A batch draws heads uniformly among the
@@ -272,64 +261,20 @@ class TransETriples:
             heads += [to_global(h), to_global(t)]
             rels += [r + 2, r + 2 + n_kg_rel]
             tails += [to_global(t), to_global(h)]
-        self.n_relations = 2 + 2 * n_kg_rel
-        self.n_nodes = views.n_nodes
-        head, rel, tail = torch.cat(heads), torch.cat(rels), torch.cat(tails)
-        order = torch.argsort(head, stable=True)
-        self.head, self.rel, self.tail = head[order], rel[order], tail[order]
-        self.head_nodes, counts = torch.unique_consecutive(self.head, return_counts=True)
-        self.head_start = torch.cumsum(counts, 0) - counts
-        self.head_count = counts
-        self.keys = torch.sort(self._key(self.head, self.rel, self.tail)).values
+        super().__init__(torch.cat(heads), torch.cat(rels), torch.cat(tails), views.n_nodes, 2 + 2 * n_kg_rel)
         self.user_range = (0, views.counts["user"])
         self.entity_range = (item_off, entity_off + views.counts["entity"])  # items then KG entities
 
-    def __len__(self) -> int:
-        return int(self.head.numel())
-
-    def to(self, device: torch.device) -> "TransETriples":
-        for name in ("head", "rel", "tail", "head_nodes", "head_start", "head_count", "keys"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.device
-
-    def _key(self, head: Tensor, rel: Tensor, tail: Tensor) -> Tensor:
-        return (head * self.n_relations + rel) * self.n_nodes + tail
-
-    def is_true(self, head: Tensor, rel: Tensor, tail: Tensor) -> Tensor:
-        key = self._key(head, rel, tail)
-        pos = torch.searchsorted(self.keys, key).clamp_max(self.keys.numel() - 1)
-        return self.keys[pos] == key
-
-    def corrupt_tails(self, rel: Tensor, head: Tensor, generator: Optional[torch.Generator] = None,
-                      max_rounds: int = 20) -> Tensor:
-        """A tail per triple from the positive tail's domain (users for ``interacted``, else entity space)."""
+    def batch(self, batch_size: int, generator: Optional[torch.Generator] = None
+              ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(head, relation, tail, corrupted_tail)``, each ``LongTensor [batch_size]``; the corrupted tail
+        lies in the positive tail's domain (users for ``interacted``, else the entity space)."""
+        head, rel, tail = self.sample(batch_size, generator)
         is_user = rel == INTERACTED
         low = torch.where(is_user, self.user_range[0], self.entity_range[0])
         span = torch.where(is_user, self.user_range[1] - self.user_range[0],
                            self.entity_range[1] - self.entity_range[0])
-        todo = torch.arange(rel.numel(), device=self.device)
-        tail = torch.empty_like(rel)
-        for _ in range(max_rounds):
-            u = uniform_random((todo.numel(),), self.device, generator, torch.float64)
-            tail[todo] = low[todo] + (u * span[todo]).long().clamp_max(span[todo] - 1)
-            todo = todo[self.is_true(head[todo], rel[todo], tail[todo])]
-            if todo.numel() == 0:
-                break
-        return tail
-
-    def sample(self, batch_size: int, generator: Optional[torch.Generator] = None
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(head, relation, tail, corrupted_tail)``, each ``LongTensor [batch_size]``."""
-        which = random_integers(self.head_nodes.numel(), batch_size, self.device, generator)
-        offset = (uniform_random((batch_size,), self.device, generator, torch.float64)
-                  * self.head_count[which]).long().clamp_max(self.head_count[which] - 1)
-        index = self.head_start[which] + offset
-        head, rel, tail = self.head[index], self.rel[index], self.tail[index]
-        return head, rel, tail, self.corrupt_tails(rel, head, generator)
+        return head, rel, tail, self.corrupt_tails(head, rel, low, span, generator)
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -536,18 +481,16 @@ class CIKGRec(Recommender):
         head, rel, tail, corrupted = (t.to(self.device) for t in batch)
         h, r = self.embedding(head), self.relation_embedding(rel)
         t, t_neg = self.embedding(tail), self.embedding(corrupted)
-        loss = F.softplus(transe_distance(h, r, t) - transe_distance(h, r, t_neg)).mean()
+        loss = F.softplus(translation_distance(h, r, t) - translation_distance(h, r, t_neg)).mean()
         l2 = sum(x.pow(2).sum(-1).mean() / 2 for x in (h, r, t, t_neg))
         return loss + self.config.transe_l2 * l2, {"transe": loss.detach(), "transe_l2": l2.detach()}
 
     def transe_batches(self, generator: Optional[torch.Generator] = None, epoch: int = 0
                        ) -> Iterator[Tuple[Tensor, Tensor, Tensor, Tensor]]:
         assert self.triples is not None
-        if self.triples.device != self.device:
-            self.triples.to(self.device)
         n = self.config.transe_batches or max(1, len(self.triples) // self.config.transe_batch_size)
         for _ in range(n):
-            yield self.triples.sample(self.config.transe_batch_size, generator)
+            yield self.triples.batch(self.config.transe_batch_size, generator)
 
     def auxiliary_tasks(self) -> List[AuxiliaryTask]:
         if self.triples is None:

@@ -12,7 +12,7 @@ propagation:
     \\end{cases}
 
 The adaptor :math:`A` is ``linear`` (one ``Linear(d_feat, dim)`` per node type, with dropout on its input) or
-``experts``: the hybrid-expert adaptor of KAR/REKI (:class:`cikg.augment.experts.HybridExpertAdaptor`), which
+``experts``: the hybrid-expert adaptor of KAR/REKI (:class:`cikg.models.experts.HybridExpertAdaptor`), which
 splits ``x`` into its knowledge blocks (``blocks[node_type]``), passes each through the shared experts and
 the block's dedicated experts under the block's gate, and sums the block outputs. The adaptor trains with
 the backbone's loss. Node types without features keep their ID embeddings.
@@ -33,9 +33,9 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..augment.experts import HybridExpertAdaptor
 from ..errors import ConfigError
 from . import _checks
+from .experts import HybridExpertAdaptor
 
 FUSION_MODES = ("none", "add", "features")
 ADAPTORS = ("linear", "experts")

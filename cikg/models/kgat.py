@@ -50,7 +50,6 @@ Tensors follow the device of the views' edge lists; ``model.to("cuda")`` moves e
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -61,10 +60,10 @@ from torch_geometric.utils import softmax as segment_softmax
 
 from ..data import Dataset
 from ..errors import ConfigError, GraphError
-from ..graph import GraphViews
+from ..graph import GraphViews, sparse_csr
 from . import _checks
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
-from .propagation import random_integers, uniform_random
+from .kg import TripleStore, translation_distance
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +72,6 @@ AGGREGATORS = ("bi-interaction", "gcn", "graphsage")
 LEAKY_SLOPE = 0.2
 #: Triples whose attention is computed per chunk (bounds the memory of the attention refresh).
 ATTENTION_CHUNK = 1 << 20
-#: Rounds of resampling corrupted tails that happen to form true triples.
-NEGATIVE_RETRIES = 8
 
 
 @dataclass
@@ -156,12 +153,6 @@ class _TransposedSpMM(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (matrix_t,) = ctx.saved_tensors
         return None, None, torch.sparse.mm(matrix_t, grad.contiguous())
-
-
-def _csr(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
 
 
 def collaborative_kg_triples(views: GraphViews, dataset: Dataset) -> Tuple[Tensor, int, bool]:
@@ -250,9 +241,7 @@ class KGAT(Recommender):
         pair_keys, entry = torch.unique_consecutive(heads * n + tails, return_inverse=True)
         rows, cols = pair_keys // n, pair_keys % n
         out_degree = torch.bincount(heads, minlength=n)
-        self.register_buffer("heads", heads, persistent=False)
-        self.register_buffer("relations", relations, persistent=False)
-        self.register_buffer("tails", tails, persistent=False)
+        self.triples = TripleStore(heads, relations, tails, n, self.n_relations)  # order kept: sorted by (h, t)
         self.register_buffer("head_ptr", self._ptr(out_degree), persistent=False)
         self.register_buffer("triple_entry", entry, persistent=False)  # triple -> CSR entry of A
         self.register_buffer("csr_cols", cols, persistent=False)
@@ -263,9 +252,6 @@ class KGAT(Recommender):
         self.register_buffer("csr_t_crow", self._ptr(torch.bincount(cols, minlength=n)), persistent=False)
         # persistent: a loaded model scores with the attention it was trained with
         self.register_buffer("attention", torch.zeros(heads.numel(), device=heads.device))
-        keys = (heads * self.n_relations + relations) * n + tails
-        self.register_buffer("sorted_triple_keys", torch.sort(keys).values, persistent=False)
-        self.register_buffer("heads_with_triples", torch.nonzero(out_degree).flatten(), persistent=False)
         self.register_buffer("relation_order", torch.argsort(relations, stable=True), persistent=False)
         present, sizes = torch.unique_consecutive(relations[self.relation_order], return_counts=True)
         self.relation_ids, self.relation_sizes = present.tolist(), sizes.tolist()
@@ -278,7 +264,19 @@ class KGAT(Recommender):
 
     @property
     def n_triples(self) -> int:
-        return int(self.heads.numel())
+        return len(self.triples)
+
+    @property
+    def heads(self) -> Tensor:
+        return self.triples.head
+
+    @property
+    def relations(self) -> Tensor:
+        return self.triples.relation
+
+    @property
+    def tails(self) -> Tensor:
+        return self.triples.tail
 
     @property
     def out_dim(self) -> int:
@@ -348,8 +346,8 @@ class KGAT(Recommender):
         values = torch.zeros(self.csr_cols.numel(), dtype=self.attention.dtype, device=self.attention.device)
         values.index_add_(0, self.triple_entry, self.attention)
         if transpose:
-            return _csr(self.csr_t_crow, self.csr_t_cols, values[self.csr_t_order], self.n_nodes)
-        return _csr(self.csr_crow, self.csr_cols, values, self.n_nodes)
+            return sparse_csr(self.csr_t_crow, self.csr_t_cols, values[self.csr_t_order], self.n_nodes)
+        return sparse_csr(self.csr_crow, self.csr_cols, values, self.n_nodes)
 
     def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
         """Before every epoch after the first, recompute the attention (the original updates its attentive
@@ -358,7 +356,7 @@ class KGAT(Recommender):
             return {}
         probs = self.refresh_attention().clamp_min(1e-12)
         entropy = probs.new_zeros(self.n_nodes).index_add_(0, self.heads, -probs * probs.log())
-        return {"attention_entropy": float(entropy[self.heads_with_triples].mean())}
+        return {"attention_entropy": float(entropy[self.triples.head_nodes].mean())}
 
     # ------------------------------------------------------------------ propagation
     def _aggregate(self, layer: int, ego: Tensor, side: Tensor) -> Tensor:
@@ -410,42 +408,18 @@ class KGAT(Recommender):
         nodes = torch.cat([batch.heads, batch.tails, batch.neg_tails])
         head, tail, neg = self.project(nodes, rel.repeat(3)).chunk(3)
         rel_emb = self.relation_embedding[rel]
-        pos_dist = (head + rel_emb - tail).pow(2).sum(-1)
-        neg_dist = (head + rel_emb - neg).pow(2).sum(-1)
+        pos_dist = translation_distance(head, rel_emb, tail)
+        neg_dist = translation_distance(head, rel_emb, neg)
         transr = bpr_loss(neg_dist, pos_dist)  # -log sigma(g(h,r,t') - g(h,r,t))
         l2 = self.config.kg_l2 * l2_reg(head, rel_emb, tail, neg)
         return transr + l2, {"transr": transr, "kg_l2": l2}
 
     def sample_kg_batch(self, size: int, generator: Optional[torch.Generator] = None) -> KGBatch:
         """``size`` TransR triples: heads uniform among the CKG's heads, one true triple each, and a corrupted
-        tail drawn uniformly from the entities (resampled while it forms a true triple)."""
-        device = self.heads.device
-        candidates = self.heads_with_triples
-        heads = candidates[random_integers(candidates.numel(), size, device, generator)]
-        start, degree = self.head_ptr[heads], self.head_ptr[heads + 1] - self.head_ptr[heads]
-        uniform = uniform_random((size,), device, generator, torch.float64)
-        offset = (uniform * degree).long().clamp_max(degree - 1)
-        triple = start + offset
-        relations, tails = self.relations[triple], self.tails[triple]
-        neg = self._corrupt_tails(heads, relations, size, generator)
-        return KGBatch(heads, relations, tails, neg)
-
-    def _corrupt_tails(self, heads: Tensor, relations: Tensor, size: int,
-                       generator: Optional[torch.Generator]) -> Tensor:
-        device = heads.device
-        neg = self.n_users + random_integers(self.n_entities, size, device, generator)
-        for _ in range(NEGATIVE_RETRIES):
-            clash = self._is_true_triple(heads, relations, neg)
-            if not bool(clash.any()):
-                break
-            redraw = self.n_users + random_integers(self.n_entities, size, device, generator)
-            neg = torch.where(clash, redraw, neg)
-        return neg
-
-    def _is_true_triple(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
-        keys = (heads * self.n_relations + relations) * self.n_nodes + tails
-        pos = torch.searchsorted(self.sorted_triple_keys, keys).clamp_max(self.n_triples - 1)
-        return self.sorted_triple_keys[pos] == keys
+        tail drawn uniformly from the entities (redrawn while it forms a true triple)."""
+        heads, relations, tails = self.triples.sample(size, generator)
+        low, span = torch.tensor(self.n_users, device=heads.device), torch.tensor(self.n_entities, device=heads.device)
+        return KGBatch(heads, relations, tails, self.triples.corrupt_tails(heads, relations, low, span, generator))
 
     def kg_batches(self, generator: Optional[torch.Generator] = None, epoch: int = 0) -> Iterator[KGBatch]:
         """One TransR epoch: ``n_triples // kg_batch_size + 1`` batches (the original's count)."""

@@ -18,47 +18,20 @@ scatters on every call, which is an order of magnitude slower on a CIKG (see ``d
 """
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import View, normalized_adjacency
+from ..graph import View, csr_from_entries, normalized_adjacency
+from .rng import uniform_random
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..graph import GraphViews
 
 #: ``perturb(x_k, k) -> x_k'``: applied to each layer output ``k >= 1`` before it feeds the next layer.
 PerturbHook = Callable[[Tensor, int], Tensor]
-
-
-def uniform_random(shape: Sequence[int], device: torch.device, generator: Optional[torch.Generator] = None,
-                   dtype: torch.dtype = torch.float32) -> Tensor:
-    """``U[0, 1)`` samples on ``device``, from ``generator`` when it lives on that device type.
-
-    A CPU generator cannot draw CUDA tensors; there the global CUDA RNG (seeded by ``torch.manual_seed``) is
-    used instead, which keeps runs reproducible without a host-to-device copy per draw.
-    """
-    if generator is not None and generator.device.type == torch.device(device).type:
-        return torch.rand(*shape, device=device, dtype=dtype, generator=generator)
-    return torch.rand(*shape, device=device, dtype=dtype)
-
-
-def random_permutation(n: int, device: torch.device, generator: Optional[torch.Generator] = None) -> Tensor:
-    """A random permutation of ``0..n-1`` on ``device`` (see :func:`uniform_random` for the generator rule)."""
-    if generator is not None and generator.device.type == torch.device(device).type:
-        return torch.randperm(n, device=device, generator=generator)
-    return torch.randperm(n, device=device)
-
-
-def random_integers(high: int, size: int, device: torch.device, generator: Optional[torch.Generator] = None
-                    ) -> Tensor:
-    """``size`` integers uniform in ``0..high-1`` on ``device``."""
-    if generator is not None and generator.device.type == torch.device(device).type:
-        return torch.randint(high, (size,), device=device, generator=generator)
-    return torch.randint(high, (size,), device=device)
 
 
 class SymmetricSpMM(torch.autograd.Function):
@@ -146,20 +119,6 @@ class LGPropagation(nn.Module):
         weights = "mean" if len(set(self.layer_weights)) == 1 else self.layer_weights
         return (f"{type(self).__name__}(num_layers={self.num_layers}, weights={weights}, "
                 f"message_dropout={self.message_dropout})")
-
-
-def csr_from_entries(rows: Tensor, cols: Tensor, n_nodes: int) -> Tensor:
-    """Symmetric-normalised CSR ``[n_nodes, n_nodes]`` from binary entries sorted row-major (no duplicates)."""
-    counts = torch.bincount(rows, minlength=n_nodes)
-    degree = counts.to(torch.float32)
-    inv_sqrt = degree.pow(-0.5)
-    inv_sqrt[degree == 0] = 0.0
-    crow = torch.zeros(n_nodes + 1, dtype=torch.long, device=rows.device)
-    torch.cumsum(counts, 0, out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, inv_sqrt[rows] * inv_sqrt[cols], (n_nodes, n_nodes),
-                                       check_invariants=False)
 
 
 class EdgeDropout:

@@ -24,8 +24,8 @@ import torch
 
 from ..data import Dataset, pairs_to_csr
 from ..errors import CikgError
-from ..eval.ranking import csr_rows, mask_excluded_, top_items
 from ..models.base import Recommender
+from ..topk import csr_rows, mask_excluded_, top_items
 
 Ids = Union[str, int, Iterable[Union[str, int]]]
 NODE_TYPES = ("user", "item", "entity", "interest")
