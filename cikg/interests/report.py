@@ -160,9 +160,9 @@ def item_vectors(dataset: Any, encoder: Encoder, mode: str = "title") -> Tuple[t
 
 def _csr(pairs: torch.Tensor, n_users: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``[2, n]`` (user, x) pairs → CSR ``(indptr [n_users + 1], indices [n])``, sorted by user."""
-    order = torch.argsort(pairs[0], stable=True)
-    counts = torch.bincount(pairs[0], minlength=n_users)
-    return torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)]), pairs[1][order]
+    from ..data.dataset import pairs_to_csr
+
+    return pairs_to_csr(pairs[:, torch.argsort(pairs[0], stable=True)], n_users)
 
 
 def _block_flags(indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -236,7 +236,7 @@ def score_interests(dataset: Any, sources: Dict[str, Tuple[torch.Tensor, torch.T
     if dataset.valid.numel() == 0:
         raise DatasetError(f"{dataset.name} has no validation split: the score ranks validation items "
                            "(carve one: `cikg data split` or load_dataset(valid_fraction=...))")
-    train_ptr, train_idx = _csr(dataset.train, n_users)
+    train_ptr, train_idx = dataset.csr("train")
     keep = has_text[dataset.valid[1]]
     valid_ptr, valid_idx = _csr(dataset.valid[:, keep], n_users)
     with_valid = torch.nonzero(valid_ptr.diff() > 0).squeeze(1)
