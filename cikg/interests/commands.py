@@ -215,7 +215,8 @@ def format_summary(summary: dict, clustering: Any, dataset: Optional[str]) -> st
         f"  {summary['phrases']} distinct phrases of {summary['users']} users -> kappa={summary['kappa']} "
         f"clusters -> {summary['interests']} interests kept "
         f"({summary['dropped_too_few_users']} held by < {summary['min_users']} users, "
-        f"{summary['dropped_too_many_users']} by >= {summary['max_user_fraction']:g} of users dropped)",
+        f"{summary['dropped_too_many_users']} by >= {summary['popularity_cap_users']:g} users dropped: the "
+        f"popularity cap max({summary['max_user_fraction']:g} x {summary['users']}, {summary['min_cap_users']}))",
         f"  {summary['user_interest_edges']} user-interest edges; "
         f"{summary['users_with_interest']} users hold an interest",
     ]

@@ -260,9 +260,9 @@ def score_interests(dataset: Any, sources: Dict[str, Tuple[torch.Tensor, torch.T
                 ok = ~torch.isnan(auc)
                 sums[pool] += torch.stack([auc[ok].double().sum(), recall[ok].double().sum()])
                 counted[pool] += int(ok.sum())
-        base = sums["popularity"] / max(counted["popularity"], 1)
+        base = sums["popularity"] / counted["popularity"] if counted["popularity"] else torch.full((2,), float("nan"))
         for pool in pools:
-            mean = sums[pool] / max(counted[pool], 1)
+            mean = sums[pool] / counted[pool] if counted[pool] else torch.full((2,), float("nan"))
             rows.append(ScoreRow(name, pool, counted[pool], float(mean[0]), float(mean[1]), float(base[0]),
                                  float(base[1])))
     return PredictiveScore(k, rows, int(with_valid.numel()), int((~has_text).sum()))
@@ -309,7 +309,8 @@ class InterestReport:
         users_with_phrases: users with at least one phrase; n_users: the dataset's users (or the file's).
         clustering: the clustering's summary (``interests_summary.json``) plus ``users_with_interest``;
             ``None`` before ``cikg interests cluster``.
-        clusters: one row per fitted cluster: ``raw_cluster``, ``n_users``, ``kept``, ``reason``
+        clusters: one row per fitted cluster: ``raw_cluster``, ``label`` (its central phrase), ``n_users``,
+            ``kept``, ``n_phrases``, ``reason``
             (``kept`` | ``popularity cap`` | ``minimum size``); empty before clustering.
         score: the :class:`PredictiveScore`; ``None`` when not computed.
     """
@@ -363,7 +364,7 @@ class InterestReport:
         if self.clustering is not None:
             c = self.clustering
             out.append(f"clusters: {c['interests']} kept of kappa={c['kappa']} ({c['dropped_too_many_users']} "
-                       f"over the popularity cap of {c.get('popularity_cap_users', '?')} users, "
+                       f"over the popularity cap of {c.get('popularity_cap_users', float('nan')):g} users, "
                        f"{c['dropped_too_few_users']} under the minimum size {c['min_users']}); "
                        f"{c['users_with_interest']} users hold an interest")
         if self.score is not None:
@@ -386,8 +387,9 @@ def _answer_counts(records: Dict[int, dict]) -> Tuple[Dict[str, int], Optional[i
 
 
 def _cluster_table(phrases: pd.DataFrame, summary: Dict[str, Any]) -> pd.DataFrame:
-    clusters = phrases.groupby("raw_cluster", sort=True).agg(n_users=("n_users", "first"), kept=("kept", "first"),
-                                                             n_phrases=("phrase", "size")).reset_index()
+    clusters = phrases.groupby("raw_cluster", sort=True).agg(
+        label=("label", "first"), n_users=("n_users", "first"), kept=("kept", "first"),
+        n_phrases=("phrase", "size")).reset_index()
     reason = np.where(clusters["kept"], "kept",
                       np.where(clusters["n_users"] < summary.get("min_users", 1), "minimum size", "popularity cap"))
     return clusters.assign(reason=reason).sort_values(["n_users", "raw_cluster"], ascending=[False, True],
@@ -421,7 +423,7 @@ def interest_report(dataset: Any, interests_dir: PathLike, encoder: Optional[Enc
         raise DatasetError(f"user {int(pairs['user'].max())} has phrases but dataset {dataset.name!r} has only "
                            f"{dataset.n_users} users (is this run of another dataset?)", directory / RAW_FILE)
     clustering: Optional[Dict[str, Any]] = None
-    clusters = pd.DataFrame(columns=["raw_cluster", "n_users", "kept", "n_phrases", "reason"])
+    clusters = pd.DataFrame(columns=["raw_cluster", "label", "n_users", "kept", "n_phrases", "reason"])
     phrase_table = None
     if (directory / SUMMARY_FILE).is_file() and (directory / PHRASE_TABLE).is_file():
         clustering = json.loads((directory / SUMMARY_FILE).read_text(encoding="utf-8"))

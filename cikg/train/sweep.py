@@ -173,9 +173,10 @@ def plot_sweep(table: pd.DataFrame, path: Path, k: int) -> Optional[Path]:
                label="popularity AUC")
     right.set_ylabel("predictive score AUC", color="#DD8452")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
+    fig.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower center", ncol=3, frameon=False)
     left.set_xticks(done["kappa"].tolist())
     left.set_title("kappa sweep: training result vs predictive score")
-    finish(fig, path)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    finish(fig, path, layout=False)
     plt.close(fig)
     return path
