@@ -198,11 +198,13 @@ def small_dir(tmp_path_factory):
     return root
 
 
-def test_cluster_cli_refuses_an_empty_result_in_one_line(small_dir, capsys):
+def test_cluster_cli_refuses_an_empty_result_in_one_line(small_dir, capsys, caplog):
     from cikg.cli import main
 
-    rc = main(["interests", "cluster", str(small_dir / "int"), "--kappa", "2", "--min-cap-users", "1",
-               "--dataset", str(small_dir / "data"), "--threads", "1"])
+    with caplog.at_level(logging.WARNING, logger="cikg"):
+        rc = main(["interests", "cluster", str(small_dir / "int"), "--kappa", "2", "--min-cap-users", "1",
+                   "--dataset", str(small_dir / "data"), "--threads", "1"])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the error line says it, once
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("cikg: error:")]
@@ -210,9 +212,16 @@ def test_cluster_cli_refuses_an_empty_result_in_one_line(small_dir, capsys):
     assert "nothing written" in line and not (small_dir / "int" / "user_interest_clustered.txt").exists()
 
 
-def test_cluster_cli_writes_the_report(small_dir, capsys):
+def test_cluster_cli_writes_the_report(small_dir, capsys, caplog):
     from cikg.cli import main
 
+    # the plain 1/5 cap (4 of 20 users) keeps 1 interest for 2 users: written, with one warning line
+    with caplog.at_level(logging.WARNING, logger="cikg"):
+        assert main(["interests", "cluster", str(small_dir / "int"), "--kappa", "4", "--min-cap-users", "1",
+                     "--dataset", str(small_dir / "data"), "--threads", "1"]) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "reach only 2 of 20 users" in warning and "--max-user-fraction" in warning
+    assert "1 kept of kappa=4 (3 over the popularity cap of 4 users" in capsys.readouterr().out
     rc = main(["interests", "cluster", str(small_dir / "int"), "--kappa", "4", "--dataset", str(small_dir / "data"),
                "--threads", "1"])
     out = capsys.readouterr().out

@@ -399,6 +399,7 @@ def fit_interests(
     encoder: Optional[Encoder] = None,
     id_offset: int = 0,
     all_users: Optional[Sequence[int]] = None,
+    warn: bool = True,
 ) -> InterestClustering:
     """Embed and cluster the phrases of ``pairs`` and assign users to the kept clusters.
 
@@ -409,6 +410,8 @@ def fit_interests(
         encoder: the sentence :class:`Encoder` (and its cache) for ``embedding="minilm"``.
         id_offset: added to dense ids when written (the dataset's ``n_entities``).
         all_users: users to list in ``assignments`` even without phrases.
+        warn: log :func:`coverage_problem`'s line when the kept clusters cover too few users (a caller that
+            reports it otherwise, like ``cikg interests cluster``, passes ``False``).
     """
 
     if not isinstance(config, ClusterConfig):
@@ -482,7 +485,7 @@ def fit_interests(
         dropped={"too_few_users": int(too_few.sum()), "too_many_users": int((too_many & ~too_few).sum())},
         id_offset=int(id_offset),
     )
-    problem = coverage_problem(fitted_interests)
+    problem = coverage_problem(fitted_interests) if warn else None
     if problem:
         log.warning("%s", problem)
     return fitted_interests

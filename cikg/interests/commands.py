@@ -194,9 +194,12 @@ def cluster_command(args: argparse.Namespace) -> int:
             device=args.device,
             n_threads=args.threads,
         )
-    result = structure_interests(directory / RAW_FILE, config, dataset=dataset, encoder=encoder)
+    result = structure_interests(directory / RAW_FILE, config, dataset=dataset, encoder=encoder, warn=False)
+    problem = coverage_problem(result.clustering)
     if not result.clustering.n_interests:  # refuse to write an interest file without edges
-        raise CikgError(f"{directory}: {coverage_problem(result.clustering)}; nothing written")
+        raise CikgError(f"{directory}: {problem}; nothing written")
+    if problem:
+        log.warning("%s", problem)
     paths = save_interests(result.clustering, directory)
     print(format_summary(result.clustering.summary(), result.clustering, reference))
     report, report_paths = report_and_write(dataset, directory, encoder, score=dataset is not None)
