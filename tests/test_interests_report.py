@@ -339,3 +339,20 @@ def test_interest_report_is_the_same_whatever_the_test_split(encoder, tmp_path):
     scores = [interest_report(tiny(test), tmp_path, encoder, k=2).score.to_dict()
               for test in (((0, 1, 2), (5, 3, 4)), ((0, 1, 1, 2, 2), (2, 2, 3, 0, 1)))]
     assert scores[0] == scores[1]
+
+
+def test_report_leaves_out_a_clustering_older_than_the_phrases(encoder, tmp_path, caplog):
+    import os
+
+    from cikg.interests import save_interests
+
+    pairs = topic_users({"scifi": 6, "romance": 6, "cooking": 6, "gardening": 2})
+    write_raw(tmp_path, [{"user": int(u), "phrases": list(g["phrase"]), "status": "ok"} for u, g in pairs.groupby("user")])
+    save_interests(fit_interests(pairs, ClusterConfig(kappa=4), encoder=encoder), tmp_path)
+    assert interest_report(None, tmp_path).clustering["interests"] == 4
+    later = (tmp_path / "interests_summary.json").stat().st_mtime + 5
+    os.utime(tmp_path / "user_interests_raw.jsonl", (later, later))  # a new infer after the cluster
+    with caplog.at_level(logging.WARNING, logger="cikg.interests.report"):
+        report = interest_report(None, tmp_path)
+    assert report.clustering is None and report.clusters.empty
+    assert any("older than user_interests_raw.jsonl" in r.getMessage() for r in caplog.records)

@@ -308,7 +308,8 @@ class InterestReport:
         distinct_phrases: distinct normalised phrases.
         users_with_phrases: users with at least one phrase; n_users: the dataset's users (or the file's).
         clustering: the clustering's summary (``interests_summary.json``) plus ``users_with_interest``;
-            ``None`` before ``cikg interests cluster``.
+            ``None`` before ``cikg interests cluster``, and when its files are older than the raw interests
+            (a new ``infer`` since: they belong to other phrases; a warning says so).
         clusters: one row per fitted cluster: ``raw_cluster``, ``label`` (its central phrase), ``n_users``,
             ``kept``, ``n_phrases``, ``reason``
             (``kept`` | ``popularity cap`` | ``minimum size``); empty before clustering.
@@ -425,7 +426,12 @@ def interest_report(dataset: Any, interests_dir: PathLike, encoder: Optional[Enc
     clustering: Optional[Dict[str, Any]] = None
     clusters = pd.DataFrame(columns=["raw_cluster", "label", "n_users", "kept", "n_phrases", "reason"])
     phrase_table = None
-    if (directory / SUMMARY_FILE).is_file() and (directory / PHRASE_TABLE).is_file():
+    clustered = (directory / SUMMARY_FILE).is_file() and (directory / PHRASE_TABLE).is_file()
+    if clustered and (directory / SUMMARY_FILE).stat().st_mtime < (directory / RAW_FILE).stat().st_mtime:
+        log.warning("%s: the clustering files are older than %s (a new `infer` since the last `cluster`); the "
+                    "report leaves them out: re-run `cikg interests cluster %s`", directory, RAW_FILE, directory)
+        clustered = False
+    if clustered:
         clustering = json.loads((directory / SUMMARY_FILE).read_text(encoding="utf-8"))
         phrase_table = pd.read_parquet(directory / PHRASE_TABLE)
         clusters = _cluster_table(phrase_table, clustering)
