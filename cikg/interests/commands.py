@@ -322,8 +322,10 @@ def register_sweep(interests_subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="BPR batch size (default 1024)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--no-transe", action="store_true", help="skip CIKGRec's TransE step (faster)")
-    p.add_argument("--method", default="kmeans", help="clustering algorithm (default kmeans)")
-    p.add_argument("--embedding", default="minilm", help="phrase vectors: minilm (default) or tfidf")
+    p.add_argument("--method", choices=[m.value for m in ClusterMethod], default=ClusterMethod.KMEANS.value,
+                   help="clustering algorithm (default kmeans)")
+    p.add_argument("--embedding", choices=[e.value for e in EmbeddingKind], default=EmbeddingKind.MINILM.value,
+                   help="phrase vectors: minilm (default) or tfidf")
     add_threshold_options(p)
     add_item_text_option(p)
     p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json)")
