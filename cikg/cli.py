@@ -232,6 +232,13 @@ def _cmd_graph_build(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.dataset, root=args.root)
         include_kg, include_interests = True, True
     if args.interests:
+        file = Path(args.interests) / "user_interest_clustered.txt" if Path(args.interests).is_dir() \
+            else Path(args.interests)
+        if file.is_file() and not file.read_bytes().strip():
+            raise CikgError(f"{file}: holds no user-interest edges, so the CIKG would have no interest nodes; "
+                            "re-run `cikg interests cluster` with another --kappa / --max-user-fraction / "
+                            "--min-users (its report.md says which clusters were dropped and why), or pass "
+                            "--no-interests")
         dataset = load_interests(dataset, args.interests)
     graph = build_cikg(dataset, include_kg=include_kg and not args.no_kg,
                        include_interests=include_interests and not args.no_interests)
@@ -504,9 +511,14 @@ def _register_interests(sub) -> None:
         "infer user interests with an LLM and cluster them",
         "cikg interests infer dbbook2014 --backend kg-profile --users 200 -o runs/db-int   # offline, not an LLM",
         "cikg interests infer book-crossing --base-url http://127.0.0.1:8080/v1 --model smollm2 -o runs/bx",
-        "cikg interests cluster runs/db-int --search 20:80 --kappa-step 20"))
-    isub = interests.add_subparsers(dest="interests_command", required=True, metavar="{infer,cluster}")
-    for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster")):
+        "cikg interests cluster runs/db-int --search 20:80 --kappa-step 20",
+        "cikg interests report runs/db-int",
+        "cikg interests sweep runs/db-int --kappa 50:400:50 --epochs 5"))
+    isub = interests.add_subparsers(dest="interests_command", required=True,
+                                    metavar="{infer,cluster,report,sweep}")
+    for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster"),
+                                  ("cikg.interests.commands", "register_report"),
+                                  ("cikg.interests.commands", "register_sweep")):
         register = _optional(module_name, function)
         if register is not None:
             register(isub)

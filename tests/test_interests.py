@@ -29,6 +29,7 @@ from cikg.interests import (
     tfidf_vectors,
 )
 from cikg.interests.commands import register_cluster
+from cikg.interests.embed import DEFAULT_MODEL_NAME
 
 TOPICS = {
     "scifi": [
@@ -171,9 +172,10 @@ def test_minilm_groups_obvious_topics(encoder, method):
 
 
 def test_drop_thresholds_and_dense_ids(encoder):
-    # 20 users: history 10, gardening 4 (= 1/5: dropped), music 3, sports 2, cooking 1 (singleton: dropped)
+    # 20 users: history 10, gardening 4 (= 1/5: dropped with the plain cap, no floor), music 3, sports 2,
+    # cooking 1 (singleton: dropped)
     pairs = topic_pairs({"history": 10, "gardening": 4, "music": 3, "sports": 2, "cooking": 1})
-    fit = fit_interests(pairs, ClusterConfig(kappa=5), encoder=encoder, id_offset=100)
+    fit = fit_interests(pairs, ClusterConfig(kappa=5, min_cap_users=1), encoder=encoder, id_offset=100)
     assert fit.n_users == 20
     assert fit.dropped == {"too_few_users": 1, "too_many_users": 2}
     assert fit.n_interests == 2 and fit.labels and fit.interest_ids == [100, 101]
@@ -446,7 +448,10 @@ def test_cluster_command(tmp_path, data_dir, capsys):
     table = read_clustered(tmp_path)
     assert table[:, 1].min() == 8908 and table[:, 1].max() == 8908 + 3
     cache = EmbeddingCache(tmp_path / "embedding_cache.sqlite")
-    assert len(cache) == pairs["phrase"].nunique()
+    phrases = list(pairs["phrase"].unique())
+    assert len(cache.get(DEFAULT_MODEL_NAME, phrases)) == len(phrases)
+    assert len(cache) > len(phrases)  # and the item titles, which the report's predictive score embeds
+    assert "score clusters/mean" in out and (tmp_path / "report.md").is_file()
     cache.close()
 
     with pytest.raises(DatasetError, match="no dataset named 'nonexistent_dataset_name'"):

@@ -14,6 +14,7 @@ from .cluster import (
     VectorClustering,
     centroid_distances,
     cluster_vectors,
+    coverage_problem,
     fit_interests,
     fit_labels,
     most_central,
@@ -21,6 +22,7 @@ from .cluster import (
 from .io import read_clustered, read_raw_interests, save_interests
 from .phrases import clean_pairs, normalise_phrases
 from .pipeline import StructuredInterests, structure_interests
+from .report import InterestReport, PredictiveScore, ScoreRow, interest_report, write_report
 
 __all__ = [
     "ClusterConfig",
@@ -29,14 +31,19 @@ __all__ = [
     "EmbeddingKind",
     "Encoder",
     "InterestClustering",
+    "InterestReport",
+    "PredictiveScore",
+    "ScoreRow",
     "StructuredInterests",
     "VectorClustering",
     "centroid_distances",
     "clean_pairs",
     "cluster_vectors",
+    "coverage_problem",
     "embed_texts",
     "fit_interests",
     "fit_labels",
+    "interest_report",
     "model_dir",
     "most_central",
     "normalise_phrases",
@@ -45,4 +52,5 @@ __all__ = [
     "save_interests",
     "structure_interests",
     "tfidf_vectors",
+    "write_report",
 ]

@@ -11,7 +11,12 @@ other one); the largest :math:`s` wins, ties to the smaller :math:`\\kappa`.
 
 A user holds a cluster when one of the user's phrases falls in it. As in the paper, clusters held by fewer
 than ``min_users`` users (singletons) or by at least ``max_user_fraction`` of the users (too generic to
-tell users apart) are dropped; the kept clusters get dense ids ``0 .. n-1`` (most held first) and are
+tell users apart) are dropped. The popularity cap has a floor: a cluster is too generic only when held by
+at least :math:`\\max(\text{max\\_user\\_fraction} \\cdot n_{users}, \text{min\\_cap\\_users})` users, so on a
+small user set (20 users: 1/5 is 4 users) the cap does not drop every shared interest; on the paper's
+datasets (thousands of users) the floor never binds. When no cluster is kept, or the kept ones reach fewer
+than half of the users with phrases, :func:`fit_interests` logs one warning naming the cause and the
+setting to change (:func:`coverage_problem`); the kept clusters get dense ids ``0 .. n-1`` (most held first) and are
 labelled by their most central phrase, the one nearest the mean of the cluster's phrase vectors.
 """
 
@@ -67,6 +72,8 @@ class ClusterConfig:
         seed: seeds the clustering and the silhouette sample.
         min_users: drop clusters held by fewer users (2 drops singletons).
         max_user_fraction: drop clusters held by at least this share of the users (the paper: 1/5).
+        min_cap_users: floor of that popularity cap in users: a cluster held by fewer users is never too
+            popular (``popularity_cap(n) = max(max_user_fraction * n, min_cap_users)``; 1 = the plain share).
         silhouette_sample: phrases sampled to compute each silhouette score.
         embedding: ``minilm`` (sentence model) or ``tfidf``.
         n_init: KMeans / MiniBatchKMeans restarts.
@@ -83,6 +90,7 @@ class ClusterConfig:
     seed: int = 2024
     min_users: int = 2
     max_user_fraction: float = 0.2
+    min_cap_users: int = 10
     silhouette_sample: int = 5000
     embedding: EmbeddingKind = EmbeddingKind.MINILM
     n_init: int = 3
@@ -114,6 +122,7 @@ class ClusterConfig:
             raise ConfigError(
                 f"expected a share in (0, 1], got {self.max_user_fraction!r}", "max_user_fraction"
             )
+        _check_int(self.min_cap_users, "min_cap_users", 1)
         _check_int(self.silhouette_sample, "silhouette_sample", 10)
         _check_int(self.n_init, "n_init", 1)
         _check_int(self.minibatch_size, "minibatch_size", 1)
@@ -132,6 +141,10 @@ class ClusterConfig:
     @property
     def searched(self) -> bool:
         return self.kappa is None
+
+    def popularity_cap(self, n_users: int) -> float:
+        """Users at which a cluster is too popular to keep: ``max(max_user_fraction * n_users, min_cap_users)``."""
+        return max(self.max_user_fraction * n_users, float(self.min_cap_users))
 
 
 def _check_int(value: Any, key: str, minimum: int) -> None:
@@ -354,6 +367,8 @@ class InterestClustering:
             "seed": self.config.seed,
             "min_users": self.config.min_users,
             "max_user_fraction": self.config.max_user_fraction,
+            "min_cap_users": self.config.min_cap_users,
+            "popularity_cap_users": self.config.popularity_cap(self.n_users),
             "phrases": int(len(self.phrases)),
             "users": self.n_users,
             "interests": self.n_interests,
@@ -384,6 +399,7 @@ def fit_interests(
     encoder: Optional[Encoder] = None,
     id_offset: int = 0,
     all_users: Optional[Sequence[int]] = None,
+    warn: bool = True,
 ) -> InterestClustering:
     """Embed and cluster the phrases of ``pairs`` and assign users to the kept clusters.
 
@@ -394,6 +410,8 @@ def fit_interests(
         encoder: the sentence :class:`Encoder` (and its cache) for ``embedding="minilm"``.
         id_offset: added to dense ids when written (the dataset's ``n_entities``).
         all_users: users to list in ``assignments`` even without phrases.
+        warn: log :func:`coverage_problem`'s line when the kept clusters cover too few users (a caller that
+            reports it otherwise, like ``cikg interests cluster``, passes ``False``).
     """
 
     if not isinstance(config, ClusterConfig):
@@ -422,19 +440,12 @@ def fit_interests(
     cluster_users = np.bincount(user_raw[1], minlength=kappa)
     n_users = int(np.unique(users).size)
     too_few = cluster_users < config.min_users
-    too_many = cluster_users >= config.max_user_fraction * n_users
+    too_many = cluster_users >= config.popularity_cap(n_users)
     keep = ~too_few & ~too_many
     kept_raw = np.flatnonzero(keep)
     kept_raw = kept_raw[np.lexsort((kept_raw, -cluster_users[kept_raw]))]  # most held first
     dense_of_raw = np.full(kappa, -1, dtype=np.int64)
     dense_of_raw[kept_raw] = np.arange(kept_raw.size)
-    if not kept_raw.size:
-        log.warning(
-            "every one of the %d clusters was dropped (min_users=%d, max_user_fraction=%g)",
-            kappa,
-            config.min_users,
-            config.max_user_fraction,
-        )
 
     distances = centroid_distances(vectors, raw, kappa)
     central = most_central(raw, distances, kappa)
@@ -460,7 +471,7 @@ def fit_interests(
     codes = np.unique(users[on] * max(kept_raw.size, 1) + pair_dense[on])
     edges = np.stack([codes // max(kept_raw.size, 1), codes % max(kept_raw.size, 1)]).astype(np.int64)
     assignments = _assignments(pairs, edges, all_users)
-    return InterestClustering(
+    fitted_interests = InterestClustering(
         config=config,
         kappa=kappa,
         method=fitted.method,
@@ -474,6 +485,44 @@ def fit_interests(
         dropped={"too_few_users": int(too_few.sum()), "too_many_users": int((too_many & ~too_few).sum())},
         id_offset=int(id_offset),
     )
+    problem = coverage_problem(fitted_interests) if warn else None
+    if problem:
+        log.warning("%s", problem)
+    return fitted_interests
+
+
+#: below this share of the users with phrases holding a kept interest, the clustering is flagged.
+MIN_COVERAGE = 0.5
+
+
+def coverage_problem(clustering: "InterestClustering") -> Optional[str]:
+    """One line when no cluster was kept or the kept ones reach fewer than :data:`MIN_COVERAGE` of the
+    users with phrases: the counts, the cause (popularity cap / minimum size, with their numbers) and the
+    setting to change (config key and CLI flag); ``None`` when the clustering covers enough users."""
+    config, n_users = clustering.config, clustering.n_users
+    covered = int(np.unique(clustering.edges[0]).size)
+    if clustering.n_interests and covered >= MIN_COVERAGE * n_users:
+        return None
+    few, many = clustering.dropped["too_few_users"], clustering.dropped["too_many_users"]
+    cap = config.popularity_cap(n_users)
+    causes = []
+    if many:
+        causes.append(
+            f"{many} held by >= {cap:g} users (the popularity cap: max_user_fraction {config.max_user_fraction:g} "
+            f"x {n_users} users, floor min_cap_users {config.min_cap_users}; raise --max-user-fraction)"
+        )
+    if few:
+        causes.append(
+            f"{few} held by < {config.min_users} users (the minimum size: lower --min-users or --kappa)"
+        )
+    if not causes:
+        causes.append("the kept clusters are held by few users (lower --kappa for larger clusters)")
+    head = (
+        "no interest kept" if not clustering.n_interests
+        else f"the {clustering.n_interests} kept interests reach only {covered} of {n_users} users with "
+        f"phrases ({covered / max(n_users, 1):.0%} < {MIN_COVERAGE:.0%})"
+    )
+    return f"{head}: of the {clustering.kappa} clusters, " + "; ".join(causes)
 
 
 def _assignments(pairs: pd.DataFrame, edges: np.ndarray, all_users: Optional[Sequence[int]]) -> pd.DataFrame:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from .._lock import holding_lock
-from ..embed import EmbeddingKind, Encoder
-from ..errors import ConfigError, DatasetError
-from .cluster import ClusterConfig, ClusterMethod
-from .io import RAW_FILE
+from ..embed import EmbeddingKind, Encoder, _torch_threads
+from ..errors import CikgError, ConfigError, DatasetError
+from .cluster import ClusterConfig, ClusterMethod, coverage_problem
+from .io import RAW_FILE, read_raw_interests, save_interests
 from .pipeline import structure_interests
+from .report import report_and_write
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ Reads DIR/user_interests_raw.jsonl (written by `cikg interests infer`) and the d
 DIR/meta.json (key "dataset": a name under $CIKG_DATA or a path) or else in DIR/llm_summary.json;
 --dataset overrides both. Writes into DIR:
 user_interest_clustered.txt (dataset format; interest id = n_entities + dense id), interest_list.txt,
-interests.parquet, user_interests.parquet, interests_summary.json, silhouette.csv (when searched).
+interests.parquet, user_interests.parquet, interests_summary.json, silhouette.csv (when searched), and the
+report of `cikg interests report` (report.json, report.md, PNGs). When no cluster is kept it writes nothing
+and exits 2 naming the cause (--max-user-fraction / --min-cap-users, --min-users, --kappa); when the kept
+ones reach fewer than half of the users with phrases it warns.
 Sentence vectors are cached in DIR/embedding_cache.sqlite (or --cache), so re-runs embed only new phrases.
 """
 
@@ -64,13 +68,7 @@ def register_cluster(interests_subparsers: Any) -> None:
         help="phrase vectors: the MiniLM sentence model (default) or TF-IDF 1-2-grams",
     )
     p.add_argument("--seed", type=int, default=2024, help="seed of clustering and silhouette sample")
-    p.add_argument("--min-users", type=int, default=2, help="drop clusters held by fewer users (default 2)")
-    p.add_argument(
-        "--max-user-fraction",
-        type=float,
-        default=0.2,
-        help="drop clusters held by at least this share of users (default 0.2)",
-    )
+    add_threshold_options(p)
     p.add_argument("--silhouette-sample", type=int, default=5000, help="phrases sampled per silhouette score")
     p.add_argument(
         "--threads",
@@ -82,6 +80,32 @@ def register_cluster(interests_subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="phrases per sentence-model batch")
     p.add_argument("--device", default="cpu", help="torch device of the sentence model (default cpu)")
     p.set_defaults(func=cluster_command)
+
+
+def add_threshold_options(p: Any) -> None:
+    """``--min-users``, ``--max-user-fraction``, ``--min-cap-users`` (the kept-cluster thresholds)."""
+    p.add_argument("--min-users", type=int, default=2, help="drop clusters held by fewer users (default 2)")
+    p.add_argument(
+        "--max-user-fraction",
+        type=float,
+        default=0.2,
+        help="drop clusters held by at least this share of users (default 0.2; the popularity cap)",
+    )
+    p.add_argument(
+        "--min-cap-users",
+        type=int,
+        default=10,
+        help="floor of the popularity cap in users: a cluster held by fewer is never too popular (default 10)",
+    )
+
+
+def add_item_text_option(p: Any) -> None:
+    """``--item-text title|title+kg``: what the predictive score embeds per item."""
+    from .report import ITEM_TEXTS
+
+    p.add_argument("--item-text", choices=ITEM_TEXTS, default="title",
+                   help="item text of the predictive score: the title (default) or the title and the names of "
+                   "its KG neighbours")
 
 
 def _kappa_range(text: str) -> Tuple[int, int]:
@@ -149,6 +173,7 @@ def cluster_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_users=args.min_users,
         max_user_fraction=args.max_user_fraction,
+        min_cap_users=args.min_cap_users,
         silhouette_sample=args.silhouette_sample,
         embedding=args.embedding,
         n_threads=args.threads,
@@ -169,11 +194,18 @@ def cluster_command(args: argparse.Namespace) -> int:
             device=args.device,
             n_threads=args.threads,
         )
-    result = structure_interests(
-        directory / RAW_FILE, config, dataset=dataset, encoder=encoder, out_dir=directory
-    )
+    result = structure_interests(directory / RAW_FILE, config, dataset=dataset, encoder=encoder, warn=False)
+    problem = coverage_problem(result.clustering)
+    if not result.clustering.n_interests:  # refuse to write an interest file without edges
+        raise CikgError(f"{directory}: {problem}; nothing written")
+    if problem:
+        log.warning("%s", problem)
+    paths = save_interests(result.clustering, directory)
     print(format_summary(result.clustering.summary(), result.clustering, reference))
-    for _, path in sorted(result.paths.items()):
+    report, report_paths = report_and_write(dataset, directory, encoder, score=dataset is not None)
+    for line in report.lines():
+        print(f"  {line}")
+    for _, path in sorted({**paths, **report_paths}.items()):
         print(f"  wrote {path}")
     return 0
 
@@ -186,7 +218,8 @@ def format_summary(summary: dict, clustering: Any, dataset: Optional[str]) -> st
         f"  {summary['phrases']} distinct phrases of {summary['users']} users -> kappa={summary['kappa']} "
         f"clusters -> {summary['interests']} interests kept "
         f"({summary['dropped_too_few_users']} held by < {summary['min_users']} users, "
-        f"{summary['dropped_too_many_users']} by >= {summary['max_user_fraction']:g} of users dropped)",
+        f"{summary['dropped_too_many_users']} by >= {summary['popularity_cap_users']:g} users dropped: the "
+        f"popularity cap max({summary['max_user_fraction']:g} x {summary['users']}, {summary['min_cap_users']}))",
         f"  {summary['user_interest_edges']} user-interest edges; "
         f"{summary['users_with_interest']} users hold an interest",
     ]
@@ -197,3 +230,141 @@ def format_summary(summary: dict, clustering: Any, dataset: Optional[str]) -> st
     if len(top):
         lines.append("  most held: " + "; ".join(f"{r.label} ({r.n_users})" for r in top.itertuples()))
     return "\n".join(lines)
+
+
+_REPORT_EPILOG = """examples:
+  cikg interests report runs/db-int
+  cikg interests report runs/bx --dataset book-crossing --k 50 --threads 1
+  cikg interests report runs/bx --no-score
+
+Reads DIR/user_interests_raw.jsonl and, when clustered, DIR/interests.parquet, user_interests.parquet and
+interests_summary.json; writes DIR/report.json, DIR/report.md and report_*.png. The predictive score ranks
+each user's validation items among the items it has not seen in train by the similarity of its interests
+(phrases, or kept-cluster centroids; mean or max) to the item titles (all-MiniLM-L6-v2), as AUC and
+Recall@K beside a popularity baseline; test items are never used. Item and phrase vectors are cached in
+DIR/embedding_cache.sqlite (or --cache).
+"""
+
+
+def register_report(interests_subparsers: Any) -> None:
+    """Add ``report`` to the ``cikg interests`` subparsers."""
+    p = interests_subparsers.add_parser(
+        "report",
+        help="judge an interest run before training on it: counts, cluster sizes, a predictive score",
+        description="Report on the interests of a run directory: answers parsed, phrases per user, clusters "
+        "kept and dropped, and how well the interests rank each user's validation items (AUC, Recall@K) "
+        "against a popularity baseline.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help=f"run directory holding {RAW_FILE}")
+    p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json, DIR/llm_summary.json)")
+    p.add_argument("--k", type=int, default=20, help="Recall cut-off (default 20)")
+    p.add_argument("--no-score", action="store_true", help="counts only: no dataset, no sentence model")
+    add_item_text_option(p)
+    p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
+    p.add_argument("--threads", type=int, help="torch threads while embedding (1 on a busy machine)")
+    p.add_argument("--device", default="cpu", help="torch device of the sentence model (default cpu)")
+    p.set_defaults(func=report_command)
+
+
+@holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)
+def report_command(args: argparse.Namespace) -> int:
+    """Handler of ``cikg interests report``; prints the report's lines and the files written."""
+    directory: Path = args.dir
+    if not directory.is_dir():
+        raise DatasetError("run directory not found", directory)
+    if args.k < 1:
+        raise ConfigError(f"expected a positive integer, got {args.k}", "k")
+    dataset, encoder = None, None
+    if not args.no_score:
+        reference = dataset_reference(directory, args.dataset)
+        if not reference:
+            raise DatasetError("no dataset recorded in the run directory: pass --dataset NAME_OR_PATH "
+                               "(or --no-score)", directory)
+        dataset = _load_reference(reference, args.dataset)
+        encoder = Encoder(args.cache or directory / CACHE_FILE, device=args.device, n_threads=args.threads)
+    with _torch_threads(args.threads):
+        report, paths = report_and_write(dataset, directory, encoder, score=not args.no_score, k=args.k,
+                                         item_text=args.item_text)
+    print("\n".join(report.lines()))
+    for _, path in sorted(paths.items()):
+        print(f"  wrote {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sweep
+_SWEEP_EPILOG = """examples:
+  cikg interests sweep runs/db-int --kappa 50:400:50
+  cikg interests sweep runs/db-int --kappa 20,40 --epochs 2 --device cuda
+  cikg interests sweep runs/bx --kappa 100:300:100 --dataset book-crossing --out runs/bx-sweep
+
+Reads DIR/user_interests_raw.jsonl and the dataset of DIR (as `cikg interests cluster` does); writes into
+--out (default DIR/sweep): sweep.json (the ledger: a re-run skips the kappas done), sweep.csv, sweep.md,
+sweep.png and one run directory kappa-K/ per kappa. Valid Recall@K of a short CIKGRec beside the
+predictive score of `cikg interests report` per kappa; test items are never used.
+"""
+
+
+def register_sweep(interests_subparsers: Any) -> None:
+    """Add ``sweep`` to the ``cikg interests`` subparsers."""
+    p = interests_subparsers.add_parser(
+        "sweep", help="cluster at several kappas, train a short CIKGRec on each, compare with the score",
+        description="For each kappa: cluster the run's phrases, train a short CIKGRec, and report valid "
+        "Recall@K and the predictive score, as a table and a plot (resumable).",
+        epilog=_SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", type=Path, metavar="DIR", help=f"run directory holding {RAW_FILE}")
+    p.add_argument("--kappa", required=True, help="A:B:STEP (inclusive), A:B or A,B,C")
+    p.add_argument("--out", type=Path, help="output directory (default DIR/sweep)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per kappa (default 5)")
+    p.add_argument("--k", type=int, default=20, help="Recall cut-off (default 20)")
+    p.add_argument("--seed", type=int, default=2024, help="seed of clustering and training (default 2024)")
+    p.add_argument("--batch-size", type=int, default=1024, help="BPR batch size (default 1024)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--no-transe", action="store_true", help="skip CIKGRec's TransE step (faster)")
+    p.add_argument("--method", choices=[m.value for m in ClusterMethod], default=ClusterMethod.KMEANS.value,
+                   help="clustering algorithm (default kmeans)")
+    p.add_argument("--embedding", choices=[e.value for e in EmbeddingKind], default=EmbeddingKind.MINILM.value,
+                   help="phrase vectors: minilm (default) or tfidf")
+    add_threshold_options(p)
+    add_item_text_option(p)
+    p.add_argument("--dataset", help="dataset name or path (overrides DIR/meta.json)")
+    p.add_argument("--cache", type=Path, help=f"embedding cache file (default DIR/{CACHE_FILE})")
+    p.add_argument("--device", default="cpu", help="torch device of training and the sentence model")
+    p.add_argument("--threads", type=int, help="cap torch/OpenMP threads (1 on a busy machine)")
+    p.set_defaults(func=sweep_command)
+
+
+@holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)
+def sweep_command(args: argparse.Namespace) -> int:
+    """Handler of ``cikg interests sweep``; prints the table, returns 0."""
+    from ..models import CIKGRecConfig
+    from ..train import TrainConfig
+    from ..train.sweep import LEDGER, PLOT, TABLE_CSV, TABLE_MD, parse_kappas, sweep_kappa
+
+    directory: Path = args.dir
+    if not directory.is_dir():
+        raise DatasetError("run directory not found", directory)
+    kappas = parse_kappas(args.kappa)
+    for name in ("epochs", "k", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"expected a positive integer, got {getattr(args, name)}", name)
+    reference = dataset_reference(directory, args.dataset)
+    if not reference:
+        raise DatasetError("no dataset recorded in the run directory: pass --dataset NAME_OR_PATH", directory)
+    dataset = _load_reference(reference, args.dataset)
+    cluster = ClusterConfig(method=args.method, kappa=2, seed=args.seed, min_users=args.min_users,
+                            max_user_fraction=args.max_user_fraction, min_cap_users=args.min_cap_users,
+                            embedding=args.embedding, n_threads=args.threads)
+    train = TrainConfig(epochs=args.epochs, patience=0, ks=(args.k,), select=(f"recall@{args.k}",), seed=args.seed,
+                        batch_size=args.batch_size, lr=args.lr, device=args.device, threads=args.threads)
+    model = CIKGRecConfig(total_epoch=max(args.epochs, 2), use_transe=not args.no_transe)
+    encoder = Encoder(args.cache or directory / CACHE_FILE, device=args.device, n_threads=args.threads)
+    out = args.out or directory / "sweep"
+    table = sweep_kappa(dataset, read_raw_interests(directory / RAW_FILE), kappas, out, cluster=cluster,
+                        model=model, train=train, encoder=encoder, k=args.k, item_text=args.item_text)
+    print(table.drop(columns=["reason"], errors="ignore").to_string(index=False, float_format="%.4f"))
+    for reason in (table["reason"].dropna() if "reason" in table else []):
+        print(f"note: {reason}")
+    print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / PLOT} (ledger {out / LEDGER})")
+    return 0

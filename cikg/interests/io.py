@@ -54,19 +54,8 @@ def read_raw_interests(path: PathLike) -> pd.DataFrame:
     Raises:
         DatasetError: naming the file and line of unreadable JSON or a wrong field.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / RAW_FILE
-    if not path.is_file():
-        raise DatasetError("interest file not found (run `cikg interests infer` first)", path)
-    records: Dict[int, tuple] = {}
-    for line_no, line in enumerate(read_utf8_lines(path), start=1):
-        if not line.strip():
-            continue
-        user, user_id, phrases = _parse_record(line, path, line_no)
-        if user in records:
-            log.warning("%s:%d: user %d appears again; the later line wins", path, line_no, user)
-        records[user] = (user_id, phrases)
+    path = raw_path(path)
+    records = {user: (record["user_id"], record["phrases"]) for user, record in read_raw_records(path).items()}
     users: List[int] = []
     user_ids: List[object] = []
     phrases: List[object] = []
@@ -83,6 +72,38 @@ def read_raw_interests(path: PathLike) -> pd.DataFrame:
             "phrase": pd.Series(phrases, dtype=object),
         }
     )
+
+
+def raw_path(path: PathLike) -> Path:
+    """``user_interests_raw.jsonl`` itself, or inside the directory ``path``; a missing file is an error."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RAW_FILE
+    if not path.is_file():
+        raise DatasetError("interest file not found (run `cikg interests infer` first)", path)
+    return path
+
+
+def read_raw_records(path: PathLike) -> Dict[int, dict]:
+    """The checked lines of ``user_interests_raw.jsonl`` (or its directory) by user id, sorted by user.
+
+    Each record is the JSON object as written, with ``user_id`` (``str`` or ``None``) and ``phrases``
+    (a list of str) checked and normalised; other keys (``status``, ``raw``, ``structured``...) as given.
+    A user on several lines (a resumed run appended): the later line wins, with a warning.
+
+    Raises:
+        DatasetError: naming the file and line of unreadable JSON or a wrong field.
+    """
+    path = raw_path(path)
+    records: Dict[int, dict] = {}
+    for line_no, line in enumerate(read_utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        user, user_id, phrases, record = _parse_record(line, path, line_no)
+        if user in records:
+            log.warning("%s:%d: user %d appears again; the later line wins", path, line_no, user)
+        records[user] = {**record, "user": user, "user_id": user_id, "phrases": phrases}
+    return dict(sorted(records.items()))
 
 
 def _parse_record(line: str, path: Path, line_no: int) -> tuple:
@@ -105,7 +126,7 @@ def _parse_record(line: str, path: Path, line_no: int) -> tuple:
             f"user {user}: field 'phrases' must be a list of strings, got {phrases!r}"[:200], path, line_no
         )
     user_id = record.get("user_id")
-    return user, None if user_id is None else str(user_id), phrases
+    return user, None if user_id is None else str(user_id), phrases, record
 
 
 def save_interests(clustering: InterestClustering, directory: PathLike) -> Dict[str, Path]:

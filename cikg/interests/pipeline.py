@@ -41,6 +41,7 @@ def structure_interests(
     dataset: Optional[Any] = None,
     encoder: Optional[Encoder] = None,
     out_dir: Optional[PathLike] = None,
+    warn: bool = True,
 ) -> StructuredInterests:
     """Cluster the interest phrases of ``source`` and, when asked, write them and update ``dataset``.
 
@@ -51,10 +52,11 @@ def structure_interests(
             interest ids (``n_entities``) and is returned with the interests replaced.
         encoder: the sentence encoder and its cache (MiniLM embedding); a fresh in-memory one if ``None``.
         out_dir: where to write the files of :func:`cikg.interests.io.save_interests`.
+        warn: log a warning when the kept interests cover too few users (:func:`fit_interests`).
     """
     pairs = source if isinstance(source, pd.DataFrame) else read_raw_interests(source)
     offset = dataset.n_entities if dataset is not None else 0
-    clustering = fit_interests(pairs, config, encoder=encoder, id_offset=offset)
+    clustering = fit_interests(pairs, config, encoder=encoder, id_offset=offset, warn=warn)
     updated = clustering.to_dataset(dataset) if dataset is not None else None
     paths = save_interests(clustering, out_dir) if out_dir is not None else {}
     log.info("%r", clustering)

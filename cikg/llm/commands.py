@@ -164,6 +164,11 @@ def infer_command(args: argparse.Namespace) -> int:
         f"{'dropped' if echo['dropped'] else 'kept'}",
         f"phrases: {len(result.frame)} for {result.frame['user'].nunique()} user(s)",
         f"written: {result.path}"]
+    if result.path is not None:  # the counts of `cikg interests report` (the score needs it run on its own)
+        from ..interests.report import report_and_write
+
+        _, paths = report_and_write(dataset, args.out, score=False)
+        lines.append(f"report: {paths['report.md']} (predictive score: `cikg interests report {args.out}`)")
     sys.stdout.write("\n".join(lines) + "\n")
     _raise_if_unreachable(args, result.summary)
     return 1 if result.records and result.parse.get("ok", 0) == 0 else 0
