@@ -159,5 +159,6 @@ def test_a_run_writes_per_user_metrics_that_average_to_its_test_metrics(tmp_path
     wilcoxon, bootstrap = compare_models(per_user, read_per_user(runs["bprmf"]), "recall@20", resamples=1000)
     assert wilcoxon.n == bootstrap.n == len(per_user)
     assert bootstrap.mean_diff == pytest.approx(
-        metrics["test"]["recall@20"] - json.loads((runs["bprmf"] / "metrics.json").read_text())["test"]["recall@20"])
+        metrics["test"]["recall@20"] - json.loads((runs["bprmf"] / "metrics.json").read_text())["test"]["recall@20"],
+        abs=1e-6)
     assert bootstrap.ci[0] <= bootstrap.mean_diff <= bootstrap.ci[1] and 0 < wilcoxon.p_value <= 1

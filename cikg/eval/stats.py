@@ -7,6 +7,7 @@ relative gain per user-activity group with a bootstrap interval.
   with user ``u`` of seed ``s`` in B (seeds both models ran), and pools the seeds. With ``pool="user"`` (the
   default) each user's values are averaged over the seeds first, so the units of the tests are the users
   (independent); ``pool="pairs"`` keeps every (seed, user) pair as a unit (a user then counts once per seed).
+* Both tests see the paired differences rounded to :data:`DIFF_DECIMALS` (6) decimals (float32 noise).
 * :func:`wilcoxon_test`: the Wilcoxon signed-rank test of the paired differences (``scipy.stats.wilcoxon``,
   two-sided). Zero differences (a user both models score alike, usually 0 and 0) carry no sign: they are
   dropped before ranking (``zero_method="wilcox"``, counted in ``n_zero``); all differences zero gives p = 1.
@@ -34,6 +35,10 @@ from scipy import stats as _scipy_stats
 from ..errors import CikgError
 from .groups import group_members
 
+DIFF_DECIMALS = 6
+"""Paired differences are rounded to this many decimals before testing: per-user metrics are float32 (about 7
+significant digits), so smaller differences are rounding, and equal differences must tie in Wilcoxon's ranks
+(``2/3 - 1/3`` and ``1/3 - 0`` differ in float32)."""
 _MAX_ELEMENTS = 1 << 22
 """Resampled indices held at once by the bootstrap (``chunk * n_units``), about 32 MiB of int64."""
 
@@ -88,7 +93,7 @@ class PairedTest:
     Attributes:
         method: ``"wilcoxon"`` or ``"bootstrap"``.
         n: paired units (users, or (seed, user) pairs with ``pool="pairs"``); n_zero: units with zero difference.
-        mean_a, mean_b, mean_diff: means over the units (``mean_diff = mean_a - mean_b``).
+        mean_a, mean_b, mean_diff: means over the units (``mean_diff``: of the rounded differences, :data:`DIFF_DECIMALS`).
         ci: the bootstrap's percentile interval of ``mean_diff`` (``None`` for Wilcoxon).
         p_value: two-sided; statistic: Wilcoxon's ``T`` (``None`` for the bootstrap).
         resamples, seed: of the bootstrap.
@@ -143,9 +148,9 @@ class GroupGain:
 
 
 def format_p(p: float) -> str:
-    """A p-value for a table: ``0.031``, ``2.1e-05``, ``nan``."""
+    """A p-value for a table: ``0.031``, ``2.1e-05``, ``n/a`` (NaN: no users)."""
     if not math.isfinite(p):
-        return "nan"
+        return "n/a"
     return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
 
 
@@ -202,6 +207,11 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def paired_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b`` rounded to :data:`DIFF_DECIMALS` decimals (what both tests see)."""
+    return np.round(a - b, DIFF_DECIMALS)
+
+
 # ---------------------------------------------------------------------------------------------- tests
 def wilcoxon_test(a: Sequence[float], b: Sequence[float], metric: str = "") -> PairedTest:
     """Two-sided Wilcoxon signed-rank test of ``a - b`` (``[n]`` paired values), zero differences dropped.
@@ -210,7 +220,7 @@ def wilcoxon_test(a: Sequence[float], b: Sequence[float], metric: str = "") -> P
     approximation (tie-corrected) otherwise.
     """
     a, b = _check_pair(a, b)
-    diff = a - b
+    diff = paired_differences(a, b)
     n_zero = int((diff == 0).sum())
     if n_zero == diff.size:  # no signed difference at all: nothing speaks against "alike"
         statistic, p_value = 0.0, 1.0
@@ -251,7 +261,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], metric: str = "", r
                      seed: int = 0, confidence: float = 0.95) -> PairedTest:
     """Paired bootstrap of the mean difference ``mean(a - b)`` over units resampled with replacement."""
     a, b = _check_pair(a, b)
-    diff = a - b
+    diff = paired_differences(a, b)
     means = bootstrap_means(diff[:, None], resamples, seed)[:, 0]
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
