@@ -150,6 +150,19 @@ def test_tables_show_intervals_and_the_paired_test_of_cikgrec_against_the_best_b
     assert (folder / "results.md").read_text() == page
     assert (folder / "results-sparse-gain.md").read_text() == gains_page
 
+    # collect.py --render does the same for every ledger of a tree, and collects the sparse-gain page too
+    import shutil
+
+    root = tmp_path / "tree"
+    (root / "dbbook2014").mkdir(parents=True)
+    shutil.copy(folder / "results.json", root / "dbbook2014" / "results.json")
+    shutil.copytree(folder / "per_user", root / "dbbook2014" / "per_user")
+    collect = importlib.import_module("collect")
+    assert collect.render_ledgers(root, resamples=500) == [root / "dbbook2014" / "results.md"]
+    assert (root / "dbbook2014" / "results-sparse-gain.md").read_text() == gains_page
+    collected = collect.collect(root=root)
+    assert "### Sparse users: CIKGRec over the best baseline (`experiments/dbbook2014/results-sparse-gain.md`)" in collected
+
 
 def test_rows_without_per_user_files_show_no_p_values(scripts):
     run, _ = scripts
