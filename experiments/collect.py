@@ -28,9 +28,9 @@ PREAMBLE = """# Results
 Reproduced on the CIKGRec paper's three datasets (`../shared/data`), CPU only (2 cores). Every table below
 is copied by `python experiments/collect.py` from `experiments/<dataset>/*.md`, which the command written
 above each table produced; figures are test-split metrics at the epoch selected on the validation split
-carved from train (never on test), mean ± the half-width of the 95% Student-t interval over the seeds named
-in the table (rows marked † predate the per-seed record and show the std); CIKGRec is tested against the
-strongest baseline per user, pooled over the seeds (Wilcoxon signed-rank and paired bootstrap p-values).
+carved from train (never on test), averaged over the seeds named in the table; each table says what its ±
+is (pages rendered since issue 17: the half-width of the 95% Student-t interval, with CIKGRec's paired test
+against the strongest baseline where per-user files exist; pages rendered before: the population std).
 """
 
 
