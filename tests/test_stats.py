@@ -78,7 +78,7 @@ def test_paired_bootstrap_is_seeded_and_agrees_with_the_normal_theory():
     assert first.p_value == pytest.approx(z_p, abs=0.01)
     # the chunked resampling equals one draw of every index at once
     values = np.arange(5.0)[:, None]
-    index = np.random.default_rng(4).integers(0, 5, size=(3, 5))
+    index = np.random.default_rng(4).integers(0, 5, size=(3, 5), dtype=np.int32)
     assert bootstrap_means(values, 3, 4)[:, 0] == pytest.approx(values[index, 0].mean(1))
 
 

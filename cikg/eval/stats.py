@@ -40,7 +40,7 @@ DIFF_DECIMALS = 6
 significant digits), so smaller differences are rounding, and equal differences must tie in Wilcoxon's ranks
 (``2/3 - 1/3`` and ``1/3 - 0`` differ in float32)."""
 _MAX_ELEMENTS = 1 << 22
-"""Resampled indices held at once by the bootstrap (``chunk * n_units``), about 32 MiB of int64."""
+"""Resampled indices held at once by the bootstrap (``chunk * n_units``), 16 MiB of int32."""
 
 
 @dataclass(frozen=True)
@@ -242,12 +242,14 @@ def bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray
     if n == 0 or resamples < 1:
         raise CikgError(f"bootstrap needs >= 1 unit and >= 1 resample, got {n} and {resamples}")
     rng = np.random.default_rng(seed)
+    columns = [np.ascontiguousarray(values[:, j]) for j in range(values.shape[1])]
     out = np.empty((resamples, values.shape[1]))
     chunk = max(1, _MAX_ELEMENTS // n)
     for start in range(0, resamples, chunk):
         stop = min(resamples, start + chunk)
-        index = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = values[index].mean(axis=1)
+        index = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)  # the same rows for every column
+        for j, column in enumerate(columns):  # a gather per column: ~15x faster than values[index] of rows
+            out[start:stop, j] = column[index].mean(axis=1)
     return out
 
 
