@@ -355,6 +355,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print()
     print("test metrics per user-activity group")
     print(activity_groups(test, trainer.dataset.degrees("train")).to_string(index=False, float_format="%.4f"))
+    if not args.no_per_user:
+        print(f"per-user test metrics (for the paired tests of cikg.eval.stats): {trainer.write_per_user(test)}")
     return 0
 
 
@@ -413,6 +415,8 @@ def _register_train(sub) -> None:
                    help="topk: full-ranking Recall/NDCG@K; ctr: AUC, GAUC, Logloss at 1:1 and 1:4 sampled negatives")
     p.add_argument("--negatives-dir", help="where the CTR negatives are saved and reused (default: "
                                            "ctr_negatives/ beside the run directory)")
+    p.add_argument("--no-per-user", action="store_true",
+                   help="topk: do not write per_user_test.csv.gz (every test user's metrics) into the run directory")
     add_import_option(p)
     p.set_defaults(func=_cmd_evaluate)
 

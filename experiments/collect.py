@@ -1,25 +1,36 @@
 """Gather the experiment tables into ``docs/results.md``.
 
-    python experiments/collect.py
+    python experiments/collect.py            # copy the pages as they are
+    python experiments/collect.py --render   # first re-render every results/ablations page from its ledger
 
 Reads, for dbbook2014, book-crossing and ml1m, ``experiments/<dataset>/results.md`` (written by
-``experiments/run.py``), ``ablations.md`` (``run.py --ablations``) and ``augment.md`` (augmentation runs)
-where they exist, and writes them one after the other under one heading per dataset; every table keeps the
-command that produced it. Nothing is recomputed here.
+``experiments/run.py``), its ``results-sparse-gain.md`` (CIKGRec's gain over the best baseline per user group),
+``ablations.md`` (``run.py --ablations``) and ``augment.md`` (augmentation runs) where they exist, and writes
+them one after the other under one heading per dataset; every table keeps the command that produced it.
+Nothing is recomputed unless ``--render`` is given: then each ledger (``results.json``, ``ablations.json``)
+is rendered again first (``run.py DATASET --render-only``: intervals, paired tests and gains from the ledger and
+its ``per_user/`` files, no training).
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
-PARTS = (("results.md", "Models"), ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"))
+PARTS = (("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
+         ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"))
+LEDGERS = (("results.json", []), ("ablations.json", ["--ablations"]))
+"""The ledgers ``run.py`` renders pages from, with the flag that selects each."""
 PREAMBLE = """# Results
 
 Reproduced on the CIKGRec paper's three datasets (`../shared/data`), CPU only (2 cores). Every table below
 is copied by `python experiments/collect.py` from `experiments/<dataset>/*.md`, which the command written
 above each table produced; figures are test-split metrics at the epoch selected on the validation split
-carved from train (never on test), mean ± std over the seeds named in the table.
+carved from train (never on test), averaged over the seeds named in the table; each table says what its ±
+is (pages rendered since issue 17: the half-width of the 95% Student-t interval, with CIKGRec's paired test
+against the strongest baseline where per-user files exist; pages rendered before: the population std).
 """
 
 
@@ -28,10 +39,29 @@ def demote(markdown: str, levels: int = 2) -> str:
     return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
-def collect(notes: str = "") -> str:
+def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
+    """Re-render ``root/<dataset>/results.md`` and ``ablations.md`` (and the sparse-gain page) from their
+    ledgers with ``run.py --render-only``; returns the pages written."""
+    sys.path.insert(0, str(HERE))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(HERE))
+    written = []
+    for dataset in DATASETS:
+        for ledger, flags in LEDGERS:
+            if (root / dataset / ledger).is_file():
+                page = (root / dataset / ledger).with_suffix(".md")
+                if run.main([dataset, "--render-only", "--output", str(page), "--resamples", str(resamples), *flags]) != 0:
+                    raise SystemExit(f"collect.py: could not render {root / dataset / ledger}")
+                written.append(page)
+    return written
+
+
+def collect(notes: str = "", root: Path = HERE) -> str:
     sections = [PREAMBLE, notes] if notes else [PREAMBLE]
     for dataset in DATASETS:
-        parts = [(title, HERE / dataset / name) for name, title in PARTS if (HERE / dataset / name).is_file()]
+        parts = [(title, root / dataset / name) for name, title in PARTS if (root / dataset / name).is_file()]
         sections.append(f"## {dataset}\n")
         if not parts:
             sections.append("Not run yet.\n")
@@ -42,7 +72,12 @@ def collect(notes: str = "") -> str:
     return "\n".join(sections)
 
 
-def main() -> None:
+def main(argv: list = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--render", action="store_true",
+                        help="re-render every results/ablations page from its ledger first (no training)")
+    if parser.parse_args(argv).render:
+        render_ledgers()
     notes_path = HERE / "NOTES.md"
     notes = notes_path.read_text() if notes_path.is_file() else ""
     target = HERE.parent / "docs" / "results.md"

@@ -98,3 +98,76 @@ def test_a_dataset_runs_the_models_it_has_configs_for(scripts, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "experiments/ml1m/ has no config for kgin" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing was run
+
+
+def test_tables_show_intervals_and_the_paired_test_of_cikgrec_against_the_best_baseline(scripts, tmp_path):
+    """Two tiny real runs per model (synthetic data, 1 epoch, seeds 0 and 1): the table shows mean ± the t
+    half-width, the p-values of CIKGRec against the strongest baseline recomputed from the run directories,
+    and the sparse-gain page beside it; --render-only regenerates both from the ledger alone."""
+    import pandas as pd
+
+    from cikg.eval.stats import compare_models, format_p, group_gains, mean_ci
+    from cikg.train import read_per_user
+
+    run, _ = scripts
+    out = tmp_path / "runs"
+    argv = ["dbbook2014", "--models", "bprmf", "lightgcn", "cikgrec", "--seeds", "0", "1", "--out", str(out),
+            "--resamples", "500", "--set", *TINY]
+    assert run.main(argv) == 0
+    folder = out / "dbbook2014"
+    ledger = json.loads((folder / "results.json").read_text())
+    page = (folder / "results.md").read_text()
+    for label in ("BPRMF", "LightGCN", "CIKGRec"):
+        expected = mean_ci([seed["recall@20"] for seed in ledger[label]["per_seed"]])
+        assert expected.n == 2 and f"| {expected.cell()} " in page
+        assert ledger[label]["per_user"] == f"per_user/{label}.csv.gz" and (folder / ledger[label]["per_user"]).is_file()
+    best = max(("BPRMF", "LightGCN"), key=lambda label: ledger[label]["mean"]["recall@20"])
+    assert run.best_baseline(ledger) == best
+
+    def frames(label):
+        return pd.concat([read_per_user(folder / f"{label}-seed{seed}") for seed in (0, 1)])
+
+    table = [line for line in page.splitlines() if line.startswith("| CIKGRec ")][0]
+    cells = [c.strip() for c in table.split("|")]
+    p_values = [compare_models(frames("CIKGRec"), frames(best), m, resamples=500)[0].p_value
+                for m in ("recall@20", "ndcg@20")]
+    assert cells[8] == " / ".join(format_p(p) for p in p_values)
+    assert "vs best baseline (p, Wilcoxon: R@20 / N@20)" in page and f"against the best baseline ({best}" in page
+    assert "best baseline" in [c.strip() for c in [x for x in page.splitlines() if x.startswith(f"| {best} ")][0].split("|")]
+
+    gains_page = (folder / "results-sparse-gain.md").read_text()
+    whole = group_gains(frames("CIKGRec"), frames(best), "recall@20", resamples=500)[0]
+    assert whole.group == "all" and whole.n_users == len(read_per_user(folder / "CIKGRec-seed0")) > 0
+    assert f"| {whole.cell()} " in gains_page and "Where the claim holds:" in gains_page
+    assert "train<=5" in gains_page and "train<=10" in gains_page
+
+    # one command regenerates both pages from the ledger (the run directories are not needed)
+    (folder / "results.md").unlink()
+    (folder / "results-sparse-gain.md").unlink()
+    for seed in (0, 1):
+        (folder / f"CIKGRec-seed{seed}" / "per_user_test.csv.gz").unlink()
+    assert run.main(["dbbook2014", "--out", str(out), "--render-only", "--resamples", "500"]) == 0
+    assert (folder / "results.md").read_text() == page
+    assert (folder / "results-sparse-gain.md").read_text() == gains_page
+
+    # collect.py --render does the same for every ledger of a tree, and collects the sparse-gain page too
+    import shutil
+
+    root = tmp_path / "tree"
+    (root / "dbbook2014").mkdir(parents=True)
+    shutil.copy(folder / "results.json", root / "dbbook2014" / "results.json")
+    shutil.copytree(folder / "per_user", root / "dbbook2014" / "per_user")
+    collect = importlib.import_module("collect")
+    assert collect.render_ledgers(root, resamples=500) == [root / "dbbook2014" / "results.md"]
+    assert (root / "dbbook2014" / "results-sparse-gain.md").read_text() == gains_page
+    collected = collect.collect(root=root)
+    assert "### Sparse users: CIKGRec over the best baseline (`experiments/dbbook2014/results-sparse-gain.md`)" in collected
+
+
+def test_rows_without_per_user_files_show_no_p_values(scripts):
+    run, _ = scripts
+    ledger = json.loads((EXPERIMENTS / "dbbook2014" / "results.json").read_text())
+    page, gains = run.render("dbbook2014", ledger, False, EXPERIMENTS / "dbbook2014")  # renders, writes nothing
+    assert gains == "" and "No paired test" in page and "vs best baseline" not in page
+    row = ledger["CIKGRec"]
+    assert f"{row['mean']['recall@20']:.4f} ± {row['std']['recall@20']:.4f}†" in page  # legacy row: std, marked

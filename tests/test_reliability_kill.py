@@ -216,6 +216,7 @@ def _training_kill_loop(tmp_path: Path, signals: List[int], seed: int, model: st
     b = torch.load(reference / "best_model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (killed / "groups.csv").read_bytes() == (reference / "groups.csv").read_bytes()
+    assert (killed / "per_user_test.csv.gz").read_bytes() == (reference / "per_user_test.csv.gz").read_bytes()
 
 
 def test_training_sigkill_resumes_to_identical_weights_and_metrics(tmp_path):

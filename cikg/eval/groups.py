@@ -12,13 +12,39 @@ An ``all`` row repeats the overall means, so a table reads on its own.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, Sequence
 
 import pandas as pd
 import torch
 
 from ..errors import CikgError
 from .evaluator import EvalResult
+
+
+def group_members(counts: torch.Tensor, n_quantiles: int = 4,
+                  sparse_max: Sequence[int] = (5, 10)) -> Dict[str, torch.Tensor]:
+    """Which users fall in each activity group (the one definition of the groups, see the module docstring).
+
+    Args:
+        counts: ``LongTensor [n]`` train interactions of the ``n`` evaluated users (the quantile edges are
+            taken over them).
+        n_quantiles, sparse_max: as in :func:`activity_groups`.
+
+    Returns:
+        ``{"all": BoolTensor [n], "Q1": ..., "Q<n_quantiles>": ..., "train<=5": ..., ...}`` in that order;
+        quantile groups nobody falls in are included (empty masks), the caller drops them.
+    """
+    if n_quantiles < 1:
+        raise CikgError(f"n_quantiles must be >= 1, got {n_quantiles}")
+    counts = torch.as_tensor(counts, dtype=torch.long).cpu()
+    members = {"all": torch.ones_like(counts, dtype=torch.bool)}
+    if counts.numel():
+        q = torch.arange(1, n_quantiles, dtype=torch.float64) / n_quantiles
+        edges = torch.quantile(counts.double(), q).floor().long()
+        group = torch.bucketize(counts, edges, right=False)
+        members.update({f"Q{g + 1}": group == g for g in range(n_quantiles)})
+    members.update({f"train<={t}": counts <= t for t in sparse_max})
+    return members
 
 
 def activity_groups(result: EvalResult, train_counts: torch.Tensor, n_quantiles: int = 4,
@@ -35,8 +61,6 @@ def activity_groups(result: EvalResult, train_counts: torch.Tensor, n_quantiles:
     Returns:
         DataFrame with columns ``group, n_users, min_train, max_train`` and one column per metric@K.
     """
-    if n_quantiles < 1:
-        raise CikgError(f"n_quantiles must be >= 1, got {n_quantiles}")
     counts = torch.as_tensor(train_counts, dtype=torch.long).cpu()
     if result.users.numel() and int(result.users.max()) >= counts.numel():
         raise CikgError(f"train_counts has {counts.numel()} users but the result holds user "
@@ -44,13 +68,8 @@ def activity_groups(result: EvalResult, train_counts: torch.Tensor, n_quantiles:
     counts = counts[result.users]
     names = list(result.per_user)
     values = torch.stack([result.per_user[name].double() for name in names], 1) if names else torch.empty(0, 0)
-    rows = [_row("all", torch.ones_like(counts, dtype=torch.bool), counts, values, names)]
-    if counts.numel():
-        q = torch.arange(1, n_quantiles, dtype=torch.float64) / n_quantiles
-        edges = torch.quantile(counts.double(), q).floor().long()
-        group = torch.bucketize(counts, edges, right=False)
-        rows += [_row(f"Q{g + 1}", group == g, counts, values, names) for g in range(n_quantiles)]
-    rows += [_row(f"train<={t}", counts <= t, counts, values, names) for t in sparse_max]
+    rows = [_row(name, member, counts, values, names)
+            for name, member in group_members(counts, n_quantiles, sparse_max).items()]
     frame = pd.DataFrame([row for row in rows if row["n_users"] > 0 or row["group"].startswith("train<=")])
     return frame.reset_index(drop=True)
 

@@ -44,7 +44,8 @@ DATASET_FILES = ("train.txt", "valid.txt", "test.txt", "kg_final.txt", "user_int
 PATH_KEYS = ("dataset", "root", "interests", "features")
 """The ``data`` settings that hold paths (made absolute in a run's ``config.yaml``)."""
 RUN_FILES = ("config.yaml", DATASET_RECORD, "checkpoint.pt", "best_model.pt", "metrics.jsonl", "metrics.json",
-             "groups.csv", "ctr_metrics.json", "mlflow.json", "loss_terms.png", "valid_metrics.png", "mask_rate.png", "groups.png")
+             "groups.csv", "per_user_test.csv.gz", "ctr_metrics.json", "mlflow.json", "loss_terms.png",
+             "valid_metrics.png", "mask_rate.png", "groups.png")
 """What the trainer, its trackers and ``cikg plot`` write into a run directory (``fit(overwrite=True)`` removes
 these, and the folders in :data:`RUN_FOLDERS`)."""
 RUN_FOLDERS = ("tensorboard",)

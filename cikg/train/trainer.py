@@ -9,6 +9,8 @@ A run directory holds::
     metrics.jsonl      one record per epoch: loss terms, validation metrics, schedules, seconds
     metrics.json       final: best epoch, valid and test metrics (test only for the selected epoch)
     groups.csv         test metrics per user-activity group (sparse users)
+    per_user_test.csv.gz  test metrics of every test user (seed, user id, train degree, each metric@K): the
+                       paired tests of cikg.eval.stats read them (``cikg evaluate`` writes it for older runs)
 
 Every epoch's randomness (negative sampling, dropout, noise) is derived from ``(seed, epoch)``, so a run
 killed at any moment and resumed from its last checkpoint ends with exactly the metrics of an
@@ -16,6 +18,7 @@ uninterrupted run.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -24,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .._io import ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
+from .._io import atomic_path, ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
 from .._lock import holding_lock
 from ..config import flatten as _flatten
 from ..data import Dataset, load_dataset, load_interests, synthetic
@@ -43,6 +47,8 @@ from .tracking import Tracker, Trackers, default_trackers
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
+PER_USER_FILE = "per_user_test.csv.gz"
+"""The per-user test metrics of a run (see :func:`per_user_frame`)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -438,11 +444,46 @@ class Trainer:
                        "n_test_users": test.n_users}
             write_json_atomic(self.run_dir / "metrics.json", payload)
             write_text_atomic(self.run_dir / "groups.csv", groups.to_csv(index=False))
+            self.write_per_user(test)
         return result
+
+    def write_per_user(self, test: EvalResult) -> Path:
+        """Write ``per_user_test.csv.gz`` (:func:`per_user_frame` of ``test``) into the run directory."""
+        path = self.run_dir / PER_USER_FILE
+        frame = per_user_frame(test, self.dataset, self.config.train.seed)
+        data = gzip.compress(frame.to_csv(index=False).encode(), mtime=0)  # no name, no time: the same bytes each time
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return path
 
     def _write_history(self) -> None:
         lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in self.history)
         write_text_atomic(self.run_dir / "metrics.jsonl", lines)
+
+
+def per_user_frame(result: EvalResult, dataset: Dataset, seed: int) -> pd.DataFrame:
+    """One row per evaluated user: ``seed, user`` (the dataset's original id), ``user_index`` (cikg's id),
+    ``train_degree`` and one float64 column per metric@K (their means are ``result.means``)."""
+    frame = result.to_frame().rename(columns={"user": "user_index"})
+    index = frame["user_index"].to_numpy()
+    ids = pd.Series(dataset.user_ids, dtype=str).to_numpy()
+    metrics = [name for name in frame.columns if name != "user_index"]
+    head = pd.DataFrame({"seed": seed, "user": ids[index], "user_index": index,
+                         "train_degree": dataset.degrees("train").cpu().numpy()[index]})
+    return pd.concat([head, frame[metrics].astype("float64")], axis=1)
+
+
+def read_per_user(run_dir: Union[str, Path]) -> pd.DataFrame:
+    """The ``per_user_test.csv.gz`` of a run directory (user ids read as strings).
+
+    Raises:
+        CheckpointError: the run has no such file (runs before it was written: ``cikg evaluate RUN_DIR``).
+    """
+    path = Path(run_dir) / PER_USER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no {PER_USER_FILE} (a run of an older cikg: `cikg evaluate {run_dir}` "
+                              "writes it)")
+    return pd.read_csv(path, dtype={"user": str})
 
 
 def _format_record(record: Dict[str, Any], select: Tuple[str, ...]) -> str:
