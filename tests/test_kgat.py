@@ -10,7 +10,8 @@ from cikg.data import Dataset, synthetic
 from cikg.errors import ConfigError
 from cikg.graph import build_cikg, build_views
 from cikg.models.base import BPRBatch
-from cikg.models.kgat import KGATConfig, KGBatch, _TransposedSpMM, build, collaborative_kg_triples
+from cikg.models.kgat import KGATConfig, KGBatch, build, collaborative_kg_triples
+from cikg.models.propagation import SparseMM
 
 
 def _views(dataset, **kwargs):
@@ -122,7 +123,7 @@ def test_transposed_spmm_gradient_is_the_dense_one():
     torch.manual_seed(0)
     dense = torch.rand(6, 6) * (torch.rand(6, 6) < 0.5)
     x = torch.randn(6, 3, requires_grad=True)
-    out = _TransposedSpMM.apply(dense.to_sparse_csr(), dense.t().to_sparse_csr(), x)
+    out = SparseMM.apply(dense.to_sparse_csr(), dense.t().to_sparse_csr(), x)
     out.pow(2).sum().backward()
     x_ref = x.detach().clone().requires_grad_()
     (dense @ x_ref).pow(2).sum().backward()

@@ -16,6 +16,7 @@ from .lightgcn import LightGCN, LightGCNCIKGConfig, LightGCNConfig
 from .propagation import (
     EdgeDropout,
     LGPropagation,
+    SparseMM,
     SymmetricSpMM,
     drop_edges,
     simgcl_noise,
@@ -37,7 +38,7 @@ MODEL_CONFIGS: Dict[str, type] = {
 __all__ = [
     "AuxiliaryTask", "BPRBatch", "BPRMF", "BPRMFConfig", "CIKGRec", "CIKGRecConfig",
     "EdgeDropout", "KGAT", "KGATConfig", "KGIN", "KGINConfig", "LGPropagation", "LightGCN", "LightGCNCIKGConfig", "LightGCNConfig", "LossTerms",
-    "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SymmetricSpMM", "bpr_loss", "drop_edges",
+    "MODEL_CONFIGS", "Recommender", "SimGCL", "SimGCLConfig", "SparseMM", "SymmetricSpMM", "bpr_loss", "drop_edges",
     "import_model_modules", "info_nce", "l2_reg", "load_entry_point_models", "mask_rate_schedule", "register_model",
     "sce_loss", "simgcl_noise", "spmm",
 ]

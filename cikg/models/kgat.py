@@ -63,6 +63,7 @@ from ..errors import ConfigError, GraphError
 from ..graph import GraphViews, sparse_csr
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .kg import TripleStore, translation_distance
+from .propagation import spmm
 
 logger = logging.getLogger(__name__)
 
@@ -134,21 +135,6 @@ class KGBatch:
 
     def __len__(self) -> int:
         return int(self.heads.numel())
-
-
-class _TransposedSpMM(torch.autograd.Function):
-    """:math:`Y = A X` for a fixed sparse ``A`` whose transpose ``A^T`` is given: the backward is
-    :math:`A^\\top G`, one SpMM, instead of torch's generic sparse backward."""
-
-    @staticmethod
-    def forward(ctx, matrix: Tensor, matrix_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(matrix_t)
-        return torch.sparse.mm(matrix, x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (matrix_t,) = ctx.saved_tensors
-        return None, None, torch.sparse.mm(matrix_t, grad.contiguous())
 
 
 def collaborative_kg_triples(views: GraphViews) -> Tuple[Tensor, int, bool]:
@@ -366,10 +352,7 @@ class KGAT(Recommender):
         ego = self.node_embedding
         outputs = [ego]
         for layer, p in enumerate(self.config.message_dropout):
-            if ego.requires_grad and torch.is_grad_enabled():
-                side = _TransposedSpMM.apply(matrix, matrix_t, ego)
-            else:
-                side = torch.sparse.mm(matrix, ego)
+            side = spmm(matrix, ego, matrix_t)
             ego = F.dropout(self._aggregate(layer, ego, side), p, training=self.training)
             outputs.append(F.normalize(ego, dim=1))
         return torch.cat(outputs, dim=1)

@@ -34,28 +34,38 @@ if TYPE_CHECKING:  # pragma: no cover
 PerturbHook = Callable[[Tensor, int], Tensor]
 
 
-class SymmetricSpMM(torch.autograd.Function):
-    """:math:`Y = \\hat{A} X` for a *symmetric* sparse ``adj`` ``[N, N]`` and dense ``x`` ``[N, d]``.
+class SparseMM(torch.autograd.Function):
+    """:math:`Y = A X` for a fixed sparse ``adj`` :math:`A` ``[N, N]`` and dense ``x`` ``[N, d]``, given
+    ``adj_t`` :math:`= A^\top` (the same tensor when :math:`A` is symmetric).
 
-    The backward pass is :math:`\\partial L / \\partial X = \\hat{A} G`, one more SpMM with the same CSR
-    matrix. No gradient flows to ``adj`` (the adjacency is fixed).
+    The backward pass is :math:`\\partial L / \\partial X = A^\top G`, one more SpMM with a CSR matrix, instead
+    of torch's generic sparse backward (which transposes per call). No gradient flows to ``adj``.
     """
 
     @staticmethod
-    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(adj)
+    def forward(ctx, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(adj_t)
         return torch.sparse.mm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (adj,) = ctx.saved_tensors
-        return None, torch.sparse.mm(adj, grad.contiguous())
+        (adj_t,) = ctx.saved_tensors
+        return None, None, torch.sparse.mm(adj_t, grad.contiguous())
 
 
-def spmm(adj: Tensor, x: Tensor) -> Tensor:
-    """``adj @ x`` for a symmetric sparse ``adj``, with the fast symmetric backward when ``x`` needs grad."""
+class SymmetricSpMM:
+    r""":math:`Y = \hat{A} X` for a *symmetric* ``adj``: :class:`SparseMM` with ``adj`` as its own transpose."""
+
+    @staticmethod
+    def apply(adj: Tensor, x: Tensor) -> Tensor:
+        return SparseMM.apply(adj, adj, x)
+
+
+def spmm(adj: Tensor, x: Tensor, adj_t: Optional[Tensor] = None) -> Tensor:
+    """``adj @ x`` with the one-SpMM backward when ``x`` needs grad; ``adj_t`` is ``adj``'s transpose
+    (default: ``adj`` itself, for the symmetric normalised views)."""
     if x.requires_grad and torch.is_grad_enabled():
-        return SymmetricSpMM.apply(adj, x)
+        return SparseMM.apply(adj, adj if adj_t is None else adj_t, x)
     return torch.sparse.mm(adj, x)
 
 
