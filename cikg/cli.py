@@ -14,18 +14,12 @@ import textwrap
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+from ._argparse import parser_kwargs as _parser_kwargs
 from .errors import CikgError, describe_path_error
 
 logger = logging.getLogger("cikg")
 
 
-def _examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
-def _parser_kwargs(help_text: str, *examples: str) -> dict:
-    return {"help": help_text, "description": help_text, "epilog": _examples(*examples) if examples else None,
-            "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cikg"
 
 #: layer of each top-level part of ``cikg``: a part imports only lower layers (``<commands>``: any commands.py)
 LAYERS: Dict[str, int] = {
-    "errors": 0, "_io": 1, "checks": 1, "_lock": 2, "config": 2, "topk": 2, "viz": 2,
+    "errors": 0, "_io": 1, "checks": 1, "_argparse": 1, "_lock": 2, "config": 2, "topk": 2, "viz": 2,
     "data": 3, "embed": 3,
     "llm": 4,
     "interests": 5,

@@ -110,7 +110,7 @@ def _check_bindable(host: str, port: int) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``recommend``, ``export`` and ``serve`` to the ``cikg`` sub-parsers."""
-    from ..cli import _parser_kwargs as _kwargs
+    from .._argparse import parser_kwargs as _kwargs
     p = subparsers.add_parser("recommend", **_kwargs(
         "top-k recommendations of a run for some or all users (original ids, seen items excluded)",
         "cikg recommend runs/quick --users u0,u7 -k 10",

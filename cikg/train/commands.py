@@ -103,7 +103,7 @@ def _config_and_overrides(config: str, overrides: Sequence[str]):
 
 
 def register(sub) -> None:
-    from ..cli import _parser_kwargs
+    from .._argparse import parser_kwargs as _parser_kwargs
 
     runs = sub.add_parser("runs", **_parser_kwargs(
         "work with run directories", "cikg runs compare runs/lightgcn-* runs/cikgrec-* --plot cmp.png"))
