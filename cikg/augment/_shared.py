@@ -3,7 +3,8 @@
 * collaborative features: :func:`cf_embeddings` (truncated SVD of the train matrix, the default when no trained
   recommender's embeddings are given), :func:`check_cf` and :func:`load_cf_file` (``--cf FILE``);
 * the user's text: :func:`history_text`, :func:`item_title`;
-* index helpers: :func:`train_keys` (sorted ``user * n_items + item`` of the train pairs) and
+* index helpers: :func:`train_keys` (sorted ``user * n_items + item`` of the train pairs), :func:`in_sorted`
+  (membership in them) and
   :func:`csr_rows` (the entries of a set of CSR rows, vectorised);
 * LLM bookkeeping: :func:`llm_model` (the model behind a backend) and :func:`answer_not_an_llm`.
 """
@@ -106,6 +107,13 @@ def train_keys(dataset: Any) -> Tensor:
     return torch.unique(dataset.train[0] * dataset.n_items + dataset.train[1])
 
 
+def in_sorted(sorted_keys: Tensor, keys: Tensor) -> Tensor:
+    """Whether each of ``keys`` (any shape) is in the non-empty sorted ``sorted_keys`` (e.g. :func:`train_keys`);
+    a ``BoolTensor`` shaped like ``keys``."""
+    at = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.numel() - 1)
+    return sorted_keys[at] == keys
+
+
 def csr_rows(indptr: Tensor, indices: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
     """``(position in rows, column)`` of every entry of the CSR rows ``rows`` (``LongTensor [nnz_of_rows]`` each)."""
     starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
@@ -126,5 +134,5 @@ def answer_not_an_llm(completion: Completion) -> bool:
     return bool(completion.meta.get("not_an_llm")) or NOT_AN_LLM in str(completion.meta.get("recorded_source") or "")
 
 
-__all__ = ["answer_not_an_llm", "cf_embeddings", "check_cf", "csr_rows", "history_text", "item_title", "llm_model",
+__all__ = ["answer_not_an_llm", "cf_embeddings", "check_cf", "csr_rows", "history_text", "in_sorted", "item_title", "llm_model",
            "load_cf_file", "train_keys"]

@@ -140,6 +140,7 @@ class Groups:
 
 def cluster(x: Tensor, n_groups: int, seed: int, minibatch_above: int = 20000) -> Groups:
     """KMeans (or MiniBatchKMeans) of the L2-normalised rows of ``x`` into at most ``n_groups`` groups."""
+    # imported on use: scikit-learn is slow to import and only clustering needs it (start-up time)
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     points = F.normalize(x.float(), dim=1).numpy().astype(np.float64)

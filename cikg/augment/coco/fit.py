@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...errors import ConfigError
-from .._shared import train_keys
+from .._shared import in_sorted, train_keys
 from .config import CoCoConfig
 from .model import CoCoModel
 
@@ -30,8 +30,7 @@ def sample_pairs(dataset: Any, users: Tensor, m: int, generator: torch.Generator
     neg = torch.randint(dataset.n_items, (users.numel(), m), generator=generator)
     for _ in range(10):  # redraw negatives that hit a train item
         keys = users[:, None] * dataset.n_items + neg
-        at = torch.searchsorted(known, keys).clamp(max=known.numel() - 1)
-        hit = (known[at] == keys) & (count[:, None] > 0)
+        hit = in_sorted(known, keys) & (count[:, None] > 0)
         if not bool(hit.any()):
             break
         neg = torch.where(hit, torch.randint(dataset.n_items, neg.shape, generator=generator), neg)

@@ -35,6 +35,7 @@ def load_lm(name_or_path: Optional[str] = None) -> Tuple[nn.Module, Any]:
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # imported on call: the offline switches above come first, and transformers is slow to import (start-up time)
     from transformers import AutoModel, AutoTokenizer
 
     source = lm_source(name_or_path)

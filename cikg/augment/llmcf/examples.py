@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ...errors import DatasetError
-from .._shared import train_keys
+from .._shared import in_sorted, train_keys
 
 
 @dataclass
@@ -60,8 +60,7 @@ def sample_examples(dataset: Any, n_examples: int, neg_ratio: float = 1.0, seed:
             break
         items = torch.randint(dataset.n_items, (todo.numel(),), generator=generator)
         keys = todo * dataset.n_items + items
-        at = torch.searchsorted(known, keys).clamp(max=known.numel() - 1)
-        hit = known[at] == keys
+        hit = in_sorted(known, keys)
         neg = torch.cat([neg, keys[~hit]])
         todo = todo[hit]
     neg = torch.unique(neg)
