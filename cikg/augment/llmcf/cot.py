@@ -24,9 +24,9 @@ from .retrieval import join_features
 
 log = logging.getLogger(__name__)
 
-
 EXAMPLES_FILE = "cot_examples.jsonl"
 DATASET_FILE = "cot_dataset.pt"
+
 
 def _not_an_llm(backend: Backend, completion: Completion) -> bool:
     """Whether an answer is not an LLM's: the backend is a stand-in, or the answer says so (also replayed)."""

@@ -10,7 +10,8 @@ from ...errors import DatasetError
 
 
 def join_features(text: Tensor, cf: Tensor, text_weight: float) -> Tensor:
-    """:math:`[\\sqrt{w}\\,\\hat t;\\ \\sqrt{1-w}\\,\\hat f]` of unit-norm rows ``[n, d_text]``, ``[n, d_cf]`` → ``[n, d_text + d_cf]``."""
+    """:math:`[\\sqrt{w}\\,\\hat t;\\ \\sqrt{1-w}\\,\\hat f]` of the unit-norm rows of ``text [n, d_text]`` and
+    ``cf [n, d_cf]``: ``[n, d_text + d_cf]`` (queries and keys; their inner product is ``w cos + (1 - w) cos``)."""
     text = nn.functional.normalize(text.float(), dim=1)
     cf = nn.functional.normalize(cf.float(), dim=1)
     # sqrt weights on both sides: q.k = w cos(text) + (1 - w) cos(cf)
