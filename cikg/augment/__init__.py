@@ -6,10 +6,12 @@ Methods (each an :class:`~cikg.augment.base.Augmenter` producing :class:`~cikg.a
   factual knowledge, hybrid-expert adaptor;
 * :mod:`cikg.augment.reki` — REKI (Xi et al., arXiv 2408.10520): individual and collective (clustered)
   extraction, the same expert adaptor;
-* :mod:`cikg.augment.llmcf` — LLM-CF (Sun et al., arXiv 2403.17688);
-* :mod:`cikg.augment.coco` — CoCo (Mu et al., arXiv 2510.14257).
+* :mod:`cikg.augment.llmcf` — LLM-CF (Sun et al., arXiv 2403.17688), a package of one-job modules;
+* :mod:`cikg.augment.coco` — CoCo (Mu et al., arXiv 2510.14257), likewise.
 
 The expert adaptor (:mod:`cikg.models.experts`) and the fusion layer (:mod:`cikg.models.fusion`) are shared.
+Helpers REKI, LLM-CF and CoCo share are in :mod:`cikg.augment._shared`; the ``cikg augment`` CLI of all four
+is :mod:`cikg.augment.commands`.
 Submodules are imported on use (this package import stays light).
 """
 from .base import FEATURES_FILE, Augmenter, NodeFeatures, features_path

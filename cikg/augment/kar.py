@@ -36,10 +36,14 @@ import torch
 from torch import Tensor
 
 from .._io import atomic_path, write_json_atomic
-from .._lock import holding_lock
+from ..embed import Encoder
 from ..errors import ConfigError
 from ..llm.base import NOT_AN_LLM, Backend, Completion, RunSummary
+from ..llm.kgprofile import KGProfileBackend, KGProfileConfig
+from ..llm.parse import parse_interests
+from ..llm.pipeline import default_domain
 from ..llm.prompts import PromptTemplate, Request, titles_of
+from ._shared import answer_not_an_llm, llm_model
 from .base import Augmenter, NodeFeatures
 from .prompts import DOMAIN_FACTORS, ITEM_NOUN, KAR_FACTORS, KAR_ITEM_FACTUAL, KAR_USER_REASONING
 
@@ -82,8 +86,6 @@ class KARConfig:
 
 # ---------------------------------------------------------------------------------------------- requests
 def domain_of(dataset: Any, domain: Optional[str]) -> str:
-    from ..llm.pipeline import default_domain
-
     return domain or default_domain(dataset)
 
 
@@ -136,8 +138,6 @@ def item_requests(dataset: Any, factors: Sequence[str], domain: str, items: Opti
 
 def resolve_factors(config: KARConfig, domain: str, backend: Backend) -> Tuple[Tuple[str, ...], str]:
     """``(factors, source)``: the configured list, the LLM's answer (``ask_factors``), or the domain default."""
-    from ..llm.parse import parse_interests
-
     if config.factors:
         return tuple(config.factors), "config"
     if config.ask_factors:
@@ -174,13 +174,8 @@ def ask(backend: Backend, requests: Sequence[Request]) -> Answers:
     started = time.perf_counter()
     completions = backend.complete_many(list(requests)) if requests else []
     summary = (backend.summary() if requests else None) or RunSummary.of(backend.name, completions, started)
-    summary.not_an_llm = bool(getattr(backend, "not_an_llm", False)) or any(_not_an_llm(c) for c in completions)
+    summary.not_an_llm = bool(getattr(backend, "not_an_llm", False)) or any(answer_not_an_llm(c) for c in completions)
     return Answers(completions, summary)
-
-
-def _not_an_llm(completion: Completion) -> bool:
-    """Whether an answer came from an offline stand-in, also when replayed (its recorded source says so)."""
-    return bool(completion.meta.get("not_an_llm")) or NOT_AN_LLM in str(completion.meta.get("recorded_source") or "")
 
 
 def write_answers(path: Union[str, Path], answers: Sequence[Answers]) -> Path:
@@ -193,7 +188,7 @@ def write_answers(path: Union[str, Path], answers: Sequence[Answers]) -> Path:
                 fh.write(json.dumps({"user_id": c.request.user_id, "raw": c.text if c.ok else None,
                                      "status": c.status, "reason": c.reason, "source": source, "key": c.key,
                                      "template": c.request.template, "template_version": c.request.template_version,
-                                     "not_an_llm": _not_an_llm(c)}, ensure_ascii=False)
+                                     "not_an_llm": answer_not_an_llm(c)}, ensure_ascii=False)
                          + "\n")
     return path
 
@@ -206,12 +201,6 @@ def encode_rows(n_rows: int, row_texts: Dict[int, str], encoder: Any) -> Tensor:
     if rows:
         out[torch.tensor(rows, dtype=torch.long)] = vectors.float()
     return out
-
-
-def llm_model(backend: Backend) -> str:
-    """The model name behind a backend (its config's ``model``), else the backend's name."""
-    config = getattr(backend, "config", None)
-    return str(getattr(config, "model", None) or backend.name)
 
 
 def base_provenance(method: str, backend: Backend, encoder: Any, answers: Sequence[Answers],
@@ -260,12 +249,8 @@ class KAR(Augmenter):
     def _setup(self, dataset: Any) -> Tuple[Backend, Any]:
         backend = self.backend
         if backend is None:
-            from ..llm.kgprofile import KGProfileBackend, KGProfileConfig
-
             backend = self.backend = KGProfileBackend(dataset, KGProfileConfig(history_len=self.config.history_len))
         if self.encoder is None:
-            from ..embed import Encoder
-
             self.encoder = Encoder(self.out_dir / "embeddings.sqlite" if self.out_dir else None, show_progress=False)
         return backend, self.encoder
 
@@ -297,13 +282,13 @@ class KAR(Augmenter):
                                      blocks={"user": {"reasoning": users.size(1)}, "item": {"factual": items.size(1)}},
                                      provenance=provenance)
         if self.out_dir is not None:
-            write_outputs(self.out_dir, self.features, answers)
+            write_artifacts(self.out_dir, self.features, answers)
         logger.info("KAR on %s: %d prompts (%s%s), %.1f s extraction", dataset.name, provenance["n_calls"],
                     backend.name, f", {NOT_AN_LLM}" if provenance["not_an_llm"] else "", extraction)
         return self.features
 
 
-def write_outputs(out_dir: Path, features: NodeFeatures, answers: Sequence[Answers]) -> List[Path]:
+def write_artifacts(out_dir: Path, features: NodeFeatures, answers: Sequence[Answers]) -> List[Path]:
     """``features.pt``, ``answers.jsonl`` (replay) and ``augment_summary.json`` (the provenance) in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [features.save(out_dir), write_answers(out_dir / ANSWERS_FILE, answers)]
@@ -311,92 +296,6 @@ def write_outputs(out_dir: Path, features: NodeFeatures, answers: Sequence[Answe
                                                "label": NOT_AN_LLM if features.provenance.get("not_an_llm")
                                                else "LLM"})
     return paths + [out_dir / SUMMARY_FILE]
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: Any) -> None:
-    """Arguments shared by ``cikg augment kar`` and ``cikg augment reki`` (backend flags as ``cikg interests infer``)."""
-    p.add_argument("dataset", help="dataset name under CIKG_DATA (dbbook2014, ...) or a dataset folder")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
-                   help="output folder: features.pt, answers.jsonl (replay file), augment_summary.json")
-    p.add_argument("--backend", choices=("kg-profile", "openai", "openai-batch", "replay"), default="kg-profile",
-                   help="where answers come from (default: kg-profile, offline, not an LLM)")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible server root ending in /v1")
-    p.add_argument("--model", default="smollm2", help="model name on the server")
-    p.add_argument("--replay", type=Path, default=None, metavar="FILE", help="an answers.jsonl to replay")
-    p.add_argument("--cache", type=Path, default=None, help="SQLite answer cache (default: DIR/llm_cache.sqlite)")
-    p.add_argument("--embedding-cache", type=Path, default=None,
-                   help="SQLite cache of encoded texts (default: DIR/embeddings.sqlite)")
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--timeout", type=float, default=120.0)
-    p.add_argument("--max-attempts", type=int, default=6)
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    p.add_argument("--batch-poll", type=float, default=30.0)
-    p.add_argument("--seed", type=int, default=2024)
-    p.add_argument("--history-len", type=int, default=20, help="last train items in a user's prompt (default: 20)")
-    p.add_argument("--domain", choices=tuple(DOMAIN_FACTORS), default=None, help="default: from the dataset name")
-    p.add_argument("--factors", default=None, help="comma-separated factor list (default: the domain's)")
-    p.add_argument("--ask-factors", action="store_true", help="ask the LLM for the factor list once")
-    p.add_argument("--graph", action="store_true", help="also write DIR/graph.pt: the CIKG with the features")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def config_fields(args: Any) -> Dict[str, Any]:
-    factors = tuple(f.strip() for f in args.factors.split(",")) if args.factors else None
-    return {"domain": args.domain, "factors": factors, "ask_factors": args.ask_factors,
-            "history_len": args.history_len}
-
-
-@holding_lock(lambda args: args.out)
-def run_command(args: Any, make: Any) -> int:
-    """Load the dataset, build backend and encoder from ``args``, fit ``make(dataset, backend, encoder)``, report."""
-    import sys
-
-    from ..data import load_dataset
-    from ..embed import Encoder
-    from ..llm.commands import build_backend
-
-    dataset = load_dataset(args.dataset)
-    backend = build_backend(args, dataset)
-    encoder = Encoder(args.embedding_cache or args.out / "embeddings.sqlite", show_progress=not args.no_progress)
-    augmenter = make(dataset, backend, encoder)
-    features = augmenter.fit(dataset)
-    p = features.provenance
-    label = f" ({NOT_AN_LLM})" if p["not_an_llm"] else ""
-    lines = [f"{p['method'].upper()} on {dataset.name}: {features!r}",
-             f"backend {p['backend']}{label}, model {p['llm_model']}: {p['n_calls']} prompt(s) "
-             f"({p['n_sent']} sent, {p['n_cached']} cached, {p['n_failed']} failed), "
-             f"{p['prompt_tokens'] + p['completion_tokens']} tokens; extraction {p['seconds']:.1f} s, "
-             f"encoding {p['encode_seconds']:.1f} s",
-             f"blocks {features.blocks}",
-             f"written: {args.out / 'features.pt'}, {args.out / ANSWERS_FILE} (replay), {args.out / SUMMARY_FILE}"]
-    if args.graph:
-        from ..graph import build_cikg, save_graph
-
-        lines.append(f"graph with features -> {save_graph(augmenter.attach(build_cikg(dataset)), args.out / 'graph.pt')}")
-    lines.append(f"train with: cikg train CONFIG data.features={args.out} model.features.mode=add "
-                 "model.features.adaptor=experts")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    """Add ``kar`` to the sub-parsers of ``cikg augment``."""
-    import argparse
-
-    p = subparsers.add_parser(
-        "kar", help="KAR: factorization-prompted reasoning (users) and factual (items) knowledge (arXiv 2306.10933)",
-        description="One preference-reasoning prompt per user and one factual prompt per item along the domain's "
-                    "factors; answers encoded with the sentence encoder and written as node features.",
-        epilog="examples:\n  cikg augment kar dbbook2014 -o runs/kar-dbbook2014                 # offline kg-profile\n"
-               "  cikg augment kar dbbook2014 -o runs/again --backend replay --replay runs/kar-dbbook2014/answers.jsonl\n"
-               "  cikg augment kar book-crossing -o runs/kar-bx --backend openai --base-url http://127.0.0.1:8080/v1",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=lambda args: run_command(
-        args, lambda dataset, backend, encoder: KAR(KARConfig(**config_fields(args)), backend, encoder, args.out)))
 
 
 __all__ = ["ANSWERS_FILE", "Answers", "KAR", "KARConfig", "ask", "encode_rows", "item_requests", "make_request",

@@ -6,7 +6,7 @@ KAR asks the LLM once per user and once per item. REKI adds **collective** extra
 1. Represent users and items: items by their encoded titles, users by the mean of their train items'
    title vectors (``cluster_on="history"``), or both by collaborative embeddings (``cluster_on="cf"``: the
    embeddings of a trained recommender passed as ``cf=(users, items)``, else a truncated SVD of the train
-   matrix, :func:`cikg.augment.llmcf.cf_embeddings`).
+   matrix, :func:`cikg.augment._shared.cf_embeddings`).
 2. Cluster each side into ``n_user_groups`` / ``n_item_groups`` groups with scikit-learn ``KMeans`` on the
    L2-normalised vectors (``MiniBatchKMeans`` above ``minibatch_above`` points).
 3. One prompt per group (:data:`~cikg.augment.prompts.REKI_USER_GROUP`, :data:`~cikg.augment.prompts.REKI_ITEM_GROUP`),
@@ -42,6 +42,7 @@ from ..errors import ConfigError, DatasetError
 from ..llm.base import NOT_AN_LLM, Backend
 from ..llm.kgprofile import history_matrix, top_k_per_row
 from ..llm.prompts import titles_of
+from ._shared import cf_embeddings
 from .base import NodeFeatures
 from .kar import (
     KAR,
@@ -56,7 +57,7 @@ from .kar import (
     prompt_values,
     resolve_factors,
     user_requests,
-    write_outputs,
+    write_artifacts,
 )
 from .prompts import KAR_ITEM_FACTUAL, KAR_USER_REASONING, REKI_ITEM_GROUP, REKI_USER_GROUP
 
@@ -139,6 +140,7 @@ class Groups:
 
 def cluster(x: Tensor, n_groups: int, seed: int, minibatch_above: int = 20000) -> Groups:
     """KMeans (or MiniBatchKMeans) of the L2-normalised rows of ``x`` into at most ``n_groups`` groups."""
+    # imported on use: scikit-learn is slow to import and only clustering needs it (start-up time)
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     points = F.normalize(x.float(), dim=1).numpy().astype(np.float64)
@@ -187,8 +189,6 @@ def representations(dataset: Any, config: REKIConfig, encoder: Any,
     """``(users [n_users, d], items [n_items, d])`` the clustering runs on (see ``cluster_on``)."""
     if config.cluster_on == "cf":
         if cf is None:
-            from .llmcf import cf_embeddings
-
             cf = cf_embeddings(dataset, seed=config.seed)
         users, items = cf
         if users.shape[0] != dataset.n_users or items.shape[0] != dataset.n_items:
@@ -330,7 +330,7 @@ class REKI(KAR):
             blocks={"user": {k: v.size(1) for k, v in user_blocks.items()},
                     "item": {k: v.size(1) for k, v in item_blocks.items()}})
         if self.out_dir is not None:
-            write_outputs(self.out_dir, self.features, answers)
+            write_artifacts(self.out_dir, self.features, answers)
             if c.collective:
                 torch_save_atomic({"user": vars(self.user_groups), "item": vars(self.item_groups)},
                                   self.out_dir / GROUPS_FILE)
@@ -371,64 +371,6 @@ def call_counts(dataset: Any, group_counts: Sequence[int] = (10, 50, 100, 500), 
     frame["calls"] = frame["user_calls"] + frame["item_calls"]
     frame["share"] = frame["calls"] / max(int(frame["calls"].iloc[0]), 1)
     return frame
-
-
-def add_cli(subparsers: Any) -> None:
-    """Add ``reki`` to the sub-parsers of ``cikg augment``."""
-    import argparse
-
-    from .kar import add_arguments
-
-    p = subparsers.add_parser(
-        "reki", help="REKI: individual and collective (clustered) knowledge extraction (arXiv 2408.10520)",
-        description="Cluster users and items, one prompt per group from a sample of its members (collective), "
-                    "and/or KAR's per-user and per-item prompts (individual); writes node features.",
-        epilog="examples:\n  cikg augment reki dbbook2014 -o runs/reki-dbbook2014 --groups 50\n"
-               "  cikg augment reki dbbook2014 -o runs/reki-both --mode both --user-groups 100 --item-groups 50\n"
-               "  cikg augment reki dbbook2014 -o runs/x --call-counts 10,50,100,500   # the LLM-call table only",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.add_argument("--mode", choices=MODES, default="collective")
-    p.add_argument("--groups", type=int, default=None, help="user and item groups (sets both)")
-    p.add_argument("--user-groups", type=int, default=50)
-    p.add_argument("--item-groups", type=int, default=50)
-    p.add_argument("--cluster-on", choices=("history", "cf"), default="history")
-    p.add_argument("--cf", type=Path, default=None, metavar="FILE",
-                   help="torch file {'user': [n_users, d], 'item': [n_items, d]} for --cluster-on cf")
-    p.add_argument("--sample-size", type=int, default=10, help="members per group prompt (default: 10)")
-    p.add_argument("--call-counts", default=None, metavar="G1,G2,...",
-                   help="print the LLM calls of individual vs collective extraction at these group counts and exit")
-    p.set_defaults(func=reki_command)
-
-
-def reki_command(args: Any) -> int:
-    import sys
-
-    from .kar import config_fields, run_command
-
-    if args.call_counts:
-        from ..data import load_dataset
-
-        try:
-            counts = [int(g) for g in args.call_counts.split(",")]
-        except ValueError:
-            raise ConfigError(f"expected comma-separated integers, got {args.call_counts!r}", "call-counts") from None
-        sys.stdout.write(call_counts(load_dataset(args.dataset), counts).to_string(index=False) + "\n")
-        return 0
-    user_groups = args.groups or args.user_groups
-    item_groups = args.groups or args.item_groups
-    config = REKIConfig(**config_fields(args), mode=args.mode, n_user_groups=user_groups, n_item_groups=item_groups,
-                        cluster_on=args.cluster_on, sample_size=args.sample_size, seed=args.seed)
-
-    def make(dataset: Any, backend: Any, encoder: Any) -> REKI:
-        cf = None
-        if args.cf is not None:
-            from .llmcf import load_cf_file
-
-            cf = load_cf_file(args.cf, dataset)
-        return REKI(config, backend, encoder, args.out, cf)
-
-    return run_command(args, make)
 
 
 __all__ = ["GROUPS_FILE", "Groups", "MODES", "REKI", "REKIConfig", "call_counts", "cluster", "group_requests",
