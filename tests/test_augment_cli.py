@@ -51,12 +51,3 @@ def test_cf_flag_only_where_a_method_reads_it():
         _parser().parse_args(["augment", "kar", "d", "-o", "o", "--cf", "e.pt"])
 
 
-def test_llmcf_and_coco_keep_their_add_cli():
-    from cikg.augment import coco, llmcf
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    llmcf.add_cli(sub)
-    coco.add_cli(sub)
-    assert parser.parse_args(["llmcf", "d", "-o", "o"]).func is commands.llmcf_command
-    assert parser.parse_args(["coco", "d", "-o", "o"]).func is commands.coco_command

@@ -198,12 +198,12 @@ def test_augmenter_attaches_knowledge_to_the_right_nodes(small, cf, tmp_path):
 def _augment_parser():
     import argparse
 
-    from cikg.augment import llmcf
+    from cikg.augment import commands
 
     parser = argparse.ArgumentParser(prog="cikg augment")
     sub = parser.add_subparsers()
-    llmcf.add_cli(sub)
-    coco.add_cli(sub)
+    commands.add_llmcf(sub)
+    commands.add_coco(sub)
     return parser
 
 

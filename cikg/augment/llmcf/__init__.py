@@ -57,8 +57,6 @@ history text are shared with REKI and CoCo (:mod:`cikg.augment._shared`); the CL
 """
 from __future__ import annotations
 
-from typing import Any
-
 from .._shared import cf_embeddings, check_cf, history_text, item_title, load_cf_file
 from .backend import CoTProfileBackend
 from .config import LLMCFConfig
@@ -71,18 +69,8 @@ from .pipeline import LLMCF, LLMCFResult, run_llmcf
 from .prompts import LLMCF_COT, build_cot_requests
 from .retrieval import join_features, retrieve
 
-
-def add_cli(subparsers: Any) -> None:
-    """Add ``llmcf`` to the sub-parsers of ``cikg augment`` (kept here for callers; the CLI is
-    :func:`cikg.augment.commands.add_llmcf`)."""
-    # imported on call, not at the top: commands imports this package (at the top it would be a cycle)
-    from ..commands import add_llmcf
-
-    add_llmcf(subparsers)
-
-
 __all__ = ["DATASET_FILE", "EXAMPLES_FILE", "LLMCF", "LLMCF_COT", "CoTDataset", "CoTProfileBackend", "CoTRecords",
            "Context", "Examples", "ICTModule", "ICTTraining", "LLMCFConfig", "LLMCFResult", "_context_tensors",
-           "add_cli", "auc", "build_cot_dataset", "build_cot_requests", "cf_embeddings", "check_cf", "example_id",
+           "auc", "build_cot_dataset", "build_cot_requests", "cf_embeddings", "check_cf", "example_id",
            "generate_cot", "history_text", "ict_user_features", "item_title", "join_features", "load_cf_file",
            "pretrain_ict", "retrieve", "retrieve_context", "run_llmcf", "sample_examples", "user_text_embeddings"]
