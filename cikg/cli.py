@@ -7,15 +7,19 @@ the traceback instead.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ._argparse import parser_kwargs as _parser_kwargs
+from .augment import commands as augment_commands
 from .errors import CikgError, describe_path_error
+from .interests import commands as interests_commands
+from .llm import commands as llm_commands
+from .serving import commands as serving_commands
+from .train import commands as train_commands
 
 logger = logging.getLogger("cikg")
 
@@ -466,15 +470,6 @@ def _register_bench(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- assembly
-_OPTIONAL_GROUPS = {
-    # module: (function name, group) — modules of other layers register their own subcommands
-    "cikg.llm.commands": ("register_llm", None),
-    "cikg.augment.commands": ("register", None),
-    "cikg.serving.commands": ("register", None),
-    "cikg.train.commands": ("register", None),  # runs compare, tune
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cikg", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -496,10 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     _register_interests(sub)
     _register_graph(sub)
     _register_train(sub)
-    for module_name, (function, _) in _OPTIONAL_GROUPS.items():
-        register = _optional(module_name, function)
-        if register is not None:
-            register(sub)
+    # the other layers register their own subcommands
+    for register in (llm_commands.register_llm, augment_commands.register, serving_commands.register,
+                     train_commands.register):
+        register(sub)
     _register_bench(sub)
     return parser
 
@@ -514,22 +509,9 @@ def _register_interests(sub) -> None:
         "cikg interests sweep runs/db-int --kappa 50:400:50 --epochs 5"))
     isub = interests.add_subparsers(dest="interests_command", required=True,
                                     metavar="{infer,cluster,report,sweep}")
-    for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster"),
-                                  ("cikg.interests.commands", "register_report"),
-                                  ("cikg.interests.commands", "register_sweep")):
-        register = _optional(module_name, function)
-        if register is not None:
-            register(isub)
-
-
-def _optional(module_name: str, function: str) -> Optional[Callable]:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name):
-            return None
-        raise
-    return getattr(module, function, None)
+    for register in (llm_commands.register_infer, interests_commands.register_cluster,
+                     interests_commands.register_report, interests_commands.register_sweep):
+        register(isub)
 
 
 def _configure_logging(verbose: int) -> None:
