@@ -505,9 +505,11 @@ def _register_interests(sub) -> None:
         "infer user interests with an LLM and cluster them",
         "cikg interests infer dbbook2014 --backend kg-profile --users 200 -o runs/db-int   # offline, not an LLM",
         "cikg interests infer book-crossing --base-url http://127.0.0.1:8080/v1 --model smollm2 -o runs/bx",
-        "cikg interests cluster runs/db-int --search 20:80 --kappa-step 20"))
-    isub = interests.add_subparsers(dest="interests_command", required=True, metavar="{infer,cluster}")
-    for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster")):
+        "cikg interests cluster runs/db-int --search 20:80 --kappa-step 20",
+        "cikg interests perturb dbbook2014 -o runs/db-noisy --mode replace --rate 0.2 --seed 0"))
+    isub = interests.add_subparsers(dest="interests_command", required=True, metavar="{infer,cluster,perturb}")
+    for module_name, function in (("cikg.llm.commands", "register_infer"), ("cikg.interests.commands", "register_cluster"),
+                                  ("cikg.interests.commands", "register_perturb")):
         register = _optional(module_name, function)
         if register is not None:
             register(isub)
