@@ -237,13 +237,14 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def write_perturbation(result: Perturbation, out_dir: Union[str, Path], source: Union[str, Path],
+def write_perturbation(result: Perturbation, out_dir: Union[str, Path], source: Optional[Union[str, Path]],
                        labels: Optional[Sequence[str]] = None) -> Dict[str, Path]:
     """Write ``user_interest_clustered.txt``, ``interest_list.txt`` and ``perturb.json`` into ``out_dir``.
 
     ``interest_list.txt`` (``org_id remap_id [label]``) lists the whole vocabulary, so that an interest whose
     edges were all dropped stays a node when the file is read back (:func:`cikg.data.load_interests`);
-    ``perturb.json`` records the mode, rate, seed, counts and the source file with its SHA-256.
+    ``perturb.json`` records the mode, rate, seed, counts and the source file with its SHA-256 (``None`` for
+    interests that come from no file, e.g. a synthetic dataset's).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +255,6 @@ def write_perturbation(result: Perturbation, out_dir: Union[str, Path], source: 
             for dense, org in enumerate(result.interest_ids.tolist())]
     header = "org_id remap_id" + ("" if labels is None else " label")
     write_text_atomic(paths[LABEL_FILE], "\n".join([header, *rows]) + "\n")
-    write_json_atomic(paths[PERTURB_FILE], {**result.summary(), "source": str(source),
-                                            "source_sha256": sha256_of(source)})
+    write_json_atomic(paths[PERTURB_FILE], {**result.summary(), "source": None if source is None else str(source),
+                                            "source_sha256": None if source is None else sha256_of(source)})
     return paths
