@@ -198,6 +198,12 @@ def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
     commands = sorted({r["command"] for r in ledger.values() if r["mode"] in (mode, "none")})
     seeds = ", ".join(f"{r.label} {r.rate:.0%}: {', '.join(map(str, r.seeds))}" for r in frame.itertuples())
     epochs = ", ".join(f"{r.label} {r.rate:.0%}: {', '.join(map(str, r.epochs))}" for r in frame.itertuples())
+    published = base.row_settings(dataset, "cikgrec", [])
+    changed = {}
+    for record in ledger.values():
+        own = record["settings"]
+        changed.setdefault(record["label"], ", ".join(f"`{k}={own.get(k)}`" for k in sorted(set(own) | set(published))
+                                                      if own.get(k) != published.get(k)) or "none")
     sparse_n = next((g for r in ledger.values() for g in r["groups"]["recall@20"] if g.startswith(SPARSE)), SPARSE)
     lines = [
         f"# {dataset}: noise robustness of CIKGRec ({mode} noise on the user-interest edges)", "",
@@ -206,6 +212,8 @@ def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
         f"(`cikg interests perturb --mode {mode}`, drawn with the run's seed); 0% is the authors' file. "
         "Validation split: " + "; ".join(sorted({r["split"] for r in ledger.values()})) + ".", "",
         "Commands:", "", *[f"- `{c}`" for c in commands], "",
+        f"Settings that differ from `experiments/{dataset}/cikgrec.yaml`:", "",
+        *[f"- {label}: {changed[label]}" for label, _ in VARIANTS.values() if label in changed], "",
         "## Test Recall@20", "", _cells(frame, "recall", "recall_std").to_markdown(), "",
         f"## Sparse users: test Recall@20 of {sparse_n}", "", _cells(frame, "sparse", "sparse_std").to_markdown(), "",
         "## Test NDCG@20", "", _cells(frame, "ndcg", "ndcg_std").to_markdown(), "",

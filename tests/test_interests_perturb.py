@@ -128,6 +128,8 @@ def test_bad_mode_and_bad_tables_are_refused():
         perturb_interests(np.array([[0, 10], [0, 10]]), "drop", 0.5, seed=0)
     with pytest.raises(DatasetError, match="interest 12 is not in the interest vocabulary"):
         perturb_interests(HAND, "drop", 0.5, seed=0, interest_ids=[10, 11])
+    with pytest.raises(DatasetError, match="no interests to perturb"):
+        perturb_interests(np.zeros((0, 2), dtype=int), "add", 0.5, seed=0)
     with pytest.raises(DatasetError, match=r"\[n, 2\]"):
         perturb_interests(np.zeros((3, 3), dtype=int), "drop", 0.5, seed=0)
 

@@ -115,6 +115,8 @@ def perturb_interests(source: Union[Dataset, np.ndarray, torch.Tensor], mode: Un
     else:
         users, dense, n_users, vocabulary = _edge_table(source, n_users, interest_ids)
     n_interests = int(vocabulary.size)
+    if not n_interests:
+        raise DatasetError("there are no interests to perturb (the interest vocabulary is empty)")
     present = np.sort(users * n_interests + dense)
     if present.size and (np.diff(present) == 0).any():
         first = int(present[np.flatnonzero(np.diff(present) == 0)[0]])
