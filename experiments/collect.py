@@ -3,7 +3,8 @@
     python experiments/collect.py
 
 Reads, for dbbook2014, book-crossing and ml1m, ``experiments/<dataset>/results.md`` (written by
-``experiments/run.py``), ``ablations.md`` (``run.py --ablations``) and ``augment.md`` (augmentation runs)
+``experiments/run.py``), ``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs) and ``noise.md``
+(``experiments/noise.py --publish``)
 where they exist, and writes them one after the other under one heading per dataset; every table keeps the
 command that produced it. Nothing is recomputed here.
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
-PARTS = (("results.md", "Models"), ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"))
+PARTS = (("results.md", "Models"), ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"),
+         ("noise.md", "Noise robustness"))
 PREAMBLE = """# Results
 
 Reproduced on the CIKGRec paper's three datasets (`../shared/data`), CPU only (2 cores). Every table below
@@ -38,6 +40,7 @@ def collect(notes: str = "") -> str:
         for title, path in parts:
             sections.append(f"### {title} (`experiments/{dataset}/{path.name}`)\n")
             body = path.read_text().split("\n", 1)[1] if path.read_text().startswith("# ") else path.read_text()
+            body = body.replace("](noise.png)", f"](../experiments/{dataset}/noise.png)")  # the plot beside noise.md
             sections.append(demote(body, 2) + "\n")
     return "\n".join(sections)
 
