@@ -506,11 +506,13 @@ def _register_interests(sub) -> None:
         "cikg interests infer book-crossing --base-url http://127.0.0.1:8080/v1 --model smollm2 -o runs/bx",
         "cikg interests cluster runs/db-int --search 20:80 --kappa-step 20",
         "cikg interests report runs/db-int",
-        "cikg interests sweep runs/db-int --kappa 50:400:50 --epochs 5"))
+        "cikg interests sweep runs/db-int --kappa 50:400:50 --epochs 5",
+        "cikg interests perturb dbbook2014 -o runs/db-noisy --mode replace --rate 0.2 --seed 0"))
     isub = interests.add_subparsers(dest="interests_command", required=True,
-                                    metavar="{infer,cluster,report,sweep}")
+                                    metavar="{infer,cluster,report,sweep,perturb}")
     for register in (llm_commands.register_infer, interests_commands.register_cluster,
-                     interests_commands.register_report, interests_commands.register_sweep):
+                     interests_commands.register_report, interests_commands.register_sweep,
+                     interests_commands.register_perturb):
         register(isub)
 
 

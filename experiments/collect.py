@@ -5,8 +5,9 @@
 
 Reads, for dbbook2014, book-crossing and ml1m, ``experiments/<dataset>/results.md`` (written by
 ``experiments/run.py``), its ``results-sparse-gain.md`` (CIKGRec's gain over the best baseline per user group),
-``ablations.md`` (``run.py --ablations``) and ``augment.md`` (augmentation runs) where they exist, and writes
-them one after the other under one heading per dataset; every table keeps the command that produced it.
+``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs) and ``noise.md``
+(``experiments/noise.py --publish``) where they exist, and writes them one after the other under one heading per
+dataset; every table keeps the command that produced it.
 Nothing is recomputed unless ``--render`` is given: then each ledger (``results.json``, ``ablations.json``)
 is rendered again first (``run.py DATASET --render-only``: intervals, paired tests and gains from the ledger and
 its ``per_user/`` files, no training).
@@ -20,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
 PARTS = (("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
-         ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"))
+         ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"),
+         ("noise.md", "Noise robustness"))
 LEDGERS = (("results.json", []), ("ablations.json", ["--ablations"]))
 """The ledgers ``run.py`` renders pages from, with the flag that selects each."""
 PREAMBLE = """# Results
@@ -68,6 +70,7 @@ def collect(notes: str = "", root: Path = HERE) -> str:
         for title, path in parts:
             sections.append(f"### {title} (`experiments/{dataset}/{path.name}`)\n")
             body = path.read_text().split("\n", 1)[1] if path.read_text().startswith("# ") else path.read_text()
+            body = body.replace("](noise.png)", f"](../experiments/{dataset}/noise.png)")  # the plot beside noise.md
             sections.append(demote(body, 2) + "\n")
     return "\n".join(sections)
 

@@ -30,7 +30,7 @@ COMMANDS: List[Tuple[str, ...]] = list(_walk(build_parser()))
 def test_every_expected_command_is_registered():
     names = {" ".join(c) for c in COMMANDS}
     expected = {"demo", "data stats", "data split", "data convert", "interests infer", "interests cluster",
-                "interests report", "interests sweep",
+                "interests report", "interests sweep", "interests perturb",
                 "graph build", "graph stats", "graph export", "train", "evaluate", "augment", "llm serve",
                 "llm export-replay", "bench", "recommend", "export", "serve"}
     assert expected <= names, expected - names

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
+import numpy as np
+
 from .._lock import holding_lock
 from ..embed import EmbeddingKind, Encoder, _torch_threads
 from ..errors import CikgError, ConfigError, DatasetError
@@ -367,4 +369,83 @@ def sweep_command(args: argparse.Namespace) -> int:
     for reason in (table["reason"].dropna() if "reason" in table else []):
         print(f"note: {reason}")
     print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / PLOT} (ledger {out / LEDGER})")
+    return 0
+
+
+_PERTURB_EPILOG = """examples:
+  cikg interests perturb dbbook2014 -o runs/db-noisy --mode replace --rate 0.2 --seed 0
+  cikg interests perturb runs/db-int -o runs/db-int-drop --mode drop --rate 0.4
+  cikg train experiments/dbbook2014/cikgrec.yaml data.interests=runs/db-noisy
+
+SRC is a user_interest_clustered.txt or a directory holding one: a dataset directory or name under
+$CIKG_DATA, or a `cikg interests cluster` directory (its dataset from meta.json, as for cluster; --dataset
+overrides). With a dataset, every user and interest node may be drawn; without one, the users 0..max of the
+file and the interests of the file and its interest_list.txt. Writes into OUT: user_interest_clustered.txt,
+interest_list.txt (the whole vocabulary, labels if SRC has them), perturb.json (mode, rate, seed, counts,
+SRC's SHA-256).
+"""
+
+
+def register_perturb(interests_subparsers: Any) -> None:
+    """Add ``perturb`` to the ``cikg interests`` subparsers."""
+    from .perturb import PerturbMode
+
+    p = interests_subparsers.add_parser(
+        "perturb",
+        help="drop, replace or add a share of the user-interest edges (seeded noise)",
+        description="Write a noisy copy of clustered interests: drop, rewire to a random other interest, or "
+        "add round(rate x E) of the E user-interest edges (no duplicates, id spaces unchanged).",
+        epilog=_PERTURB_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", metavar="SRC", help="user_interest_clustered.txt, its directory or a dataset name")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
+    p.add_argument("--mode", choices=[m.value for m in PerturbMode], required=True, help="what to do to edges")
+    p.add_argument("--rate", type=float, required=True, help="share of the edges, in [0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--dataset", help="dataset name or path (overrides the one SRC's directory records)")
+    p.set_defaults(func=perturb_command)
+
+
+def perturb_command(args: argparse.Namespace) -> int:
+    """Handler of ``cikg interests perturb``; prints the counts, returns 0."""
+    from ..data import load_interests
+    from ..data.io import _interest_vocabulary, resolve_dataset_path
+    from .io import CLUSTERED_FILE, read_clustered
+    from .perturb import check_rate, perturb_interests, write_perturbation
+
+    try:
+        check_rate(args.rate)
+    except ConfigError:
+        raise ConfigError(f"--rate must be a share of the edges in [0, 1], got {args.rate:g}") from None
+    src = Path(args.src)
+    if not src.exists() and len(src.parts) == 1:  # a dataset name under $CIKG_DATA
+        src = resolve_dataset_path(src)
+    directory = src if src.is_dir() else src.parent
+    file = directory / CLUSTERED_FILE if src.is_dir() else src
+    if not file.is_file():
+        raise DatasetError("clustered interest file not found", file)
+    if args.out.resolve() == directory.resolve():
+        raise DatasetError("the output directory holds the source; choose another -o", args.out)
+    reference = dataset_reference(directory, args.dataset)
+    if reference is None and (directory / "train.txt").is_file():
+        reference = str(directory)  # SRC is a dataset directory
+    if reference is not None:
+        dataset = load_interests(_load_reference(reference, args.dataset), file)
+        result = perturb_interests(dataset, args.mode, args.rate, args.seed)
+        labels = dataset.interest_labels
+    else:
+        log.warning("no dataset (--dataset or meta.json): users 0..max of %s, interests of the file", file)
+        table = np.unique(read_clustered(file), axis=0)  # duplicate lines count once
+        vocabulary, labels = _interest_vocabulary(directory, table[:, 1])
+        result = perturb_interests(table, args.mode, args.rate, args.seed, interest_ids=vocabulary)
+    paths = write_perturbation(result, args.out, file, labels)
+    c = result.counts
+    if not c["edges_after"]:
+        log.warning("no user-interest edge is left: a CIKG cannot be built from %s", args.out)
+    print(f"{args.mode} {args.rate:g} (seed {args.seed}) of {file}: {c['edges_before']} -> {c['edges_after']} "
+          f"edges ({c['dropped']} dropped, {c['replaced']} replaced, {c['added']} added); users with an interest "
+          f"{c['users_with_interest_before']} -> {c['users_with_interest_after']}")
+    for _, path in sorted(paths.items()):
+        print(f"  wrote {path}")
     return 0

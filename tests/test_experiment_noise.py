@@ -1,0 +1,83 @@
+"""experiments/noise.py (issue 15 item 7) on a tiny budget: the ledger, the resume and the table it writes."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TINY = ["train.epochs=1", "train.progress=false", "train.threads=1", "data.dataset=synthetic",
+        "data.synthetic_users=80", "data.synthetic_items=120", "model.dim=8"]
+
+
+@pytest.fixture(scope="module")
+def noise():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("noise")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def _tracked() -> dict:
+    return {p: p.read_bytes() for p in (EXPERIMENTS / "dbbook2014").glob("noise*")}
+
+
+def test_a_tiny_sweep_ledgers_resumes_and_tabulates(noise, tmp_path, monkeypatch, capsys):
+    before = _tracked()
+    out = tmp_path / "runs"
+    argv = ["dbbook2014", "--rates", "0", "0.4", "--variants", "uir", "no-uir", "--seeds", "0", "--out", str(out),
+            "--set", *TINY]
+    assert noise.main(argv) == 0
+    assert _tracked() == before  # nothing published
+    ledger = json.loads((out / "dbbook2014" / "noise.json").read_text())
+    assert sorted(ledger) == ["no-uir|none|0|seed0", "no-uir|replace|0.4|seed0", "uir|none|0|seed0",
+                              "uir|replace|0.4|seed0"]
+    noisy = ledger["uir|replace|0.4|seed0"]
+    p = noisy["perturbation"]
+    assert p["mode"] == "replace" and p["rate"] == 0.4 and p["seed"] == 0
+    assert p["replaced"] == round(0.4 * p["edges_before"]) > 0 and p["edges_after"] == p["edges_before"]
+    assert ledger["uir|none|0|seed0"]["perturbation"] is None
+    assert noisy["settings"]["train.epochs"] == 1 and noisy["settings"]["data.interests"] is None  # the axis, not a setting
+    assert ledger["no-uir|replace|0.4|seed0"]["settings"]["model.use_uir"] is False
+    assert (out / "dbbook2014" / "interests" / "replace-0.4-seed0" / "perturb.json").is_file()
+    page = (out / "dbbook2014" / "noise.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| CIKGRec w/o UIR"))
+    assert f"{ledger['no-uir|none|0|seed0']['test']['recall@20']:.4f}" in row
+    assert f"{ledger['no-uir|replace|0.4|seed0']['test']['recall@20']:.4f}" in row
+    assert "0% noisy" in page and "40% noisy" in page and "train<=10" in page
+    assert f"{noisy['sparse_recall@20']:.4f}" in page
+    assert (out / "dbbook2014" / "noise.png").stat().st_size > 10_000
+
+    # resume: the second call finds every run in the ledger and trains nothing
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(noise.base, "run_one", no_training)
+    assert noise.main(argv) == 0
+    assert json.loads((out / "dbbook2014" / "noise.json").read_text()) == ledger
+    capsys.readouterr()
+
+    # other settings on the same ledger are refused before training
+    assert noise.main([*argv, "model.dim=16"]) == 2
+    err = capsys.readouterr().err
+    assert "runs of other settings" in err and "model.dim: 8 -> 16" in err and "nothing was run" in err
+
+
+def test_publish_refuses_anything_but_the_full_protocol(noise, capsys):
+    before = _tracked()
+    assert noise.main(["dbbook2014", "--rates", "0", "0.4", "--seeds", "0", "--set", *TINY, "--publish"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the full protocol" in err and "lack [0.2, 0.6]" in err and "lack [1, 2]" in err
+    assert "train.epochs: 1 instead of 60" in err and "nothing was run" in err
+    assert _tracked() == before
+    args = noise.parse_args(["dbbook2014", "--set", "train.epochs=60", "train.lr=0.005", "train.threads=1"])
+    assert noise.protocol_problems(args) == []
+
+
+def test_rate_zero_is_one_run_whatever_the_mode(noise):
+    assert noise.run_key("uir", "replace", 0.0, 1) == noise.run_key("uir", "drop", 0.0, 1) == "uir|none|0|seed1"
+    assert noise.run_key("no-uir", "add", 0.2, 0) == "no-uir|add|0.2|seed0"
