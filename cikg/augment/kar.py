@@ -39,6 +39,7 @@ from .._io import atomic_path, write_json_atomic
 from .._lock import holding_lock
 from ..errors import ConfigError
 from ..llm.base import NOT_AN_LLM, Backend, Completion, RunSummary
+from ..llm.client import CONCURRENCY_HELP
 from ..llm.prompts import PromptTemplate, Request, titles_of
 from .base import Augmenter, NodeFeatures
 from .prompts import DOMAIN_FACTORS, ITEM_NOUN, KAR_FACTORS, KAR_ITEM_FACTUAL, KAR_USER_REASONING
@@ -327,7 +328,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--cache", type=Path, default=None, help="SQLite answer cache (default: DIR/llm_cache.sqlite)")
     p.add_argument("--embedding-cache", type=Path, default=None,
                    help="SQLite cache of encoded texts (default: DIR/embeddings.sqlite)")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=None, help=CONCURRENCY_HELP)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--timeout", type=float, default=120.0)

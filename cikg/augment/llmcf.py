@@ -65,6 +65,7 @@ from .._lock import holding_lock
 from ..errors import ConfigError, DatasetError, GraphError
 from ..llm.base import NOT_AN_LLM, Backend, Completion, RunSummary
 from ..llm.cache import OK
+from ..llm.client import CONCURRENCY_HELP
 from ..llm.kgprofile import KGProfileBackend, KGProfileConfig, top_k_per_row
 from ..llm.prompts import PromptTemplate, Request, titles_of
 from .base import Augmenter, NodeFeatures
@@ -938,7 +939,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--model", default="smollm2", help="model name on the server")
     p.add_argument("--replay", type=Path, default=None, metavar="FILE", help="a cot_examples.jsonl to replay")
     p.add_argument("--cache", type=Path, default=None, help="SQLite answer cache (default: DIR/llm_cache.sqlite)")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=None, help=CONCURRENCY_HELP)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=200)
     p.add_argument("--timeout", type=float, default=120.0)
