@@ -21,8 +21,8 @@ installed server offers ``n_parallel`` (:func:`cikg.llm.serve.parallel_supported
 SIGINT / SIGTERM / SIGHUP stop the server and end the script (``cikg.llm.serve.StopSignals``); a SIGKILLed
 script's server stops by itself (it watches its parent).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_llm_throughput.py            # ~3 min on 2 busy cores
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_llm_throughput.py --users 24 --threads 2 1   # ~12 min
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_llm_throughput.py            # ~8 min on 2 busy cores
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_llm_throughput.py --users 24 --threads 1 --warmup 12
     PYTHONPATH=. .venv/bin/python benchmarks/bench_llm_throughput.py --users 4 --concurrency 1 2 --passes 1
 """
 from __future__ import annotations
@@ -102,7 +102,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=12, help="users per configuration (the first N)")
     parser.add_argument("--slots", type=int, nargs="+", default=[1], help="server slots (default: 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="server CPU threads (default: 2)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="server generation threads (default: 1 2; 1 is llama.cpp's choice on 2 CPUs)")
+    parser.add_argument("--warmup", type=int, default=8,
+                        help="users answered once after each server start, not timed (default: 8; the first "
+                             "minute after a start is slow)")
     parser.add_argument("--passes", type=int, default=2, help="grid repeats, alternating order (default: 2)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP attempt (client default)")
     args = parser.parse_args()
@@ -122,7 +126,9 @@ def main() -> int:
                 order = 1 if p % 2 == 0 else -1
                 for threads, slots in servers[::order]:
                     with llama_server(ServeConfig(n_threads=threads, n_parallel=slots)) as server:
-                        run_one(dataset, server.base_url, range(1), 1, args.timeout)  # warm-up: first call
+                        warmup = range(users.stop, min(users.stop + args.warmup, dataset.n_users))
+                        if len(warmup):  # other users than the timed ones
+                            run_one(dataset, server.base_url, warmup, 2, args.timeout)
                         for concurrency in args.concurrency[::order]:
                             r = run_one(dataset, server.base_url, users, concurrency, args.timeout)
                             rows.append((threads, slots, concurrency, p + 1, r))
