@@ -37,7 +37,8 @@ def test_every_method_takes_the_shared_flags_with_one_meaning(method):
                                                          ("llmcf", "cot-profile", 200)])
 def test_backend_flags_default_to_the_offline_stand_in(method, backend, max_tokens):
     args = _parser().parse_args(["augment", method, "d", "-o", "o"])
-    assert (args.backend, args.max_tokens, args.concurrency, args.timeout, args.model) == (backend, max_tokens, 16,
+    # concurrency unset: LLMConfig.in_flight picks 2 against a local server, 16 against a remote API
+    assert (args.backend, args.max_tokens, args.concurrency, args.timeout, args.model) == (backend, max_tokens, None,
                                                                                             120.0, "smollm2")
     with pytest.raises(SystemExit):
         _parser().parse_args(["augment", method, "d", "-o", "o", "--backend", "cot-profile" if method != "llmcf"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cikg.cli import build_parser
 from cikg.errors import ConfigError, LLMError
 from cikg.llm import (
     CIKGREC_INTERESTS,
@@ -27,6 +28,7 @@ from cikg.llm import (
     infer_interests,
     parse_retry_after,
 )
+from cikg.llm.client import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_fault_server import FaultServer, default_answer  # noqa: E402
@@ -148,6 +150,34 @@ def test_concurrency_is_bounded(tmp_path):
         out = OpenAIBackend(config(srv, concurrency=3, timeout=5), None).complete_many(requests_for(24))
         assert all(c.ok for c in out)
         assert srv.max_in_flight == 3
+
+
+@pytest.mark.parametrize("base_url, expected", [
+    ("http://127.0.0.1:8080/v1", LOCAL_CONCURRENCY), ("http://localhost:8080/v1", LOCAL_CONCURRENCY),
+    ("http://[::1]:8080/v1", LOCAL_CONCURRENCY), ("http://0.0.0.0:8080/v1", LOCAL_CONCURRENCY),
+    ("https://api.openai.com/v1", REMOTE_CONCURRENCY), ("http://gpu-host:8000/v1", REMOTE_CONCURRENCY),
+    ("http://127.0.0.2:8080/v1", REMOTE_CONCURRENCY), (None, REMOTE_CONCURRENCY)])
+def test_default_concurrency_is_low_for_a_local_server_and_16_for_a_remote_api(base_url, expected):
+    # the measured rule (docs/benchmarks.md "Local LLM server throughput"): one llama.cpp slot gains nothing
+    # from more than 2 requests in flight, and queued ones time out and are retried
+    assert (LOCAL_CONCURRENCY, REMOTE_CONCURRENCY) == (2, 16)
+    config = LLMConfig(base_url=base_url)
+    assert config.concurrency is None and config.in_flight == expected
+    assert LLMConfig(base_url=base_url, concurrency=5).in_flight == 5  # an explicit value always wins
+    # the CLI leaves --concurrency unset, so the rule applies there too (infer, and augment kar/llmcf)
+    for command in (["interests", "infer", "dbbook2014"], ["augment", "kar", "dbbook2014"]):
+        argv = [*command, "-o", "x"] + ([] if base_url is None else ["--base-url", base_url])
+        args = build_parser().parse_args(argv)
+        assert args.concurrency is None, command
+
+
+def test_the_default_concurrency_bounds_requests_against_a_local_server():
+    with FaultServer(latency=0.1) as srv:
+        backend = OpenAIBackend(config(srv, concurrency=None, timeout=5), None)
+        assert "concurrency=2" in repr(backend)
+        out = backend.complete_many(requests_for(12))
+        assert all(c.ok for c in out)
+        assert srv.max_in_flight == LOCAL_CONCURRENCY
 
 
 def test_cache_rerun_sends_nothing_and_stores_no_key(server, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import pytest
 
 import cikg.llm.serve as serve
 from cikg.cli import main
-from cikg.errors import LLMError
+from cikg.errors import ConfigError, LLMError
 from cikg.llm.ports import free_port, model_ids
 from cikg.llm.serve import LlamaServer, ServeConfig, llama_cpp_available, llama_server
 
@@ -72,6 +72,20 @@ def test_port_bound_but_not_listening_and_unknown_host(capsys):
     assert f"port {port} on 127.0.0.1 is already in use by a socket that is bound but accepts no connection" in line
     line = _one_line_error(["llm", "serve", "--host", "no-such-host.invalid", "--port", "8080"], capsys)
     assert "cannot listen on no-such-host.invalid:8080: unknown host" in line
+
+
+def test_parallel_slots_above_one_are_refused_where_the_server_has_one(capsys, monkeypatch):
+    if llama_cpp_available():  # llama-cpp-python 0.3.36: no n_parallel setting, one lock around completions
+        assert not serve.parallel_supported()
+    line = _one_line_error(["llm", "serve", "--parallel", "2", "--port", "0"], capsys)
+    assert "n_parallel=2: the installed llama-cpp-python server has one slot" in line
+    with pytest.raises(ConfigError, match="n_parallel must be >= 1"):
+        ServeConfig(n_parallel=0)
+    assert ServeConfig().n_parallel == 1
+    assert "--n_parallel" not in LlamaServer(ServeConfig(model_path="m.gguf")).command()
+    monkeypatch.setattr(serve, "parallel_supported", lambda: True)  # a server version that has the setting
+    command = LlamaServer(ServeConfig(model_path="m.gguf", n_parallel=4)).command()
+    assert command[command.index("--n_parallel") + 1] == "4"
 
 
 # ------------------------------------------------------------------------------------------- readiness and logs

@@ -20,6 +20,7 @@ from ..embed import Encoder
 from ..errors import ConfigError
 from ..graph import build_cikg, save_graph
 from ..llm.base import NOT_AN_LLM
+from ..llm.client import CONCURRENCY_HELP
 from ..llm.commands import build_backend
 from ._shared import load_cf_file
 from .base import Augmenter, NodeFeatures
@@ -72,7 +73,7 @@ def add_backend_arguments(p: argparse.ArgumentParser, offline: str, answers: str
     if embedding_cache:
         p.add_argument("--embedding-cache", type=Path, default=None,
                        help="SQLite cache of encoded texts (default: DIR/embeddings.sqlite)")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=None, help=CONCURRENCY_HELP)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=max_tokens)
     p.add_argument("--timeout", type=float, default=120.0)

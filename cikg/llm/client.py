@@ -1,6 +1,7 @@
 """The ``openai`` backend: any OpenAI-compatible server through the official ``AsyncOpenAI`` client.
 
-Requests run concurrently under an ``asyncio.Semaphore`` (``LLMConfig.concurrency``). The client's own
+Requests run concurrently under an ``asyncio.Semaphore`` (``LLMConfig.in_flight``: 2 against a local server,
+16 against a remote one, unless ``concurrency`` is set). The client's own
 retries are off (``max_retries=0``); :class:`RetryPolicy` retries 408/409/429/5xx, time-outs, connection
 errors and malformed bodies with exponential backoff and jitter, honouring ``Retry-After`` (seconds or an
 HTTP date). A request that still fails comes back ``failed`` with its reason and whatever body arrived; the
@@ -44,6 +45,14 @@ _REASON_CHARS = 300
 STRUCTURED_MODES = ("auto", "json_schema", "json_object", "off")
 """``LLMConfig.structured`` values; ``auto`` tries ``json_schema``, then ``json_object``, then free text."""
 _REFUSAL_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar")
+LOCAL_CONCURRENCY = 2
+"""Default requests in flight against a local server (``LOCAL_HOSTS``): ``cikg llm serve`` (llama-cpp-python)
+answers one request at a time, so more only queue inside the server until they time out and are retried
+(docs/benchmarks.md, "Local LLM server throughput"); 2 keeps it busy between requests."""
+REMOTE_CONCURRENCY = 16
+"""Default requests in flight against a remote API (OpenAI, a vLLM host), which batch many requests."""
+CONCURRENCY_HELP = (f"requests in flight (default: {LOCAL_CONCURRENCY} against a local server at 127.0.0.1/localhost, "
+                    f"which answers one at a time; {REMOTE_CONCURRENCY} against a remote API)")
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,8 @@ class LLMConfig:
         base_url: server root ending in ``/v1``; ``None`` means api.openai.com.
         temperature, max_tokens, seed: generation parameters (part of the cache key).
         timeout: seconds per HTTP attempt.
-        concurrency: requests in flight at once.
+        concurrency: requests in flight at once; ``None`` (default) is :attr:`in_flight`'s rule:
+            :data:`LOCAL_CONCURRENCY` for a local server, :data:`REMOTE_CONCURRENCY` otherwise.
         api_key_env: environment variable holding the key (read at client creation, never stored).
         retry: the :class:`RetryPolicy`.
         progress: show a tqdm bar.
@@ -125,7 +135,7 @@ class LLMConfig:
     max_tokens: int = 64
     seed: Optional[int] = 2024
     timeout: float = 60.0
-    concurrency: int = 16
+    concurrency: Optional[int] = None
     api_key_env: str = "OPENAI_API_KEY"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress: bool = True
@@ -137,7 +147,7 @@ class LLMConfig:
                               key="structured")
         if not self.model:
             raise ConfigError("model must be a non-empty name", key="model")
-        if self.concurrency < 1:
+        if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}", key="concurrency")
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}", key="timeout")
@@ -155,6 +165,14 @@ class LLMConfig:
     @property
     def is_local(self) -> bool:
         return self.base_url is not None and urllib.parse.urlparse(self.base_url).hostname in LOCAL_HOSTS
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight at once: ``concurrency`` when set, else :data:`LOCAL_CONCURRENCY` for a local
+        ``base_url`` (127.0.0.1, localhost, ::1, 0.0.0.0) and :data:`REMOTE_CONCURRENCY` for any other."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return LOCAL_CONCURRENCY if self.is_local else REMOTE_CONCURRENCY
 
     def api_key(self) -> str:
         """The key from ``api_key_env``; ``"EMPTY"`` for a local server without one."""
@@ -239,7 +257,7 @@ class OpenAIBackend:
 
     def __repr__(self) -> str:
         return (f"OpenAIBackend(model={self.config.model!r}, base_url={self.config.base_url!r}, "
-                f"concurrency={self.config.concurrency}, cache={self.cache!r})")
+                f"concurrency={self.config.in_flight}, cache={self.cache!r})")
 
     def summary(self) -> Optional[RunSummary]:
         return self._summary
@@ -309,7 +327,7 @@ class OpenAIBackend:
     async def _send_all(self, pending: Dict[str, Request], n_cached: int) -> Dict[str, Completion]:
         from tqdm.auto import tqdm
 
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        semaphore = asyncio.Semaphore(self.config.in_flight)
         counts = {"cached": n_cached, "sent": 0, "failed": 0}
         out: Dict[str, Completion] = {}
         client = self._client()

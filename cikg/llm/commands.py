@@ -15,7 +15,7 @@ from typing import Any
 
 from .._lock import holding_lock
 from ..errors import ConfigError
-from .client import STRUCTURED_MODES
+from .client import CONCURRENCY_HELP, STRUCTURED_MODES
 from .prompts import CIKGREC_INTERESTS, INTEREST_TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ BACKENDS = ("openai", "openai-batch", "replay", "kg-profile")
 INFER_EPILOG = """examples:
   cikg llm serve --port 8080 &     # local SmolLM2 through llama.cpp
   cikg interests infer book-crossing --backend openai --base-url http://127.0.0.1:8080/v1 --model smollm2 \\
-      --users 200 --concurrency 2 -o runs/bx
+      --users 200 -o runs/bx
   OPENAI_API_KEY=... cikg interests infer dbbook2014 --model gpt-4o-mini -o runs/dbbook
   cikg interests infer dbbook2014 --backend openai-batch --model gpt-4o-mini -o runs/dbbook   # Batch API
   cikg interests infer dbbook2014 --backend replay --replay runs/dbbook/user_interests_raw.jsonl -o runs/again
@@ -47,7 +47,7 @@ def register_infer(interests_subparsers: Any) -> None:
                    help="OpenAI-compatible server root ending in /v1 (default: $OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--model", default="smollm2", help="model name on the server (default: smollm2)")
     p.add_argument("--users", type=int, default=None, metavar="N", help="only the first N users")
-    p.add_argument("--concurrency", type=int, default=16, metavar="C", help="requests in flight (default: 16)")
+    p.add_argument("--concurrency", type=int, default=None, metavar="C", help=CONCURRENCY_HELP)
     p.add_argument("--replay", type=Path, default=None, metavar="FILE", help="JSONL of recorded answers (replay)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--cache", type=Path, default=None, help="SQLite cache (default: DIR/llm_cache.sqlite)")
@@ -99,6 +99,9 @@ def register_llm(subparsers: Any) -> None:
     serve.add_argument("--alias", default="smollm2", help="model name clients use (default: smollm2)")
     serve.add_argument("--n-ctx", type=int, default=2048, help="context length (default: 2048)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+    serve.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="server slots decoding requests in parallel (default: 1, the only value "
+                            "llama-cpp-python's server supports: it answers one request at a time)")
     serve.add_argument("--log", type=Path, default=None, metavar="FILE",
                        help="append the server's output to FILE (default: a new cikg_llama_<port>_*.log in the "
                             "temporary directory per start)")
@@ -196,7 +199,8 @@ def serve_command(args: argparse.Namespace) -> int:
     from .serve import ServeConfig, serve_forever
 
     return serve_forever(ServeConfig(model_path=args.model_path, alias=args.alias, host=args.host, port=args.port,
-                                     n_ctx=args.n_ctx, n_threads=args.threads), log_path=args.log)
+                                     n_ctx=args.n_ctx, n_threads=args.threads, n_parallel=args.parallel),
+                         log_path=args.log)
 
 
 def export_command(args: argparse.Namespace) -> int:

@@ -49,6 +49,16 @@ def smollm2_path() -> Path:
     return path
 
 
+def parallel_supported() -> bool:
+    """Whether the installed ``llama_cpp.server`` has an ``n_parallel`` (parallel slots) setting; llama-cpp-python
+    0.3.36 has none (its server serialises completions behind one lock). Imports ``llama_cpp`` (its library)."""
+    if not llama_cpp_available():
+        return False
+    from llama_cpp.server.settings import Settings
+
+    return "n_parallel" in Settings.model_fields
+
+
 def llama_cpp_available() -> bool:
     """Whether ``llama_cpp.server`` can be started by this interpreter."""
     return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("uvicorn") is not None
@@ -63,7 +73,10 @@ class ServeConfig:
         alias: the model name clients use.
         host, port: where to listen (``port=0`` picks a free one).
         n_ctx: context length in tokens.
-        n_threads: CPU threads (default: llama.cpp's choice).
+        n_threads: CPU threads (default: llama.cpp's choice, half the CPUs for generation).
+        n_parallel: server slots (requests decoded in parallel). llama-cpp-python's server (0.3.36) has one:
+            it has no ``n_parallel`` setting and serialises completions behind a lock, so values above 1 are
+            a :class:`ConfigError` unless the installed server offers the setting (:func:`parallel_supported`).
         startup_timeout: seconds to wait for ``/v1/models`` to answer.
         extra_buffers: keep llama.cpp's AMX / repacked CPU weight buffers. Off by default: with them,
             llama-cpp-python 0.3.36 on AMX CPUs segfaults on any multi-token prompt (see ``_llama_main``).
@@ -75,6 +88,7 @@ class ServeConfig:
     port: int = 0
     n_ctx: int = 2048
     n_threads: Optional[int] = None
+    n_parallel: int = 1
     startup_timeout: float = 180.0
     extra_buffers: bool = False
 
@@ -83,6 +97,13 @@ class ServeConfig:
             raise ConfigError(f"port must be in 0..65535, got {self.port}", key="port")
         if self.n_ctx < 256:
             raise ConfigError(f"n_ctx must be >= 256, got {self.n_ctx}", key="n_ctx")
+        if self.n_parallel < 1:
+            raise ConfigError(f"n_parallel must be >= 1, got {self.n_parallel}", key="n_parallel")
+        if self.n_parallel > 1 and not parallel_supported():
+            raise ConfigError(f"n_parallel={self.n_parallel}: the installed llama-cpp-python server has one slot "
+                              "(no n_parallel setting; it answers one request at a time); use 1, or a server "
+                              "with parallel slots (llama.cpp's C++ llama-server --parallel N, vLLM)",
+                              key="n_parallel")
 
 
 class LlamaServer:
@@ -124,6 +145,8 @@ class LlamaServer:
                 "--port", str(self.port), "--n_ctx", str(self.config.n_ctx), "--verbose", "False"]
         if self.config.n_threads:
             cmd += ["--n_threads", str(self.config.n_threads)]
+        if self.config.n_parallel > 1:
+            cmd += ["--n_parallel", str(self.config.n_parallel)]
         return cmd
 
     def start(self) -> "LlamaServer":
@@ -257,7 +280,7 @@ class StopSignal(BaseException):
         super().__init__(self.name)
 
 
-class _StopSignals:
+class StopSignals:
     """Inside ``with``: SIGINT, SIGTERM and SIGHUP raise :class:`StopSignal` in the main thread, once (later
     ones are ignored while the stop runs). A signal the caller ignores (nohup's SIGHUP, SIGINT in a
     background job) stays ignored; outside the main thread nothing is installed."""
@@ -268,7 +291,7 @@ class _StopSignals:
         self._previous: Dict[int, Any] = {}
         self._armed = True
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -297,7 +320,7 @@ def serve_forever(config: ServeConfig = ServeConfig(), log_path: Optional[Path] 
     use or the child exits before it is ready.
     """
     server = LlamaServer(config, log_path)
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         try:
             server.start()
             log.info("serving %s as model %r at %s (Ctrl-C to stop); set OPENAI_BASE_URL or pass --base-url %s",
