@@ -31,14 +31,11 @@ train.lr=0.005``); ``--publish`` refuses anything less before training.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
@@ -55,8 +52,7 @@ VARIANTS = {"uir": ("CIKGRec (UIR, exp schedule)", []),
             "no-uir": ("CIKGRec w/o UIR", ["model.use_uir=false"])}
 FULL_RATES = [0.0, 0.2, 0.4, 0.6]
 FULL_SEEDS = [0, 1, 2]
-PROTOCOL = ["train.epochs=60", "train.lr=0.005"]
-"""The budget of the published tables (``experiments/NOTES.md``)."""
+PROTOCOL = base.PROTOCOL
 SPARSE = "train<=10"
 METRICS = ["recall@20", "ndcg@20", "recall@50", "ndcg@50"]
 
@@ -120,19 +116,6 @@ def noisy_interests(args: argparse.Namespace, out: Path, rate: float, seed: int)
     source = Path(str(dataset.meta.get("source", ""))) / "user_interest_clustered.txt"
     write_perturbation(result, folder, source if source.is_file() else None, dataset.interest_labels)
     return [f"data.interests={folder}"], json.loads((folder / "perturb.json").read_text())
-
-
-@contextlib.contextmanager
-def locked_ledger(path: Path) -> Iterator[dict]:
-    """The ledger, read and written back under an exclusive lock (several sweeps may share it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        ledger = json.loads(path.read_text()) if path.is_file() else {}
-        yield ledger
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dict(sorted(ledger.items())), indent=1, ensure_ascii=False) + "\n")
-        tmp.replace(path)
 
 
 def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> list:
@@ -274,7 +257,7 @@ def main(argv: list = None) -> int:
     command = "python experiments/noise.py " + " ".join(shlex.quote(a) for a in argv
                                                         if a not in ("--publish", "--replace"))
     settings = {v: settings_of(args, v) for v in args.variants}
-    with locked_ledger(ledger_path) as ledger:
+    with base.locked_ledger(ledger_path) as ledger:
         conflicts = ledger_conflicts(ledger, args, settings)
     if conflicts and not args.replace:
         print(f"experiments/noise.py: error: {ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
@@ -282,7 +265,7 @@ def main(argv: list = None) -> int:
         return 2
     for rate in args.rates:
         for seed in args.seeds:
-            with locked_ledger(ledger_path) as ledger:
+            with base.locked_ledger(ledger_path) as ledger:
                 todo = [v for v in args.variants
                         if ledger.get(run_key(v, args.mode, rate, seed), {}).get("settings") != settings[v]]
             if not todo:
@@ -295,9 +278,9 @@ def main(argv: list = None) -> int:
                                        folder, variant, args.replace)
                 record = record_of(metrics, variant=variant, mode=args.mode, rate=rate, seed=seed,
                                    settings=settings[variant], perturbation=perturbation, command=command)
-                with locked_ledger(ledger_path) as ledger:
+                with base.locked_ledger(ledger_path) as ledger:
                     ledger[run_key(variant, args.mode, rate, seed)] = record
-    with locked_ledger(ledger_path) as ledger:
+    with base.locked_ledger(ledger_path) as ledger:
         page = render(args.dataset, ledger, args.mode, "noise.png")
         plot(ledger, args.mode, target.with_suffix(".png"), args.dataset)
     target.write_text(page)

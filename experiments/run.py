@@ -26,11 +26,14 @@ without training.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -52,8 +55,23 @@ RUN_ONLY_KEYS = ("train.seed", "train.progress", "train.threads", "train.device"
 COLUMNS = ["recall@20", "ndcg@20", "recall@50", "ndcg@50", "recall@100", "ndcg@100"]
 TESTED = ("recall@20", "ndcg@20")
 """The metrics of the paired tests and of the sparse-user gains (kept per user in the ledger's ``per_user/``)."""
+PROTOCOL = ["train.epochs=60", "train.lr=0.005"]
+"""The budget of the published dbbook2014 / book-crossing tables (``experiments/NOTES.md``)."""
 PROPOSED = "CIKGRec"
 """The row tested against the strongest baseline (every other row of a results ledger is a baseline)."""
+
+
+@contextlib.contextmanager
+def locked_ledger(path: Path) -> Iterator[dict]:
+    """The ledger, read and written back under an exclusive lock (several sweeps may share it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ledger = json.loads(path.read_text()) if path.is_file() else {}
+        yield ledger
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(dict(sorted(ledger.items())), indent=1, ensure_ascii=False) + "\n")
+        tmp.replace(path)
 
 
 def row_settings(dataset: str, config_name: str, overrides: list) -> dict:

@@ -32,7 +32,7 @@ def test_every_expected_command_is_registered():
     expected = {"demo", "data stats", "data split", "data convert", "interests infer", "interests cluster",
                 "interests report", "interests sweep", "interests perturb",
                 "graph build", "graph stats", "graph export", "train", "evaluate", "augment", "llm serve",
-                "llm export-replay", "bench", "recommend", "export", "serve"}
+                "llm export-replay", "llm import-replay", "bench", "recommend", "export", "serve"}
     assert expected <= names, expected - names
 
 

@@ -193,6 +193,36 @@ def test_cli_infer_and_export(tmp_path, capsys, monkeypatch):
     assert args.func(args) == 0
 
 
+def test_import_replay_resumes_a_run_on_a_fresh_cache(tmp_path, capsys):
+    """Answers exported from one machine's cache and imported into a new cache are not asked again."""
+    parser = argparse.ArgumentParser(prog="cikg")
+    sub = parser.add_subparsers(dest="command")
+    register_infer(sub.add_parser("interests").add_subparsers(dest="interests_command"))
+    register_llm(sub)
+    with FaultServer() as srv:
+        infer = ["interests", "infer", "book-crossing", "--base-url", srv.base_url, "--model", "m",
+                 "--concurrency", "2", "--no-progress"]
+        args = parser.parse_args([*infer, "--users", "10", "-o", str(tmp_path / "first")])
+        assert args.func(args) == 0
+        args = parser.parse_args(["llm", "export-replay", str(tmp_path / "first" / "llm_cache.sqlite"),
+                                  "-o", str(tmp_path / "r.jsonl")])
+        assert args.func(args) == 0
+        lines = (tmp_path / "r.jsonl").read_text().splitlines()
+        with open(tmp_path / "r.jsonl", "a") as f:  # a line that names no key cannot be matched to a request
+            f.write(json.dumps({"user_id": "x", "raw": "Fantasy"}) + "\n")
+        fresh = tmp_path / "second" / "llm_cache.sqlite"
+        args = parser.parse_args(["llm", "import-replay", str(tmp_path / "r.jsonl"), "--cache", str(fresh)])
+        assert args.func(args) == 0
+        assert f"{len(lines)} answer(s) stored in {fresh}; 1 line(s) without a key skipped" in capsys.readouterr().out
+        sent = len(srv.requests)
+        args = parser.parse_args([*infer, "--users", "25", "-o", str(tmp_path / "second")])
+        assert args.func(args) == 0
+        assert len(srv.requests) - sent == 25 - len(lines)
+    first = pd.read_json(tmp_path / "first" / RAW_FILE, lines=True)
+    second = pd.read_json(tmp_path / "second" / RAW_FILE, lines=True).head(len(first))
+    assert second["raw"].tolist() == first["raw"].tolist() and second["cached"].all()
+
+
 # ------------------------------------------------------------------------------ structured answers, echoes
 def titled_dataset() -> Dataset:
     """Three users; user 0 holds a book titled like the fault server's second phrase ("Mystery novels")."""

@@ -21,12 +21,12 @@ from .prompts import (
     Request,
     build_requests,
 )
-from .replay import ReplayBackend, export_replay, read_replay
+from .replay import ReplayBackend, export_replay, import_replay, read_replay
 
 __all__ = [
     "CIKGREC_FEWSHOT", "CIKGREC_INTERESTS", "EchoConfig", "INTEREST_TEMPLATES", "echo_mask", "filter_echoes",
     "parse_answer", "NOT_AN_LLM", "RAW_FILE", "Backend", "BatchBackend", "BatchConfig", "Completion",
     "InferenceResult", "KGProfileBackend", "KGProfileConfig", "LLMConfig", "OpenAIBackend", "ParsedAnswer",
     "PromptTemplate", "ReplayBackend", "Request", "ResponseCache", "RetryPolicy", "RunSummary", "build_requests", "cache_key",
-    "export_replay", "infer_interests", "parse_interests", "parse_retry_after", "read_replay",
+    "export_replay", "import_replay", "infer_interests", "parse_interests", "parse_retry_after", "read_replay",
 ]

@@ -1,4 +1,4 @@
-"""CLI commands of the LLM layer: ``cikg interests infer`` and ``cikg llm serve|export-replay``.
+"""CLI commands of the LLM layer: ``cikg interests infer`` and ``cikg llm serve|export-replay|import-replay``.
 
 The ``interests`` group is shared with the clustering step, so this module offers
 :func:`register_infer` (adds ``infer`` to the ``interests`` sub-parsers) and :func:`register_llm` (adds the
@@ -75,7 +75,7 @@ def register_infer(interests_subparsers: Any) -> None:
 
 
 def register_llm(subparsers: Any) -> None:
-    """Add the ``llm`` group: ``serve`` and ``export-replay``."""
+    """Add the ``llm`` group: ``serve``, ``export-replay`` and ``import-replay``."""
     group = subparsers.add_parser("llm", help="local LLM server and answer-cache tools",
                                   description="Local LLM server (llama.cpp + SmolLM2-135M) and cache tools.",
                                   epilog="examples:\n  cikg llm serve --port 8080\n"
@@ -112,6 +112,15 @@ def register_llm(subparsers: Any) -> None:
     export.add_argument("cache", type=Path, help="llm_cache.sqlite")
     export.add_argument("-o", "--out", type=Path, required=True, help="replay JSONL to write")
     export.set_defaults(func=export_command)
+    load = sub.add_parser("import-replay", help="store the keyed answers of a replay JSONL file in a cache",
+                          description="Store the keyed ok answers of a replay JSONL file (from export-replay) in "
+                                      "a cache, so that\nthe same `cikg interests infer` command, run on another "
+                                      "machine, sends only the requests\nthe file lacks.",
+                          epilog="examples:\n  cikg llm import-replay bx_replay.jsonl --cache runs/bx/llm_cache.sqlite",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    load.add_argument("replay", type=Path, help="replay JSONL (lines with a 'key')")
+    load.add_argument("--cache", type=Path, required=True, help="llm_cache.sqlite to fill (created if missing)")
+    load.set_defaults(func=import_command)
 
 
 def register(subparsers: Any) -> None:
@@ -213,4 +222,16 @@ def export_command(args: argparse.Namespace) -> int:
     with ResponseCache(args.cache) as cache:
         n = export_replay(cache, args.out)
     sys.stdout.write(f"{n} answer(s) written to {args.out}\n")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .cache import ResponseCache
+    from .replay import import_replay, read_replay
+
+    read_replay(args.replay)  # a bad file is refused before the cache is created
+    with ResponseCache(args.cache) as cache:
+        stored, without_key = import_replay(args.replay, cache)
+    skipped = f"; {without_key} line(s) without a key skipped" if without_key else ""
+    sys.stdout.write(f"{stored} answer(s) stored in {args.cache}{skipped}\n")
     return 0

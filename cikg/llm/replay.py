@@ -129,3 +129,24 @@ def export_replay(source: Union[ResponseCache, Iterable[Completion]], path: Unio
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     log.info("wrote %d recorded answer(s) to %s", len(lines), path)
     return len(lines)
+
+
+def import_replay(path: Union[str, Path], cache: ResponseCache) -> tuple:
+    """Store the keyed ``ok`` answers of a replay file in ``cache``; returns ``(stored, without_key)``.
+
+    The way to resume a long run on another machine: commit the file :func:`export_replay` wrote, import it
+    into a fresh cache and re-run the same ``infer`` command; it sends only the requests the file lacks.
+    Lines without a ``key`` cannot be matched to a request and are counted, not stored; an ``ok`` row the
+    cache already holds is replaced by the file's.
+
+    Raises:
+        DatasetError: as :func:`read_replay`.
+    """
+    by_key, by_user = read_replay(path)
+    for key, item in by_key.items():
+        cache.put(key, OK, str(item["raw"]), user_id=None if item["user_id"] is None else str(item["user_id"]),
+                  model=item.get("model"), source=item.get("source"))
+    without_key = sum(1 for item in by_user.values() if not item.get("key"))
+    log.info("stored %d recorded answer(s) from %s in %s (%d line(s) without a key skipped)",
+             len(by_key), path, cache.path, without_key)
+    return len(by_key), without_key

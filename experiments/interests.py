@@ -1,0 +1,292 @@
+"""Where interests come from and what they buy (issue 15 item 6): CIKGRec trained on the interests of each source.
+
+    python experiments/interests.py dbbook2014 --sources kg-profile none --set train.epochs=1   # a try
+    python experiments/interests.py dbbook2014 --set train.epochs=60 train.lr=0.005 train.threads=1 --publish
+
+Each source gives CIKGRec (``experiments/<dataset>/cikgrec.yaml``) its user-interest edges (``--sources``):
+
+- ``gpt35``: the authors' published file (gpt-3.5-turbo, clustered by them): the dataset's own interests, the
+  same run as the CIKGRec row of ``results.md``. Only ids were published, so it has no predictive score.
+- ``smollm2``: the bundled SmolLM2-135M-Instruct on every user, the few-shot prompt, free-text answers
+  (``--prompt cikgrec-interests-fewshot --structured off``), echoes of the prompt's titles dropped. The answers
+  are replayed from ``experiments/<dataset>/interest_answers/smollm2-fewshot.jsonl`` (recorded with the commands
+  in ``docs/llm.md``; this script never calls an LLM), then clustered with ``--kappa``.
+- ``kg-profile``: the offline kg-profile backend (not an LLM), clustered with ``--kappa``.
+- ``none``: CIKGRec without interest nodes (``model.use_interests=false``; UIR has nothing to reconstruct).
+
+A source's interests are made once per dataset under ``<out>/<dataset>/interests/<source>-k<kappa>/`` with the real
+commands (``cikg interests infer``, then ``cikg interests cluster``, which writes the interest report) and
+re-used when re-run. Its report's predictive score (:mod:`cikg.interests.report`: how well the similarity of
+a user's interests to item texts ranks the user's validation items; AUC and Recall@20 beside popularity;
+never test items) is stored beside the training runs, so the table shows whether the score tracks the
+downstream figures. Runs live in ``<out>/<source>/<dataset>/CIKGRec-seed<k>`` and resume when re-run.
+
+Every finished run lands in the ledger ``interests.json`` (per source: its preparation and score, and one
+record per seed); a re-run skips what it holds and refuses, before training, a run of other settings
+(``--replace`` retrains it). The ledger and page are under ``<out>/<dataset>/`` unless ``--publish`` is
+given: only then is ``experiments/<dataset>/interests.md`` (``.json``) written, and only for the full
+protocol (the four sources, seeds 0 1 2, the budget of ``results.md``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as base  # noqa: E402  (experiments/run.py: how a run is trained, read back and its settings)
+
+from cikg.cli import main as cikg_main  # noqa: E402
+from cikg.eval.stats import mean_ci  # noqa: E402
+from cikg.train import load_run_config  # noqa: E402
+
+HERE = base.HERE
+SOURCES = {"gpt35": "GPT-3.5 (authors' file)", "smollm2": "SmolLM2-135M (few-shot, all users)",
+           "kg-profile": "kg-profile (offline, not an LLM)", "none": "none (w/o interests)"}
+LLM_ANSWERS = "interest_answers/smollm2-fewshot.jsonl"
+"""The recorded SmolLM2 answers of a dataset, relative to ``experiments/<dataset>/``."""
+PROMPT = "cikgrec-interests-fewshot"
+FULL_SEEDS = [0, 1, 2]
+SPARSE = "train<=10"
+KAPPA = 200
+
+
+def parse_args(argv: list) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=["dbbook2014", "book-crossing"])
+    parser.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(SOURCES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=FULL_SEEDS)
+    parser.add_argument("--kappa", type=int, default=KAPPA, help=f"clusters of the inferred phrases (default {KAPPA})")
+    parser.add_argument("--answers", type=Path, help=f"recorded SmolLM2 answers (default experiments/DATASET/{LLM_ANSWERS})")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides applied to every run (key=value)")
+    parser.add_argument("--out", default="runs/interest-sources")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while embedding and clustering")
+    parser.add_argument("--publish", action="store_true",
+                        help="write experiments/<dataset>/interests.md (.json); full protocol only")
+    parser.add_argument("--replace", action="store_true", help="retrain ledger runs of other settings")
+    return parser.parse_args(argv)
+
+
+def answers_file(args: argparse.Namespace) -> Path:
+    """The replay file of the ``smollm2`` source."""
+    return args.answers or HERE / args.dataset / LLM_ANSWERS
+
+
+def source_overrides(source: str, interests_dir: Path) -> list:
+    """The config overrides that give CIKGRec the interests of ``source``."""
+    if source == "none":
+        return ["model.use_interests=false"]
+    if source == "gpt35":
+        return []
+    return [f"data.interests={interests_dir.resolve()}"]
+
+
+def settings_of(args: argparse.Namespace, source: str, interests_dir: Path) -> dict:
+    """The resolved config of a source's runs without run-only keys; an interests folder counts by its name
+    only (a ledger moved with its ``--out`` stays valid)."""
+    settings = base.row_settings(args.dataset, "cikgrec", [*args.set, *source_overrides(source, interests_dir)])
+    if settings.get("data.interests"):
+        settings["data.interests"] = f"<out>/interests/{interests_dir.name}"
+    return settings
+
+
+def protocol_problems(args: argparse.Namespace) -> list:
+    """Why this sweep is not the full protocol ``--publish`` requires (empty: it is)."""
+    problems = []
+    if set(args.sources) != set(SOURCES):
+        problems.append(f"sources {args.sources} lack {sorted(set(SOURCES) - set(args.sources))}")
+    if not set(FULL_SEEDS) <= set(args.seeds):
+        problems.append(f"seeds {args.seeds} lack {sorted(set(FULL_SEEDS) - set(args.seeds))}")
+    want = base.row_settings(args.dataset, "cikgrec", base.PROTOCOL)
+    have = base.row_settings(args.dataset, "cikgrec", args.set)
+    differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if differ:
+        problems.append("settings differ from the published budget (" + ", ".join(
+            f"{k}: {have.get(k)!r} instead of {want.get(k)!r}" for k in differ[:6]) + ")")
+    if args.answers is not None:
+        problems.append(f"--answers {args.answers}: a published table replays experiments/{args.dataset}/{LLM_ANSWERS}")
+    return problems
+
+
+def cikg(argv: list) -> None:
+    """Run one ``cikg`` command in this process; a non-zero status stops the sweep with the command."""
+    status = cikg_main(argv)
+    if status:
+        raise SystemExit(f"experiments/interests.py: `cikg {shlex.join(argv)}` exited {status}")
+
+
+def prepare(args: argparse.Namespace, source: str, folder: Path) -> dict:
+    """Infer (replayed answers or kg-profile) and cluster the interests of ``source`` into ``folder`` unless
+    done; returns what its report says: answers, echo rate, coverage, kept interests and the score."""
+    threads = ["--threads", str(args.threads)]
+    dataset = load_run_config(HERE / args.dataset / "cikgrec.yaml", args.set).data.dataset  # what the runs train on
+    if not (folder / "report.json").is_file() or not (folder / "user_interest_clustered.txt").is_file():
+        if source == "smollm2":
+            infer = ["--backend", "replay", "--replay", str(answers_file(args)), "--prompt", PROMPT]
+        else:
+            infer = ["--backend", "kg-profile"]
+        cikg(["interests", "infer", dataset, *infer, "-o", str(folder), "--no-progress"])
+        cikg(["interests", "cluster", str(folder), "--kappa", str(args.kappa), *threads])
+    report = json.loads((folder / "report.json").read_text())
+    return {"kappa": args.kappa, "report": report_summary(report)}
+
+
+def report_summary(report: dict) -> dict:
+    """The few numbers of an interest report (``report.json``) the table shows."""
+    clustering = report.get("clustering") or {}
+    primary = (report.get("score") or {}).get("primary") or {}
+    return {"answers": report["answers"], "echo_rate": report.get("echo_rate"),
+            "distinct_phrases": report["distinct_phrases"], "users_covered": report["users_covered"],
+            "kept_interests": clustering.get("interests"), "interest_edges": clustering.get("user_interest_edges"),
+            "users_with_interest": clustering.get("users_with_interest"),
+            "score": {k: primary.get(k) for k in ("interests", "pool", "users", "auc", "recall",
+                                                  "popularity_auc", "popularity_recall")}}
+
+
+def record_of(metrics: dict, *, source: str, seed: int, settings: dict, command: str) -> dict:
+    """One ledger record of a finished run (from :func:`run.run_one`'s metrics)."""
+    groups = pd.DataFrame(metrics["groups"]).set_index("group")
+    return {"source": source, "seed": seed, "test": {m: metrics["test"][m] for m in base.COLUMNS},
+            "sparse_recall@20": float(groups.loc[SPARSE, "recall@20"]), "best_epoch": metrics["best_epoch"],
+            "minutes": metrics["minutes"], "split": str(metrics["split"]), "settings": settings, "command": command}
+
+
+def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> list:
+    """The ledger's runs of this sweep recorded with other settings, each with the keys that differ."""
+    problems = []
+    for key, record in ledger.get("runs", {}).items():
+        if record["source"] not in settings or record["seed"] not in args.seeds:
+            continue
+        old, new = record["settings"], settings[record["source"]]
+        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if differ:
+            problems.append(f"{key}: " + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:4]))
+    return problems
+
+
+def _ci(values: list) -> str:
+    return mean_ci(values).cell() if values else ""
+
+
+def _score_cell(prepared: dict, key: str) -> str:
+    score = (prepared or {}).get("report", {}).get("score") or {}
+    return "" if score.get(key) is None else f"{score[key]:.3f}"
+
+
+def table(ledger: dict) -> pd.DataFrame:
+    """One row per source: its interests (edges, users), its predictive score, and the test figures."""
+    rows = []
+    for source, label in SOURCES.items():
+        runs = sorted((r for r in ledger.get("runs", {}).values() if r["source"] == source), key=lambda r: r["seed"])
+        prepared = ledger.get("prepared", {}).get(source)
+        if not runs and not prepared:
+            continue
+        summary = (prepared or {}).get("report", {})
+        edges = summary.get("interest_edges")
+        rows.append({
+            "interests from": label,
+            "interest edges (users)": "–" if source == "none" else (
+                "authors' file" if source == "gpt35" else f"{edges:,} ({summary.get('users_with_interest'):,})"),
+            "score AUC": _score_cell(prepared, "auc") or ("n/a (ids only)" if source == "gpt35" else "–"),
+            "score Recall@20": _score_cell(prepared, "recall") or "–",
+            "test Recall@20": _ci([r["test"]["recall@20"] for r in runs]),
+            "test NDCG@20": _ci([r["test"]["ndcg@20"] for r in runs]),
+            f"sparse ({SPARSE}) Recall@20": _ci([r["sparse_recall@20"] for r in runs]),
+            "best epochs": ", ".join(str(r["best_epoch"]) for r in runs),
+            "seeds": ", ".join(str(r["seed"]) for r in runs),
+        })
+    return pd.DataFrame(rows).set_index("interests from") if rows else pd.DataFrame()
+
+
+def render(dataset: str, ledger: dict) -> str:
+    """The Markdown page of a ledger."""
+    frame = table(ledger)
+    if frame.empty:
+        return f"# {dataset}: where interests come from\n\nNo finished run yet.\n"
+    runs = list(ledger.get("runs", {}).values())
+    commands = sorted({r["command"] for r in runs})
+    scored = [p["report"]["score"] for p in ledger.get("prepared", {}).values() if p["report"]["score"].get("auc")]
+    popularity = (f"Popularity on the same users: AUC {scored[0]['popularity_auc']:.3f}, Recall@20 "
+                  f"{scored[0]['popularity_recall']:.3f} ({scored[0]['users']:,} users with a titled validation "
+                  f"item; score of the kept clusters' centroids, mean pool)." if scored else "")
+    minutes = {}
+    for r in runs:
+        minutes[r["source"]] = minutes.get(r["source"], 0.0) + r["minutes"]
+    lines = [
+        f"# {dataset}: where interests come from and what they buy", "",
+        "CIKGRec (`experiments/{0}/cikgrec.yaml`) trained on the user-interest edges of each source; test split, "
+        "each run at the epoch selected on the validation split; mean ± the half-width of the 95% Student-t "
+        "interval over the seeds. Validation split: {1}.".format(dataset, "; ".join(sorted({r["split"] for r in runs}))),
+        "", "*Score*: the interest report's predictive score (`cikg interests report`): how well the cosine "
+        "similarity of a user's kept interest clusters (their centroids, all-MiniLM-L6-v2) to the item titles "
+        "ranks the user's validation items above its other unseen items (mean per-user AUC, Recall@20); it never "
+        "uses test items. " + popularity, "",
+        "Commands:", "", *[f"- `{c}`" for c in commands], "",
+        table(ledger).to_markdown(), "",
+        "Interest preparation (`cikg interests infer` + `cikg interests cluster --kappa K`): " + "; ".join(
+            f"{SOURCES[s]}: kappa {p['kappa']}, {p['report']['kept_interests']} interests kept, users covered by a "
+            f"phrase {p['report']['users_covered']:.1%}" for s, p in ledger.get("prepared", {}).items()) + ".", "",
+        "Training minutes (all seeds): " + ", ".join(f"{SOURCES[s]} {m:.1f}" for s, m in minutes.items()), "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.publish:
+        problems = protocol_problems(args)
+        if problems:
+            print(f"experiments/interests.py: error: --publish needs the full protocol: {'; '.join(problems)}; "
+                  "nothing was run", file=sys.stderr)
+            return 2
+    if "smollm2" in args.sources and not answers_file(args).is_file():
+        print(f"experiments/interests.py: error: {answers_file(args)}: no recorded SmolLM2 answers (record them "
+              "as docs/llm.md says, or leave smollm2 out of --sources); nothing was run", file=sys.stderr)
+        return 2
+    out = Path(args.out) / args.dataset
+    target = (HERE / args.dataset if args.publish else out) / "interests.md"
+    ledger_path = target.with_suffix(".json")
+    command = "python experiments/interests.py " + " ".join(shlex.quote(a) for a in argv
+                                                            if a not in ("--publish", "--replace"))
+    folders = {s: out / "interests" / f"{s}-k{args.kappa}" for s in args.sources}
+    settings = {s: settings_of(args, s, folders[s]) for s in args.sources}
+    with base.locked_ledger(ledger_path) as ledger:
+        conflicts = ledger_conflicts(ledger, args, settings)
+    if conflicts and not args.replace:
+        print(f"experiments/interests.py: error: {ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
+              "nothing was run. Use another --out or pass --replace", file=sys.stderr)
+        return 2
+    for source in args.sources:
+        if source in ("smollm2", "kg-profile"):
+            prepared = prepare(args, source, folders[source])
+            with base.locked_ledger(ledger_path) as ledger:
+                ledger.setdefault("prepared", {})[source] = prepared
+        for seed in args.seeds:
+            key = f"{source}|seed{seed}"
+            with base.locked_ledger(ledger_path) as ledger:
+                if ledger.get("runs", {}).get(key, {}).get("settings") == settings[source]:
+                    logging.info("%s seed %d: in the ledger, skipped", source, seed)
+                    continue
+            metrics = base.run_one(args.dataset, "cikgrec", seed, [*args.set, *source_overrides(source, folders[source])],
+                                   Path(args.out) / source, "CIKGRec", args.replace)
+            record = record_of(metrics, source=source, seed=seed, settings=settings[source], command=command)
+            with base.locked_ledger(ledger_path) as ledger:
+                ledger.setdefault("runs", {})[key] = record
+    with base.locked_ledger(ledger_path) as ledger:
+        page = render(args.dataset, ledger)
+    target.write_text(page)
+    print(page)
+    if not args.publish:
+        print(f"\n(written to {target}; --publish writes experiments/{args.dataset}/interests.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
