@@ -10,6 +10,7 @@ the class's bases); a key with neither is an error, so a new setting cannot go u
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import re
 import sys
@@ -61,6 +62,8 @@ def type_name(hint: Any) -> str:
         return " or ".join(type_name(a) for a in inner) + (" or null" if type(None) in args else "")
     if origin is typing.Literal:
         return "one of " + ", ".join(str(a) for a in args)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in hint)
     if origin in (tuple, list):
         return f"list of {type_name(args[0])}" if args else "list"
     if dataclasses.is_dataclass(hint):

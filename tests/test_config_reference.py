@@ -26,7 +26,7 @@ def test_every_key_is_documented_with_type_and_default():
             assert f"| `{prefix}.{field.name}` |" in page, f"{prefix}.{field.name}"
     assert "| `train.lr` | float | `0.001` | learning rate of the Adam optimiser. |" in page
     assert "| `model.cl_anchor` | one of collaborative, full | `full` |" in page
-    assert "| `model.features.mode` | str | `none` |" in page
+    assert "| `model.features.mode` | one of none, add, features | `none` |" in page
     assert "| `data.root` | str or null | `null` |" in page
 
 

@@ -197,7 +197,7 @@ def test_independence_of_identical_intents_is_one_and_of_independent_ones_near_z
     rows = torch.tensor([[1., 0., 0.], [0., 2., 0.], [-3., 0., 0.]])
     assert float(independence_loss(rows, "cosine")) == pytest.approx(1.0, abs=1e-6)
     assert float(independence_loss(rows[:1])) == 0.0
-    with pytest.raises(ValueError, match="independence"):
+    with pytest.raises(ConfigError, match="independence"):
         independence_loss(rows, "mi")
 
 

@@ -30,11 +30,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .. import checks
 from .._io import atomic_path, write_json_atomic
 from ..embed import Encoder
 from ..errors import ConfigError
@@ -70,18 +71,16 @@ class KARConfig:
     ask_factors: bool = False
     n_factors: int = 6
     history_len: int = 20
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.one_of(tuple(DOMAIN_FACTORS), "domain", optional=True), checks.positive_int("n_factors", "history_len"),
+        checks.boolean("ask_factors"))
 
     def __post_init__(self) -> None:
-        if self.domain is not None and self.domain not in DOMAIN_FACTORS:
-            raise ConfigError(f"expected one of {tuple(DOMAIN_FACTORS)}, got {self.domain!r}", "domain")
+        checks.check(self)
         if self.factors is not None:
             self.factors = tuple(str(f).strip() for f in self.factors if str(f).strip())
             if not self.factors:
                 raise ConfigError("expected at least one factor", "factors")
-        if self.n_factors < 1:
-            raise ConfigError(f"expected a positive integer, got {self.n_factors}", "n_factors")
-        if self.history_len < 1:
-            raise ConfigError(f"expected a positive integer, got {self.history_len}", "history_len")
 
 
 # ---------------------------------------------------------------------------------------------- requests

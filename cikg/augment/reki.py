@@ -29,7 +29,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import checks
 from .._io import torch_save_atomic
 from ..errors import ConfigError, DatasetError
 from ..llm.base import NOT_AN_LLM, Backend
@@ -63,7 +64,22 @@ from .prompts import KAR_ITEM_FACTUAL, KAR_USER_REASONING, REKI_ITEM_GROUP, REKI
 
 logger = logging.getLogger(__name__)
 
-MODES = ("individual", "collective", "both")
+class KnowledgeMode(checks.Choice):
+    """Which of REKI's knowledge a run extracts."""
+
+    INDIVIDUAL = "individual"  # per user and per item
+    COLLECTIVE = "collective"  # per group of users / items
+    BOTH = "both"
+
+
+class ClusterOn(checks.Choice):
+    """What REKI groups users and items by."""
+
+    HISTORY = "history"  # interaction rows
+    CF = "cf"  # collaborative embeddings (truncated SVD)
+
+
+MODES = tuple(m.value for m in KnowledgeMode)
 GROUPS_FILE = "groups.pt"
 
 
@@ -80,32 +96,24 @@ class REKIConfig(KARConfig):
         minibatch_above: use ``MiniBatchKMeans`` when a side has more points than this.
     """
 
-    mode: str = "collective"
+    mode: KnowledgeMode = KnowledgeMode.COLLECTIVE
     n_user_groups: int = 50
     n_item_groups: int = 50
-    cluster_on: str = "history"
+    cluster_on: ClusterOn = ClusterOn.HISTORY
     sample_size: int = 10
     seed: int = 2024
     minibatch_above: int = 20000
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.mode not in MODES:
-            raise ConfigError(f"expected one of {MODES}, got {self.mode!r}", "mode")
-        if self.cluster_on not in ("history", "cf"):
-            raise ConfigError(f"expected history or cf, got {self.cluster_on!r}", "cluster_on")
-        for key in ("n_user_groups", "n_item_groups", "sample_size", "minibatch_above"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"expected a positive integer, got {value!r}", key)
+    CONSTRAINTS: ClassVar[checks.Constraints] = KARConfig.CONSTRAINTS + (
+        checks.choice(KnowledgeMode, "mode"), checks.choice(ClusterOn, "cluster_on"),
+        checks.positive_int("n_user_groups", "n_item_groups", "sample_size", "minibatch_above"), checks.seed("seed"))
 
     @property
     def collective(self) -> bool:
-        return self.mode in ("collective", "both")
+        return self.mode in (KnowledgeMode.COLLECTIVE, KnowledgeMode.BOTH)
 
     @property
     def individual(self) -> bool:
-        return self.mode in ("individual", "both")
+        return self.mode in (KnowledgeMode.INDIVIDUAL, KnowledgeMode.BOTH)
 
 
 # ---------------------------------------------------------------------------------------------- clustering
@@ -187,7 +195,7 @@ def user_history_vectors(dataset: Any, item_vectors: Tensor, users: Optional[Ten
 def representations(dataset: Any, config: REKIConfig, encoder: Any,
                     cf: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     """``(users [n_users, d], items [n_items, d])`` the clustering runs on (see ``cluster_on``)."""
-    if config.cluster_on == "cf":
+    if config.cluster_on is ClusterOn.CF:
         if cf is None:
             cf = cf_embeddings(dataset, seed=config.seed)
         users, items = cf

@@ -107,7 +107,7 @@ class Evaluator:
         self.metrics = tuple(self.metrics)
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"expected one or more cut-offs >= 1, got {self.ks}", key="ks")
-        checks.positive_int(self, "block_size")
+        checks.check(self, (checks.positive_int("block_size"),))
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise ConfigError(f"unknown metric(s) {unknown}; expected some of {METRICS}", key="metrics")

@@ -18,16 +18,16 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch_geometric.data import HeteroData
 
+from ..checks import Choice
 from .cikg import HAS_INTEREST, INTERACTS, NODE_TYPES, kg_edge_types
 
 
-class View(str, Enum):
+class View(Choice):
     """The graphs CIKGRec propagates over."""
 
     COLLABORATIVE = "collaborative"  # user–item

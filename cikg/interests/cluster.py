@@ -23,15 +23,16 @@ labelled by their most central phrase, the one nearest the mean of the cluster's
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..embed import EmbeddingKind, Encoder, embed_texts, parse_enum
+from .. import checks
+from ..checks import Choice
+from ..embed import EmbeddingKind, Encoder, embed_texts
 from ..errors import CikgError, ConfigError
 from .phrases import clean_pairs
 
@@ -47,7 +48,7 @@ AGGLOMERATIVE_MAX_PHRASES = 20_000
 DENSIFY_MAX_GB = 2.0
 
 
-class ClusterMethod(str, enum.Enum):
+class ClusterMethod(Choice):
     """The scikit-learn clustering algorithm."""
 
     KMEANS = "kmeans"  #: ``KMeans`` (Lloyd), ``n_init`` restarts
@@ -96,38 +97,28 @@ class ClusterConfig:
     n_init: int = 3
     minibatch_size: int = 2048
     n_threads: Optional[int] = None
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.choice(ClusterMethod, "method"), checks.choice(EmbeddingKind, "embedding"),
+        checks.int_at_least(2, "kappa", optional=True), checks.positive_int("kappa_step", "min_users", "min_cap_users",
+                                                                            "n_init", "minibatch_size"),
+        checks.positive_int("n_threads", optional=True), checks.seed("seed"), checks.share("max_user_fraction"),
+        checks.int_at_least(10, "silhouette_sample"))
 
     def __post_init__(self) -> None:
-        self.method = parse_enum(ClusterMethod, self.method, "method")
-        self.embedding = EmbeddingKind.parse(self.embedding)
+        checks.check(self)
         if (self.kappa is None) == (self.kappa_range is None):
             raise ConfigError(
                 "set exactly one of kappa (a number of clusters) or kappa_range (low, high) "
                 f"to search; got kappa={self.kappa!r}, kappa_range={self.kappa_range!r}",
                 "kappa",
             )
-        if self.kappa is not None:
-            _check_int(self.kappa, "kappa", 2)
         if self.kappa_range is not None:
             if len(tuple(self.kappa_range)) != 2:
                 raise ConfigError(f"expected (low, high), got {self.kappa_range!r}", "kappa_range")
             low, high = self.kappa_range
-            _check_int(low, "kappa_range", 2)
-            _check_int(high, "kappa_range", low)
+            checks.check_value(checks.int_at_least(2), low, "kappa_range")
+            checks.check_value(checks.int_at_least(low), high, "kappa_range")
             self.kappa_range = (int(low), int(high))
-        _check_int(self.kappa_step, "kappa_step", 1)
-        _check_int(self.seed, "seed", 0)
-        _check_int(self.min_users, "min_users", 1)
-        if not isinstance(self.max_user_fraction, (int, float)) or not 0 < self.max_user_fraction <= 1:
-            raise ConfigError(
-                f"expected a share in (0, 1], got {self.max_user_fraction!r}", "max_user_fraction"
-            )
-        _check_int(self.min_cap_users, "min_cap_users", 1)
-        _check_int(self.silhouette_sample, "silhouette_sample", 10)
-        _check_int(self.n_init, "n_init", 1)
-        _check_int(self.minibatch_size, "minibatch_size", 1)
-        if self.n_threads is not None:
-            _check_int(self.n_threads, "n_threads", 1)
 
     @property
     def kappas(self) -> List[int]:
@@ -145,11 +136,6 @@ class ClusterConfig:
     def popularity_cap(self, n_users: int) -> float:
         """Users at which a cluster is too popular to keep: ``max(max_user_fraction * n_users, min_cap_users)``."""
         return max(self.max_user_fraction * n_users, float(self.min_cap_users))
-
-
-def _check_int(value: Any, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"expected an integer >= {minimum}, got {value!r}", key)
 
 
 # ---------------------------------------------------------------------------------------- vectors → labels

@@ -27,7 +27,6 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path, write_json_atomic, write_text_atomic
+from ..checks import Choice
 from ..data import Dataset
 from ..errors import ConfigError, DatasetError
 from .io import CLUSTERED_FILE, LABEL_FILE
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 PERTURB_FILE = "perturb.json"
 
 
-class PerturbMode(str, Enum):
+class PerturbMode(Choice):
     """How the edges are perturbed (see the module docstring)."""
 
     DROP = "drop"

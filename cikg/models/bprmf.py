@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -31,10 +31,10 @@ class BPRMFConfig:
     dim: int = 64
     l2: float = 1e-4
     features: FusionConfig = field(default_factory=FusionConfig)
+    CONSTRAINTS: ClassVar[checks.Constraints] = (checks.positive_int("dim"), checks.non_negative("l2"))
 
     def __post_init__(self) -> None:
-        checks.positive_int(self, "dim")
-        checks.non_negative(self, "l2")
+        checks.check(self)
 
     def build(self, views: GraphViews) -> "BPRMF":
         return BPRMF(views.n_users, views.n_items, self, views)

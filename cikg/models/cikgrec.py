@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Literal, Optional, Tuple
+from typing import ClassVar, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,20 @@ INTERACT, INTERACTED = 0, 1  # the two TransE relations added for user-item inte
 
 
 # --------------------------------------------------------------------------------------------- config
+class MaskSchedule(checks.Choice):
+    """How the UIR mask rate grows from ``min_mask_rate`` to ``max_mask_rate`` (:func:`mask_rate_schedule`)."""
+
+    EXP = "exp"
+    LINEAR = "linear"
+
+
+class CLAnchor(checks.Choice):
+    """The graph of contrastive view 1."""
+
+    COLLABORATIVE = "collaborative"  # the paper's text
+    FULL = "full"  # the authors' released code
+
+
 @dataclass
 class CIKGRecConfig:
     """Every setting of :class:`CIKGRec`; defaults are the authors' dbbook2014 values.
@@ -124,8 +138,8 @@ class CIKGRecConfig:
     min_mask_rate: float = 0.05
     max_mask_rate: float = 0.75
     total_epoch: int = 150
-    increase_type: Literal["exp", "linear"] = "exp"
-    cl_anchor: Literal["collaborative", "full"] = "full"
+    increase_type: MaskSchedule = MaskSchedule.EXP
+    cl_anchor: CLAnchor = CLAnchor.FULL
     gcl_weight: float = 0.01
     gcl_temp: float = 0.2
     eps: float = 0.1
@@ -136,24 +150,22 @@ class CIKGRecConfig:
     transe_batches: Optional[int] = None
     features: FusionConfig = field(default_factory=FusionConfig)
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size",
+                            "cl_max_logits"),
+        checks.positive_int("transe_batches", optional=True),
+        checks.non_negative_int("layers"),
+        checks.non_negative("l2", "cf_weight", "uir_weight", "gcl_weight", "eps", "transe_l2"),
+        checks.positive("gcl_temp", "sce_alpha", "transe_lr"),
+        checks.probability("edge_dropout", "message_dropout", "replace_rate", "uir_edge_drop"),
+        checks.share("min_mask_rate", "max_mask_rate", expected="a mask rate"),
+        checks.choice(MaskSchedule, "increase_type"), checks.choice(CLAnchor, "cl_anchor"))
+
     def __post_init__(self) -> None:
-        checks.positive_int(self, "dim", "encoder_layers", "decoder_layers", "total_epoch", "transe_batch_size",
-                             "cl_max_logits")
-        checks.non_negative_int(self, "layers")
-        checks.non_negative(self, "l2", "cf_weight", "uir_weight", "gcl_weight", "eps", "transe_l2")
-        checks.positive(self, "gcl_temp", "sce_alpha", "transe_lr")
-        checks.probability(self, "edge_dropout", "message_dropout", "replace_rate", "uir_edge_drop")
-        for key in ("min_mask_rate", "max_mask_rate"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                raise ConfigError(f"expected a mask rate in (0, 1], got {value!r}", key)
+        checks.check(self)
         if self.min_mask_rate > self.max_mask_rate:
             raise ConfigError(f"min_mask_rate ({self.min_mask_rate}) exceeds max_mask_rate "
                               f"({self.max_mask_rate})", "min_mask_rate")
-        checks.one_of(self, "increase_type", ("exp", "linear"))
-        checks.one_of(self, "cl_anchor", ("collaborative", "full"))
-        if self.transe_batches is not None:
-            checks.positive_int(self, "transe_batches")
 
     def build(self, views: GraphViews) -> "CIKGRec":
         return CIKGRec(views, self)
@@ -161,17 +173,16 @@ class CIKGRecConfig:
 
 # ------------------------------------------------------------------------------------- loss functions
 def mask_rate_schedule(epoch: int, min_rate: float, max_rate: float, total_epoch: int,
-                       increase_type: str = "exp") -> float:
+                       increase_type: MaskSchedule = MaskSchedule.EXP) -> float:
     """UIR mask rate of ``epoch`` (0-based), capped at ``max_rate``.
 
     ``exp``: :math:`p_{min} (p_{max}/p_{min})^{t/T}`; ``linear``: :math:`p_{min} + (p_{max}-p_{min}) t/T`.
     """
-    if increase_type == "exp":
+    schedule = checks.parse_enum(MaskSchedule, increase_type, "increase_type")
+    if schedule is MaskSchedule.EXP:
         rate = min_rate * (max_rate / min_rate) ** (epoch / total_epoch)
-    elif increase_type == "linear":
-        rate = min_rate + (max_rate - min_rate) * epoch / total_epoch
     else:
-        raise ValueError(f"increase_type must be 'exp' or 'linear', got {increase_type!r}")
+        rate = min_rate + (max_rate - min_rate) * epoch / total_epoch
     return min(rate, max_rate)
 
 
@@ -306,7 +317,7 @@ class CIKGRec(Recommender):
         self.encoder_view = {(True, True): View.FULL, (True, False): View.INTEREST,
                              (False, True): View.KG, (False, False): View.COLLABORATIVE}[(self.has_interests,
                                                                                          self.has_kg)]
-        self.anchor_view = View.COLLABORATIVE if c.cl_anchor == "collaborative" else self.encoder_view
+        self.anchor_view = View.COLLABORATIVE if c.cl_anchor is CLAnchor.COLLABORATIVE else self.encoder_view
         self.use_uir = c.use_uir and self.has_interests
         self.use_cl_user = c.use_cl and self.has_interests
         self.use_cl_item = c.use_cl and self.has_kg

@@ -28,7 +28,7 @@ Shapes: ``forward(ego [n_nodes, dim]) -> [n_nodes, dim]`` over a global node ind
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +37,24 @@ from .. import checks
 from ..errors import ConfigError
 from .experts import HybridExpertAdaptor
 
-FUSION_MODES = ("none", "add", "features")
-ADAPTORS = ("linear", "experts")
+
+class FusionMode(checks.Choice):
+    """How node features meet the ID embedding."""
+
+    NONE = "none"  # no features: the plain model
+    ADD = "add"  # ego = ID embedding + adapted features
+    FEATURES = "features"  # ego = adapted features alone
+
+
+class Adaptor(checks.Choice):
+    """What maps the features to the embedding size."""
+
+    LINEAR = "linear"
+    EXPERTS = "experts"  # KAR's hybrid-expert adaptor
+
+
+FUSION_MODES = tuple(m.value for m in FusionMode)
+ADAPTORS = tuple(a.value for a in Adaptor)
 
 
 @dataclass
@@ -61,8 +77,8 @@ class FusionConfig:
             makes the experts cheap: they run over every featured node in every batch.
     """
 
-    mode: str = "none"
-    adaptor: str = "linear"
+    mode: FusionMode = FusionMode.NONE
+    adaptor: Adaptor = Adaptor.LINEAR
     node_types: Tuple[str, ...] = ("user", "item")
     hidden: int = 128
     n_shared: int = 2
@@ -71,18 +87,17 @@ class FusionConfig:
     gate: bool = False
     reduce: int = 0
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.choice(FusionMode, "mode"), checks.choice(Adaptor, "adaptor"), checks.positive_int("hidden"),
+        checks.non_negative_int("n_shared", "n_dedicated", "reduce"), checks.probability("dropout"))
+
     def __post_init__(self) -> None:
-        checks.one_of(self, "mode", FUSION_MODES)
-        checks.one_of(self, "adaptor", ADAPTORS)
+        checks.check(self)
         for node_type in self.node_types:
             if node_type not in ("user", "item"):
                 raise ConfigError(f"expected user and/or item, got {node_type!r}", "node_types")
-        checks.positive_int(self, "hidden")
-        checks.non_negative_int(self, "n_shared", "n_dedicated")
-        if self.adaptor == "experts" and self.n_shared + self.n_dedicated < 1:
+        if self.adaptor is Adaptor.EXPERTS and self.n_shared + self.n_dedicated < 1:
             raise ConfigError("the experts adaptor needs n_shared + n_dedicated >= 1", "n_shared")
-        checks.probability(self, "dropout")
-        checks.non_negative_int(self, "reduce")
         if self.gate and self.mode != "add":
             raise ConfigError(f"gate applies to mode 'add' (a zero gate in mode {self.mode!r} would zero the "
                               "embeddings)", "gate")
@@ -234,4 +249,4 @@ def build_fusion(config: Optional[FusionConfig], views, dim: int) -> Optional[Fe
     return FeatureFusion(config, views.features, dim, views.feature_blocks, views.offsets)
 
 
-__all__ = ["ADAPTORS", "FUSION_MODES", "FeatureFusion", "FusionConfig", "build_fusion"]
+__all__ = ["ADAPTORS", "Adaptor", "FUSION_MODES", "FeatureFusion", "FusionConfig", "FusionMode", "build_fusion"]

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import ClassVar, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,15 @@ from .propagation import spmm
 
 logger = logging.getLogger(__name__)
 
-AGGREGATORS = ("bi-interaction", "gcn", "graphsage")
+class Aggregator(checks.Choice):
+    """How a node's own embedding and its neighbourhood's are combined per layer (KGAT Sec. 3.2)."""
+
+    BI_INTERACTION = "bi-interaction"
+    GCN = "gcn"
+    GRAPHSAGE = "graphsage"
+
+
+AGGREGATORS = tuple(a.value for a in Aggregator)
 #: LeakyReLU slope of the aggregators (``tf.nn.leaky_relu``'s default in the authors' code).
 LEAKY_SLOPE = 0.2
 #: Triples whose attention is computed per chunk (bounds the memory of the attention refresh).
@@ -98,12 +106,15 @@ class KGATConfig:
     kg_l2: float = 1e-5
     kg_lr: float = 1e-4
     kg_batch_size: int = 2048
-    aggregator: str = "bi-interaction"
+    aggregator: Aggregator = Aggregator.BI_INTERACTION
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("dim", "relation_dim", "kg_batch_size"), checks.non_negative("l2", "kg_l2"),
+        checks.positive("kg_lr"), checks.choice(Aggregator, "aggregator"))
 
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(self.layer_sizes)
         self.message_dropout = tuple(self.message_dropout)
-        checks.positive_int(self, "dim", "relation_dim", "kg_batch_size")
+        checks.check(self)
         if not self.layer_sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                                        for s in self.layer_sizes):
             raise ConfigError(f"expected a non-empty list of positive integers, got {list(self.layer_sizes)}",
@@ -115,9 +126,6 @@ class KGATConfig:
                for p in self.message_dropout):
             raise ConfigError(f"each value must be a probability in [0, 1), got {list(self.message_dropout)}",
                               "message_dropout")
-        checks.non_negative(self, "l2", "kg_l2")
-        checks.positive(self, "kg_lr")
-        checks.one_of(self, "aggregator", AGGREGATORS)
 
     def build(self, views: GraphViews) -> "KGAT":
         return build(views, self)
@@ -202,11 +210,11 @@ class KGAT(Recommender):
         self.relation_projection = nn.Parameter(torch.empty(n_relations, config.dim, config.relation_dim,
                                                             device=device))
         sizes = (config.dim,) + config.layer_sizes
-        width = 2 if config.aggregator == "graphsage" else 1
+        width = 2 if config.aggregator is Aggregator.GRAPHSAGE else 1
         shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
         self.linear = nn.ModuleList(nn.Linear(width * i, o, device=device) for i, o in shapes)
         self.bi_linear = (nn.ModuleList(nn.Linear(i, o, device=device) for i, o in shapes)
-                          if config.aggregator == "bi-interaction" else None)
+                          if config.aggregator is Aggregator.BI_INTERACTION else None)
         self._register_structure(triples)
         self.reset_parameters()
 
@@ -339,10 +347,10 @@ class KGAT(Recommender):
     # ------------------------------------------------------------------ propagation
     def _aggregate(self, layer: int, ego: Tensor, side: Tensor) -> Tensor:
         aggregator, linear = self.config.aggregator, self.linear[layer]
-        if aggregator == "graphsage":
+        if aggregator is Aggregator.GRAPHSAGE:
             return F.leaky_relu(linear(torch.cat([ego, side], dim=1)), LEAKY_SLOPE)
         out = F.leaky_relu(linear(ego + side), LEAKY_SLOPE)
-        if aggregator == "bi-interaction":
+        if aggregator is Aggregator.BI_INTERACTION:
             out = out + F.leaky_relu(self.bi_linear[layer](ego * side), LEAKY_SLOPE)
         return out
 

@@ -55,14 +55,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Literal, NamedTuple, Optional, Tuple
+from typing import ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import checks
-from ..errors import ConfigError, GraphError
+from ..errors import GraphError
 from ..graph import GraphViews
 from .base import BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
 from .rng import random_permutation, uniform_random
@@ -71,6 +71,20 @@ logger = logging.getLogger(__name__)
 
 #: Added under square roots of the distance correlation (finite gradients where a covariance is 0).
 DCOR_EPS = 1e-8
+
+
+class Independence(checks.Choice):
+    """The intent independence measure (:func:`independence_loss`)."""
+
+    DISTANCE = "distance"  # distance correlation, the paper's default
+    COSINE = "cosine"  # squared cosine
+
+
+class IndependenceOn(checks.Choice):
+    """What the independence loss is computed on."""
+
+    INTENTS = "intents"  # the intent embeddings (the paper's equations)
+    ATTENTION = "attention"  # the intents' attention logits (the authors' release)
 
 
 @dataclass
@@ -96,20 +110,19 @@ class KGINConfig:
     n_intents: int = 4
     l2: float = 1e-5
     sim_regularity: float = 1e-4
-    independence: Literal["distance", "cosine"] = "distance"
-    independence_on: Literal["intents", "attention"] = "intents"
+    independence: Independence = Independence.DISTANCE
+    independence_on: IndependenceOn = IndependenceOn.INTENTS
     node_dropout: float = 0.5
     message_dropout: float = 0.1
     user_residual: bool = False
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("dim", "layers", "n_intents"), checks.non_negative("l2", "sim_regularity"),
+        checks.choice(Independence, "independence"), checks.choice(IndependenceOn, "independence_on"),
+        checks.probability("node_dropout", "message_dropout"), checks.boolean("user_residual"))
+
     def __post_init__(self) -> None:
-        checks.positive_int(self, "dim", "layers", "n_intents")
-        checks.non_negative(self, "l2", "sim_regularity")
-        checks.one_of(self, "independence", ("distance", "cosine"))
-        checks.one_of(self, "independence_on", ("intents", "attention"))
-        checks.probability(self, "node_dropout", "message_dropout")
-        if not isinstance(self.user_residual, bool):
-            raise ConfigError(f"expected true or false, got {self.user_residual!r}", "user_residual")
+        checks.check(self)
 
     def build(self, views: GraphViews) -> "KGIN":
         return build(views, self)
@@ -175,16 +188,14 @@ def distance_correlation(x: Tensor, eps: float = DCOR_EPS) -> Tensor:
     return dcov / torch.sqrt(diag.unsqueeze(1) * diag.unsqueeze(0) + eps)
 
 
-def independence_loss(x: Tensor, kind: str = "distance") -> Tensor:
+def independence_loss(x: Tensor, kind: Independence = Independence.DISTANCE) -> Tensor:
     """:math:`\\sum_{p < p'} \\mathrm{dCor}(x_p, x_{p'})` (``distance``) or :math:`\\sum_{p < p'}
     \\cos^2(x_p, x_{p'})` (``cosine``) over the rows of ``x`` ``[P, n]``; a scalar (0 for one row)."""
-    if kind == "distance":
+    if checks.parse_enum(Independence, kind, "independence") is Independence.DISTANCE:
         pairwise = distance_correlation(x)
-    elif kind == "cosine":
+    else:
         unit = F.normalize(x, dim=1)
         pairwise = (unit @ unit.t()).pow(2)
-    else:
-        raise ValueError(f"independence must be 'distance' or 'cosine', got {kind!r}")
     return torch.triu(pairwise, diagonal=1).sum()
 
 
@@ -313,7 +324,7 @@ class KGIN(Recommender):
     def independence(self) -> Tensor:
         """The intent independence loss (a scalar) on the intents or their logits (``independence_on``)."""
         c = self.config
-        target = self.intents() if c.independence_on == "intents" else self.intent_logits
+        target = self.intents() if c.independence_on is IndependenceOn.INTENTS else self.intent_logits
         return independence_loss(target, c.independence)
 
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:

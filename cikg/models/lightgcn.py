@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -49,18 +49,17 @@ class LightGCNConfig:
     dim: int = 64
     layers: int = 3
     l2: float = 1e-4
-    view: str = "collaborative"
+    view: View = View.COLLABORATIVE
     self_loops: bool = False
     edge_dropout: float = 0.0
     message_dropout: float = 0.0
     features: FusionConfig = field(default_factory=FusionConfig)
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("dim"), checks.non_negative_int("layers"), checks.non_negative("l2"),
+        checks.choice(View, "view"), checks.probability("edge_dropout", "message_dropout"))
 
     def __post_init__(self) -> None:
-        checks.positive_int(self, "dim")
-        checks.non_negative_int(self, "layers")
-        checks.non_negative(self, "l2")
-        checks.one_of(self, "view", [v.value for v in View])
-        checks.probability(self, "edge_dropout", "message_dropout")
+        checks.check(self)
 
     def build(self, views: GraphViews) -> "LightGCN":
         return LightGCN(views, self)
@@ -89,7 +88,7 @@ class LightGCN(Recommender):
     def __init__(self, views: GraphViews, config: Optional[LightGCNConfig] = None):
         super().__init__()
         self.config = config or LightGCNConfig()
-        self.view = View(self.config.view)
+        self.view = self.config.view
         if self.view is not View.COLLABORATIVE and views.edge_index(self.view).size(1) == \
                 views.edge_index(View.COLLABORATIVE).size(1):
             logger.warning("LightGCN view %r adds no edges to the collaborative graph here", self.view.value)

@@ -37,7 +37,7 @@ convention), where the release regularises the propagated ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import ClassVar, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -50,7 +50,15 @@ from .cikgrec import info_nce
 from .lightgcn import LightGCN, LightGCNConfig
 from .propagation import EdgeDropout, LGPropagation, simgcl_noise
 
-AUGMENTATIONS = ("noise", "edge_dropout")
+
+class Augmentation(checks.Choice):
+    """How the two contrastive views differ."""
+
+    NOISE = "noise"  # SimGCL: random noise of norm eps added per layer
+    EDGE_DROPOUT = "edge_dropout"  # SGL-ED: each view drops its own edges
+
+
+AUGMENTATIONS = tuple(a.value for a in Augmentation)
 
 
 @dataclass
@@ -70,19 +78,17 @@ class SimGCLConfig(LightGCNConfig):
     eps: float = 0.1
     temperature: float = 0.2
     cl_weight: float = 0.5
-    augmentation: str = "noise"
+    augmentation: Augmentation = Augmentation.NOISE
     view_edge_dropout: float = 0.1
     include_ego: bool = False
     cl_max_logits: Optional[int] = None
+    CONSTRAINTS: ClassVar[checks.Constraints] = LightGCNConfig.CONSTRAINTS + (
+        checks.non_negative("eps", "cl_weight"), checks.positive("temperature"),
+        checks.choice(Augmentation, "augmentation"), checks.probability("view_edge_dropout"),
+        checks.positive_int("cl_max_logits", optional=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks.non_negative(self, "eps", "cl_weight")
-        checks.positive(self, "temperature")
-        checks.one_of(self, "augmentation", AUGMENTATIONS)
-        checks.probability(self, "view_edge_dropout")
-        if self.cl_max_logits is not None:
-            checks.positive_int(self, "cl_max_logits")
         if self.include_ego is False and self.layers == 0:
             raise ConfigError("layers=0 leaves nothing to average without the layer-0 embedding; set "
                               "include_ego=true or layers >= 1", "layers")
@@ -120,7 +126,7 @@ class SimGCL(LightGCN):
     def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
         logged = super().on_epoch_start(epoch, generator)
         self._generator = generator
-        if self.config.augmentation == "edge_dropout":
+        if self.config.augmentation is Augmentation.EDGE_DROPOUT:
             self.resample_views(generator)
         return logged
 
@@ -136,7 +142,7 @@ class SimGCL(LightGCN):
         """The two augmented propagations of every node ``([n_nodes, dim], [n_nodes, dim])``."""
         ego = self.ego() if ego is None else ego
         c = self.config
-        if c.augmentation == "noise":
+        if c.augmentation is Augmentation.NOISE:
             adj = self.full_adjacency()
             return tuple(self.view_propagation(ego, adj, perturb=simgcl_noise(c.eps, self._generator))
                          for _ in range(2))
@@ -161,7 +167,7 @@ class SimGCL(LightGCN):
 
     def __repr__(self) -> str:
         c = self.config
-        aug = f"eps={c.eps}" if c.augmentation == "noise" else f"view_edge_dropout={c.view_edge_dropout}"
+        aug = f"eps={c.eps}" if c.augmentation is Augmentation.NOISE else f"view_edge_dropout={c.view_edge_dropout}"
         return (f"SimGCL(augmentation={c.augmentation}, {aug}, view={self.view.value}, "
                 f"nodes={self.embedding.num_embeddings}, dim={c.dim}, layers={c.layers}, "
                 f"include_ego={c.include_ego}, temperature={c.temperature}, cl_weight={c.cl_weight}, l2={c.l2})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import checks
 from ..config import dump_yaml, from_dict, load_yaml, merge, parse_overrides, to_dict
@@ -53,13 +53,13 @@ class DataConfig:
     synthetic_items: int = 600
     synthetic_seed: int = 0
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.probability("valid_fraction", expected="a fraction"), checks.positive_int("synthetic_users"),
+        checks.int_at_least(12, "synthetic_items"), checks.seed("split_seed", "synthetic_seed"),
+        checks.boolean("include_kg", "include_interests"))
+
     def __post_init__(self) -> None:
-        if not 0.0 <= self.valid_fraction < 1.0:
-            raise ConfigError(f"expected a fraction in [0, 1), got {self.valid_fraction}", "valid_fraction")
-        if self.synthetic_users < 1 or self.synthetic_items < 12:
-            raise ConfigError("synthetic datasets need >= 1 user and >= 12 items", "synthetic_users")
-        _check_seed(self.split_seed, "split_seed")
-        _check_seed(self.synthetic_seed, "synthetic_seed")
+        checks.check(self)
 
 
 @dataclass
@@ -100,11 +100,13 @@ class TrainConfig:
     max_batches: Optional[int] = None
     progress: bool = True
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("epochs", "batch_size", "eval_every", "eval_block_size"),
+        checks.positive_int("max_batches", "threads", optional=True), checks.positive("lr"),
+        checks.non_negative("weight_decay"), checks.non_negative_int("patience"), checks.seed("seed"))
+
     def __post_init__(self) -> None:
-        checks.positive_int(self, "epochs", "batch_size", "eval_every", "eval_block_size")
-        checks.positive(self, "lr")
-        checks.non_negative(self, "weight_decay")
-        checks.non_negative_int(self, "patience")
+        checks.check(self)
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"expected cut-offs >= 1, got {self.ks}", "ks")
         for name in self.select:
@@ -113,14 +115,6 @@ class TrainConfig:
                 raise ConfigError(f"{name!r} is not a metric@K with K in ks={self.ks}", "select")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "auto"):
             raise ConfigError(f"expected cpu, cuda, cuda:N or auto, got {self.device!r}", "device")
-        checks.positive_int(self, "max_batches", "threads", optional=True)
-        _check_seed(self.seed, "seed")
-
-
-def _check_seed(value: int, key: str) -> None:
-    """Seeds go to ``torch.Generator.manual_seed``, which takes 64-bit values: refuse others up front."""
-    if not 0 <= value < 2**63:
-        raise ConfigError(f"expected a seed in [0, 2**63), got {value}", key)
 
 
 @dataclass

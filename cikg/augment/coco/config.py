@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
+from ... import checks
 from ...errors import ConfigError
 
 
@@ -51,22 +52,14 @@ class CoCoConfig:
     seed: int = 2024
     normalize: bool = True
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("n_codes", "prompt_len", "hidden", "history_len", "max_tokens", "epochs", "batch_size",
+                            "pairs_per_user", "lora_r", "cf_dim"),
+        checks.non_negative_int("lora_epochs"), checks.non_negative("beta", "margin", "lora_alpha"),
+        checks.positive("lr", "lora_lr"), checks.probability("lora_dropout"), checks.seed("seed"))
+
     def __post_init__(self) -> None:
-        for key in ("n_codes", "prompt_len", "hidden", "history_len", "max_tokens", "epochs", "batch_size",
-                    "pairs_per_user", "lora_r", "cf_dim"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"expected a positive integer, got {value!r}", key)
-        if isinstance(self.lora_epochs, bool) or not isinstance(self.lora_epochs, int) or self.lora_epochs < 0:
-            raise ConfigError(f"expected an integer >= 0, got {self.lora_epochs!r}", "lora_epochs")
-        for key in ("beta", "margin", "lora_alpha"):
-            if not getattr(self, key) >= 0:
-                raise ConfigError(f"expected a number >= 0, got {getattr(self, key)!r}", key)
-        for key in ("lr", "lora_lr"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"expected a positive learning rate, got {getattr(self, key)!r}", key)
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"expected a number in [0, 1), got {self.lora_dropout!r}", "lora_dropout")
+        checks.check(self)
         self.lora_targets = tuple(self.lora_targets)
         if not self.lora_targets:
             raise ConfigError("name at least one module for the LoRA adapters", "lora_targets")

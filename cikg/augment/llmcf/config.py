@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
+from ... import checks
 from ...errors import ConfigError
+from ...llm.prompts import DOMAINS
 
 
 @dataclass
@@ -50,26 +52,14 @@ class LLMCFConfig:
     domain: Optional[str] = None
     normalize: bool = True
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("n_examples", "history_len", "k", "dim", "heads", "layers", "epochs", "batch_size",
+                            "block_size", "cf_dim"),
+        checks.non_negative("neg_ratio", "weight_decay"), checks.non_negative_int("patience"),
+        checks.probability("text_weight", closed_high=True), checks.probability("dropout", "holdout"),
+        checks.positive("lr"), checks.seed("seed"), checks.one_of(DOMAINS, "domain", optional=True))
+
     def __post_init__(self) -> None:
-        for key in ("n_examples", "history_len", "k", "dim", "heads", "layers", "epochs", "batch_size",
-                    "block_size", "cf_dim"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"expected a positive integer, got {value!r}", key)
+        checks.check(self)
         if self.dim % self.heads:
             raise ConfigError(f"dim ({self.dim}) must be divisible by heads ({self.heads})", "heads")
-        if not self.neg_ratio >= 0:
-            raise ConfigError(f"expected a number >= 0, got {self.neg_ratio!r}", "neg_ratio")
-        for key in ("text_weight",):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"expected a number in [0, 1], got {getattr(self, key)!r}", key)
-        for key in ("dropout", "holdout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"expected a number in [0, 1), got {getattr(self, key)!r}", key)
-        if not self.lr > 0:
-            raise ConfigError(f"expected a positive learning rate, got {self.lr!r}", "lr")
-        if self.weight_decay < 0 or self.patience < 0:
-            raise ConfigError("weight_decay and patience must be >= 0", "weight_decay" if self.weight_decay < 0
-                              else "patience")
-        if self.domain is not None and self.domain not in ("books", "movies", "items"):
-            raise ConfigError(f"expected books, movies or items, got {self.domain!r}", "domain")
