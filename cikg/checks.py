@@ -64,12 +64,16 @@ class Constraint:
 Constraints = Tuple[Constraint, ...]
 
 
-def check(config: object, constraints: Optional[Constraints] = None) -> None:
+def check(config: object, constraints: Optional[Constraints] = None, prefix: str = "") -> None:
     """Check (and, for choices, convert) the settings of ``config`` against ``constraints`` (default: its
-    class's ``CONSTRAINTS``)."""
+    class's ``CONSTRAINTS``). ``prefix`` dots the keys of errors (``"echo"``: ``echo.threshold``) for a config
+    that users set through a section of another's."""
     for constraint in type(config).CONSTRAINTS if constraints is None else constraints:
         for key in constraint.keys:
-            setattr(config, key, check_value(constraint, getattr(config, key), key))
+            value = getattr(config, key)
+            checked = check_value(constraint, value, f"{prefix}.{key}" if prefix else key)
+            if checked is not value:
+                object.__setattr__(config, key, checked)  # a choice's member (frozen configs too)
 
 
 def check_value(constraint: Constraint, value: Any, key: str) -> Any:
@@ -84,7 +88,8 @@ def check_value(constraint: Constraint, value: Any, key: str) -> Any:
     return value
 
 
-def _integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An integer (numpy's too), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -94,19 +99,19 @@ def _number(value: Any) -> bool:
 
 def positive_int(*keys: str, optional: bool = False) -> Constraint:
     """Each key an integer >= 1 (or ``None`` when ``optional``)."""
-    return Constraint(keys, "a positive integer", lambda v: _integer(v) and v >= 1, optional)
+    return Constraint(keys, "a positive integer", lambda v: is_integer(v) and v >= 1, optional)
 
 
 def int_at_least(minimum: int, *keys: str, optional: bool = False) -> Constraint:
-    return Constraint(keys, f"an integer >= {minimum}", lambda v: _integer(v) and v >= minimum, optional)
+    return Constraint(keys, f"an integer >= {minimum}", lambda v: is_integer(v) and v >= minimum, optional)
 
 
 def non_negative_int(*keys: str, optional: bool = False) -> Constraint:
-    return Constraint(keys, "an integer >= 0", lambda v: _integer(v) and v >= 0, optional)
+    return Constraint(keys, "an integer >= 0", lambda v: is_integer(v) and v >= 0, optional)
 
 
-def non_negative(*keys: str) -> Constraint:
-    return Constraint(keys, "a number >= 0", lambda v: _number(v) and v >= 0)
+def non_negative(*keys: str, optional: bool = False) -> Constraint:
+    return Constraint(keys, "a number >= 0", lambda v: _number(v) and v >= 0, optional)
 
 
 def positive(*keys: str, optional: bool = False) -> Constraint:
@@ -127,7 +132,7 @@ def share(*keys: str, expected: str = "a share") -> Constraint:
 
 def seed(*keys: str) -> Constraint:
     """Seeds go to ``torch.Generator.manual_seed``, which takes 64-bit values: refuse others up front."""
-    return Constraint(keys, "a seed in [0, 2**63)", lambda v: _integer(v) and 0 <= v < 2**63)
+    return Constraint(keys, "a seed in [0, 2**63)", lambda v: is_integer(v) and 0 <= v < 2**63)
 
 
 def boolean(*keys: str) -> Constraint:

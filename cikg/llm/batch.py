@@ -14,8 +14,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence
 
+from .. import checks
 from ..errors import ConfigError, LLMError
 from .base import Completion, RunSummary
 from .cache import FAILED, OK, ResponseCache
@@ -47,11 +48,12 @@ class BatchConfig:
     completion_window: str = "24h"
     max_requests: int = 50_000
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.non_negative("poll_interval"), checks.non_negative("wait_timeout", optional=True),
+        checks.positive_int("max_requests"))
+
     def __post_init__(self) -> None:
-        if self.poll_interval < 0:
-            raise ConfigError(f"poll_interval must be >= 0, got {self.poll_interval}", key="batch.poll_interval")
-        if self.max_requests < 1:
-            raise ConfigError(f"max_requests must be >= 1, got {self.max_requests}", key="batch.max_requests")
+        checks.check(self, prefix="batch")
 
 
 def _error_detail(err: Any) -> str:

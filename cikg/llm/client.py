@@ -30,8 +30,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .. import checks
 from ..errors import ConfigError
 from .base import Completion, RunSummary
 from .cache import FAILED, OK, ResponseCache, cache_key
@@ -71,13 +72,12 @@ class RetryPolicy:
     max_retry_after: float = 300.0
     seed: Optional[int] = None
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("max_attempts"), checks.non_negative("base_delay", "max_delay", "max_retry_after"),
+        checks.probability("jitter", closed_high=True))
+
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}", key="retry.max_attempts")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ConfigError("base_delay and max_delay must be >= 0", key="retry")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ConfigError(f"jitter must be in [0, 1], got {self.jitter}", key="retry.jitter")
+        checks.check(self, prefix="retry")
 
     def delay(self, attempt: int, retry_after: Optional[float], rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -141,18 +141,14 @@ class LLMConfig:
     progress: bool = True
     structured: str = "auto"
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.one_of(STRUCTURED_MODES, "structured"),
+        checks.Constraint(("model",), "a non-empty model name", lambda v: isinstance(v, str) and bool(v)),
+        checks.positive_int("concurrency", optional=True), checks.positive("timeout"),
+        checks.positive_int("max_tokens"), checks.boolean("progress"))
+
     def __post_init__(self) -> None:
-        if self.structured not in STRUCTURED_MODES:
-            raise ConfigError(f"structured must be one of {STRUCTURED_MODES}, got {self.structured!r}",
-                              key="structured")
-        if not self.model:
-            raise ConfigError("model must be a non-empty name", key="model")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}", key="concurrency")
-        if self.timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}", key="timeout")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}", key="max_tokens")
+        checks.check(self)
         if self.base_url is not None and not urllib.parse.urlparse(self.base_url).scheme.startswith("http"):
             raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}",
                               key="base_url")

@@ -19,11 +19,11 @@ from __future__ import annotations
 import difflib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError
+from .. import checks
 from .prompts import normalise_title
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,12 @@ class EchoConfig:
     threshold: float = 0.85
     min_words: int = 3
     keep: bool = False
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.share("threshold", expected="a similarity ratio"), checks.positive_int("min_words"),
+        checks.boolean("keep"))
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ConfigError(f"echo threshold must be in (0, 1], got {self.threshold}", key="echo.threshold")
-        if self.min_words < 1:
-            raise ConfigError(f"echo min_words must be >= 1, got {self.min_words}", key="echo.min_words")
+        checks.check(self, prefix="echo")
 
 
 DEFAULT_ECHO = EchoConfig()

@@ -26,10 +26,11 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import checks
 from ..errors import ConfigError
 from .base import NOT_AN_LLM, Completion, RunSummary
 from .cache import OK
@@ -59,11 +60,12 @@ class KGProfileConfig:
     use_titles: bool = True
     min_word_chars: int = 3
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.positive_int("history_len", "min_word_chars"), checks.boolean("use_titles"),
+        checks.Constraint(("max_phrases",), "an integer in 1..5", lambda v: checks.is_integer(v) and 1 <= v <= 5))
+
     def __post_init__(self) -> None:
-        if self.history_len < 1:
-            raise ConfigError(f"history_len must be >= 1, got {self.history_len}", key="history_len")
-        if not 1 <= self.max_phrases <= 5:
-            raise ConfigError(f"max_phrases must be in 1..5, got {self.max_phrases}", key="max_phrases")
+        checks.check(self)
 
 
 def entity_name(text: Optional[str], original_id: str) -> Optional[str]:

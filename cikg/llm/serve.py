@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, Optional
+from typing import Any, BinaryIO, ClassVar, Dict, Iterator, Optional
 
+from .. import checks
 from ..errors import ConfigError, LLMError, OutputError, describe_os_error
 from .ports import ensure_port_free, free_port, holds_listener, model_ids
 
@@ -92,13 +93,14 @@ class ServeConfig:
     startup_timeout: float = 180.0
     extra_buffers: bool = False
 
+    CONSTRAINTS: ClassVar[checks.Constraints] = (
+        checks.Constraint(("port",), "a port in 0..65535", lambda v: checks.is_integer(v) and 0 <= v < 65536),
+        checks.int_at_least(256, "n_ctx"), checks.positive_int("n_parallel"),
+        checks.positive_int("n_threads", optional=True), checks.positive("startup_timeout"),
+        checks.boolean("extra_buffers"))
+
     def __post_init__(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise ConfigError(f"port must be in 0..65535, got {self.port}", key="port")
-        if self.n_ctx < 256:
-            raise ConfigError(f"n_ctx must be >= 256, got {self.n_ctx}", key="n_ctx")
-        if self.n_parallel < 1:
-            raise ConfigError(f"n_parallel must be >= 1, got {self.n_parallel}", key="n_parallel")
+        checks.check(self)
         if self.n_parallel > 1 and not parallel_supported():
             raise ConfigError(f"n_parallel={self.n_parallel}: the installed llama-cpp-python server has one slot "
                               "(no n_parallel setting; it answers one request at a time); use 1, or a server "
