@@ -52,6 +52,18 @@ def test_unknown_recipe_key_is_named(tmp_path):
         load_graph_recipe(recipe)
 
 
+def test_a_bad_recipe_value_names_the_key_and_the_recipe(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("dataset: synthetic\nvalid_fraction: 1.5\n")
+    config = tmp_path / "run.yaml"
+    config.write_text("graph: bad.yaml\n")
+    with pytest.raises(ConfigError, match=r"expected a fraction in \[0, 1\), got 1.5 \(set in the graph recipe "
+                                          ".*bad.yaml\)") as err:
+        load_run_config(config)
+    assert err.value.key == "data.valid_fraction"
+    assert load_run_config(config, ["data.valid_fraction=0.2"]).data.valid_fraction == 0.2  # the config's key wins
+
+
 def test_cli_builds_the_graph_of_a_recipe(tmp_path, capsys):
     recipe = tmp_path / "small.yaml"
     recipe.write_text("dataset: synthetic\nsynthetic_users: 200\nsynthetic_items: 60\ninclude_interests: false\n")

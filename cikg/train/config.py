@@ -202,10 +202,22 @@ def load_run_config(path: Optional[Union[str, Path]] = None, overrides: Sequence
     base = load_yaml(path) if path is not None else {}
     merged = merge(base, parse_overrides(overrides))
     recipe = merged.pop("graph", None)
-    if recipe is not None:
-        recipe_data = load_graph_recipe(_find_recipe(str(recipe), path))
-        merged["data"] = merge(to_dict(recipe_data), dict(merged.get("data") or {}))
-    return run_config_from_dict(merged)
+    if recipe is None:
+        return run_config_from_dict(merged)
+    recipe_path = _find_recipe(str(recipe), path)
+    recipe_keys = load_yaml(recipe_path)
+    own = merged.get("data") or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"expected a mapping of data settings, got {own!r}", "data")
+    merged["data"] = merge(recipe_keys, dict(own))
+    try:
+        return run_config_from_dict(merged)  # the recipe is parsed once, as part of the run config
+    except ConfigError as err:
+        key = (err.key or "").split(".")
+        if len(key) > 1 and key[0] == "data" and key[1] in recipe_keys and key[1] not in own:
+            raise ConfigError(f"{str(err).split(': ', 1)[-1]} (set in the graph recipe {recipe_path})",
+                              err.key) from None
+        raise
 
 
 def load_graph_recipe(path: Union[str, Path], overrides: Sequence[str] = ()) -> DataConfig:
