@@ -101,12 +101,7 @@ def protocol_problems(args: argparse.Namespace) -> list:
     problems = []
     if not set(FULL_SEEDS) <= set(args.seeds):
         problems.append(f"seeds {args.seeds} lack {sorted(set(FULL_SEEDS) - set(args.seeds))}")
-    want = base.row_settings(args.dataset, "cikgrec", base.PROTOCOL)
-    have = base.row_settings(args.dataset, "cikgrec", args.set)
-    differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-    if differ:
-        problems.append("settings differ from the published budget (" + ", ".join(
-            f"{k}: {have.get(k)!r} instead of {want.get(k)!r}" for k in differ[:6]) + ")")
+    problems += base.budget_problem(base.row_settings(args.dataset, "cikgrec", args.set), args.dataset)
     if args.answers is not None:
         problems.append(f"--answers {args.answers}: a published table replays experiments/{args.dataset}/{LLM_ANSWERS}")
     return problems
@@ -161,10 +156,9 @@ def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> 
     for key, record in ledger.get("runs", {}).items():
         if record["source"] not in settings or record["seed"] not in args.seeds:
             continue
-        old, new = record["settings"], settings[record["source"]]
-        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        differ = base.settings_diff(record["settings"], settings[record["source"]])
         if differ:
-            problems.append(f"{key}: " + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:4]))
+            problems.append(f"{key}: {differ}")
     return problems
 
 
@@ -251,26 +245,22 @@ def main(argv: list = None) -> int:
     if args.publish:
         problems = protocol_problems(args)
         if problems:
-            print(f"experiments/interests.py: error: --publish needs the full protocol: {'; '.join(problems)}; "
-                  "nothing was run", file=sys.stderr)
-            return 2
+            return base.refuse("interests.py", f"--publish needs the full protocol: {'; '.join(problems)}; "
+                                               "nothing was run")
     if "smollm2" in args.sources and not answers_file(args).is_file():
-        print(f"experiments/interests.py: error: {answers_file(args)}: no recorded SmolLM2 answers (record them "
-              "as docs/llm.md says, or leave smollm2 out of --sources); nothing was run", file=sys.stderr)
-        return 2
+        return base.refuse("interests.py", f"{answers_file(args)}: no recorded SmolLM2 answers (record them as "
+                                           "docs/llm.md says, or leave smollm2 out of --sources); nothing was run")
     out = Path(args.out) / args.dataset
     target = (HERE / args.dataset if args.publish else out) / "interests.md"
     ledger_path = target.with_suffix(".json")
-    command = "python experiments/interests.py " + " ".join(shlex.quote(a) for a in argv
-                                                            if a not in ("--publish", "--replace"))
+    command = base.command_of("interests.py", argv)
     folders = {s: out / "interests" / f"{s}-k{args.kappa}" for s in args.sources}
     settings = {s: settings_of(args, s, folders[s]) for s in args.sources}
     with base.locked_ledger(ledger_path) as ledger:
         conflicts = ledger_conflicts(ledger, args, settings)
     if conflicts and not args.replace:
-        print(f"experiments/interests.py: error: {ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
-              "nothing was run. Use another --out or pass --replace", file=sys.stderr)
-        return 2
+        return base.refuse("interests.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
+                                           "nothing was run. Use another --out or pass --replace")
     for source in args.sources:
         if source in ("smollm2", "kg-profile"):
             prepared = prepare(args, source, folders[source])

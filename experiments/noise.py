@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from pathlib import Path
 
@@ -95,13 +94,7 @@ def protocol_problems(args: argparse.Namespace) -> list:
         problems.append(f"seeds {args.seeds} lack {sorted(set(FULL_SEEDS) - set(args.seeds))}")
     if set(args.variants) != set(VARIANTS):
         problems.append(f"variants {args.variants} lack {sorted(set(VARIANTS) - set(args.variants))}")
-    want = base.row_settings(args.dataset, "cikgrec", PROTOCOL)
-    have = settings_of(args, "uir")
-    differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-    if differ:
-        problems.append("settings differ from the published budget (" + ", ".join(
-            f"{k}: {have.get(k)!r} instead of {want.get(k)!r}" for k in differ[:6]) + ")")
-    return problems
+    return problems + base.budget_problem(settings_of(args, "uir"), args.dataset)
 
 
 def noisy_interests(args: argparse.Namespace, out: Path, rate: float, seed: int) -> tuple:
@@ -127,10 +120,9 @@ def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> 
             continue
         if record["mode"] not in (args.mode, "none"):
             continue
-        old, new = record["settings"], settings[record["variant"]]
-        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        differ = base.settings_diff(record["settings"], settings[record["variant"]])
         if differ:
-            problems.append(f"{key}: " + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:4]))
+            problems.append(f"{key}: {differ}")
     return problems
 
 
@@ -248,21 +240,17 @@ def main(argv: list = None) -> int:
     if args.publish:
         problems = protocol_problems(args)
         if problems:
-            print(f"experiments/noise.py: error: --publish needs the full protocol: {'; '.join(problems)}; "
-                  "nothing was run", file=sys.stderr)
-            return 2
+            return base.refuse("noise.py", f"--publish needs the full protocol: {'; '.join(problems)}; nothing was run")
     out = Path(args.out) / args.dataset
     target = (HERE / args.dataset if args.publish else out) / "noise.md"
     ledger_path = target.with_suffix(".json")
-    command = "python experiments/noise.py " + " ".join(shlex.quote(a) for a in argv
-                                                        if a not in ("--publish", "--replace"))
+    command = base.command_of("noise.py", argv)
     settings = {v: settings_of(args, v) for v in args.variants}
     with base.locked_ledger(ledger_path) as ledger:
         conflicts = ledger_conflicts(ledger, args, settings)
     if conflicts and not args.replace:
-        print(f"experiments/noise.py: error: {ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
-              "nothing was run. Use another --out or pass --replace", file=sys.stderr)
-        return 2
+        return base.refuse("noise.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
+                                       "nothing was run. Use another --out or pass --replace")
     for rate in args.rates:
         for seed in args.seeds:
             with base.locked_ledger(ledger_path) as ledger:

@@ -74,6 +74,35 @@ def locked_ledger(path: Path) -> Iterator[dict]:
         tmp.replace(path)
 
 
+def changed_keys(old: dict, new: dict) -> list:
+    """The keys whose values differ between two resolved settings, sorted."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def settings_diff(old: dict, new: dict, most: int = 4) -> str:
+    """``key: old -> new`` for the first ``most`` keys that differ (``""``: none)."""
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed_keys(old, new)[:most])
+
+
+def budget_problem(settings: dict, dataset: str) -> list:
+    """``[why]`` when CIKGRec ``settings`` differ from the published budget (:data:`PROTOCOL`), else ``[]``."""
+    want = row_settings(dataset, "cikgrec", PROTOCOL)
+    differ = changed_keys(want, settings)
+    return ["settings differ from the published budget (" + ", ".join(
+        f"{k}: {settings.get(k)!r} instead of {want.get(k)!r}" for k in differ[:6]) + ")"] if differ else []
+
+
+def refuse(script: str, message: str) -> int:
+    """Print the one-line refusal of ``experiments/<script>`` (nothing was run) and return its exit status 2."""
+    print(f"experiments/{script}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def command_of(script: str, argv: list) -> str:
+    """The command a ledger records for a sweep (``--publish`` and ``--replace`` are not recorded)."""
+    return f"python experiments/{script} " + " ".join(shlex.quote(a) for a in argv if a not in ("--publish", "--replace"))
+
+
 def row_settings(dataset: str, config_name: str, overrides: list) -> dict:
     """The resolved config of a row's runs, flattened, without :data:`RUN_ONLY_KEYS` (what makes rows comparable)."""
     config = load_run_config(HERE / dataset / f"{config_name}.yaml", overrides)
@@ -355,8 +384,7 @@ def main(argv: list = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     jobs = jobs_of(args)
-    command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
-                                                      if a not in ("--publish", "--replace"))
+    command = command_of("run.py", sys.argv[1:] if argv is None else argv)
     page_name = "ablations.md" if args.ablations else "results.md"
     target = (Path(args.output) if args.output
               else (HERE if args.publish else out) / args.dataset / page_name)
