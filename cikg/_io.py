@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Iterator, List, Union
+from typing import Any, Iterable, Iterator, List, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
@@ -129,6 +129,13 @@ def write_text_atomic(path: PathLike, text: str) -> None:
 def write_json_atomic(path: PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl_atomic(path: PathLike, records: Iterable[Any]) -> None:
+    """Write one JSON object per line (UTF-8, not escaped) to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def torch_save_atomic(obj: Any, path: PathLike) -> None:

@@ -28,7 +28,7 @@ from .coco import CoCo, CoCoConfig
 from .kar import ANSWERS_FILE, KAR, SUMMARY_FILE, KARConfig
 from .llmcf import LLMCF, CoTProfileBackend, LLMCFConfig
 from .prompts import DOMAIN_FACTORS
-from .reki import MODES, REKI, REKIConfig, call_counts
+from .reki import MODES, REKI, ClusterOn, REKIConfig, call_counts
 
 # ---------------------------------------------------------------------------------------------- scaffolding
 #: the flags several methods take, each defined once: name -> (option strings, add_argument keywords)
@@ -191,7 +191,7 @@ def add_reki(methods: Any) -> None:
     p.add_argument("--groups", type=int, default=None, help="user and item groups (sets both)")
     p.add_argument("--user-groups", type=int, default=50)
     p.add_argument("--item-groups", type=int, default=50)
-    p.add_argument("--cluster-on", choices=("history", "cf"), default="history")
+    p.add_argument("--cluster-on", choices=[c.value for c in ClusterOn], default=ClusterOn.HISTORY.value)
     add_flags(p, "cf", cf="torch file {'user': [n_users, d], 'item': [n_items, d]} for --cluster-on cf")
     p.add_argument("--sample-size", type=int, default=10, help="members per group prompt (default: 10)")
     p.add_argument("--call-counts", default=None, metavar="G1,G2,...",

@@ -11,7 +11,6 @@ The clustering step consumes :attr:`InferenceResult.frame`: one row per (``user`
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
 
-from .._io import atomic_path, write_json_atomic
+from .._io import write_json_atomic, write_jsonl_atomic
 from ..errors import DatasetError
 from .base import NOT_AN_LLM, Backend, Completion, RunSummary
 from .echo import DEFAULT_ECHO, EchoConfig, filter_echoes
@@ -132,10 +131,7 @@ def infer_interests(dataset: Any, backend: Backend, template: PromptTemplate = C
     path = None
     if out_dir is not None:
         path = Path(out_dir) / RAW_FILE
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for record in records:
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_jsonl_atomic(path, records)
         write_json_atomic(Path(out_dir) / SUMMARY_FILE, {
             **summary.to_dict(), "parse": parse_counts, "echo": echo_stats, **_dataset_reference(dataset),
             "template": template.name,

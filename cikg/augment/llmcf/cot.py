@@ -2,7 +2,6 @@
 encoded with CF features attached (:class:`CoTDataset`, ``cot_dataset.pt``)."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..._io import atomic_path, torch_save_atomic
+from ..._io import torch_save_atomic, write_jsonl_atomic
 from ...errors import DatasetError
 from ...llm.base import Backend, Completion, RunSummary
 from ...llm.cache import OK
@@ -75,10 +74,7 @@ def generate_cot(dataset: Any, examples: Examples, backend: Backend, template: P
     path = None
     if out_dir is not None:
         path = Path(out_dir) / EXAMPLES_FILE
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for record in records:
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_jsonl_atomic(path, records)
     return CoTRecords(records, summary, path)
 
 
