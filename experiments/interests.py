@@ -6,7 +6,10 @@
 Each source gives CIKGRec (``experiments/<dataset>/cikgrec.yaml``) its user-interest edges (``--sources``):
 
 - ``gpt35``: the authors' published file (gpt-3.5-turbo, clustered by them): the dataset's own interests, the
-  same run as the CIKGRec row of ``results.md``. Only ids were published, so it has no predictive score.
+  same runs as the CIKGRec row of ``results.md``. Only ids were published, so it has no predictive score.
+  ``--reuse-published`` takes that row from ``experiments/<dataset>/results.json`` instead of training it again
+  (only when its resolved settings are this sweep's; that ledger kept mean and std, not per-seed figures, so
+  the row shows mean ± std†).
 - ``smollm2``: the bundled SmolLM2-135M-Instruct on every user, the few-shot prompt, free-text answers
   (``--prompt cikgrec-interests-fewshot --structured off``), echoes of the prompt's titles dropped. The answers
   are replayed from ``experiments/<dataset>/interest_answers/smollm2-fewshot.jsonl`` (recorded with the commands
@@ -70,6 +73,8 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--publish", action="store_true",
                         help="write experiments/<dataset>/interests.md (.json); full protocol only")
     parser.add_argument("--replace", action="store_true", help="retrain ledger runs of other settings")
+    parser.add_argument("--reuse-published", action="store_true",
+                        help="gpt35: take the CIKGRec row of experiments/DATASET/results.json (same settings only)")
     return parser.parse_args(argv)
 
 
@@ -162,6 +167,23 @@ def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> 
     return problems
 
 
+def published_row(args: argparse.Namespace, settings: dict) -> dict:
+    """The CIKGRec row of ``experiments/<dataset>/results.json`` as the ``gpt35`` source; refused (SystemExit)
+    when its settings are not ``settings``."""
+    path = HERE / args.dataset / "results.json"
+    row = json.loads(path.read_text())[base.PROPOSED]
+    differ = base.settings_diff(base.recorded_settings(args.dataset, row), settings)
+    if differ:
+        raise SystemExit(f"experiments/interests.py: error: {path}: its CIKGRec row ran with other settings "
+                         f"({differ}); nothing was taken. Train the gpt35 source instead")
+    sparse = next(v for k, v in row["groups"]["recall@20"].items() if k.startswith(SPARSE))
+    return {"source": "gpt35", "from": f"experiments/{args.dataset}/results.json", "seeds": row["seeds"],
+            "best_epochs": row["best_epochs"], "minutes": row["minutes"], "split": row["split"],
+            "mean": {"recall@20": row["mean"]["recall@20"], "ndcg@20": row["mean"]["ndcg@20"], "sparse": sparse},
+            "std": {"recall@20": row["std"]["recall@20"], "ndcg@20": row["std"]["ndcg@20"]},
+            "settings": settings, "command": row["command"]}
+
+
 def _ci(values: list) -> str:
     return mean_ci(values).cell() if values else ""
 
@@ -177,7 +199,8 @@ def table(ledger: dict) -> pd.DataFrame:
     for source, label in SOURCES.items():
         runs = sorted((r for r in ledger.get("runs", {}).values() if r["source"] == source), key=lambda r: r["seed"])
         prepared = ledger.get("prepared", {}).get(source)
-        if not runs and not prepared:
+        published = ledger.get("published", {}).get(source) if not runs else None
+        if not runs and not prepared and not published:
             continue
         summary = (prepared or {}).get("report", {})
         edges = summary.get("interest_edges")
@@ -193,12 +216,19 @@ def table(ledger: dict) -> pd.DataFrame:
             "best epochs": ", ".join(str(r["best_epoch"]) for r in runs),
             "seeds": ", ".join(str(r["seed"]) for r in runs),
         })
+        if published:
+            rows[-1].update({
+                "test Recall@20": f"{published['mean']['recall@20']:.4f} ± {published['std']['recall@20']:.4f}†",
+                "test NDCG@20": f"{published['mean']['ndcg@20']:.4f} ± {published['std']['ndcg@20']:.4f}†",
+                f"sparse ({SPARSE}) Recall@20": f"{published['mean']['sparse']:.4f}†",
+                "best epochs": ", ".join(map(str, published["best_epochs"])),
+                "seeds": ", ".join(map(str, published["seeds"]))})
     return pd.DataFrame(rows).set_index("interests from") if rows else pd.DataFrame()
 
 
 def missing_sources(ledger: dict) -> list:
-    """Sources with no finished run in the ledger."""
-    done = {r["source"] for r in ledger.get("runs", {}).values()}
+    """Sources with no finished run (or published row) in the ledger."""
+    done = {r["source"] for r in ledger.get("runs", {}).values()} | set(ledger.get("published", {}))
     return [label for source, label in SOURCES.items() if source not in done]
 
 
@@ -208,19 +238,20 @@ def render(dataset: str, ledger: dict) -> str:
     if frame.empty:
         return f"# {dataset}: where interests come from\n\nNo finished run yet.\n"
     runs = list(ledger.get("runs", {}).values())
-    commands = sorted({r["command"] for r in runs})
+    published = list(ledger.get("published", {}).values())
+    commands = sorted({r["command"] for r in runs + published})
     scored = [p["report"]["score"] for p in ledger.get("prepared", {}).values() if p["report"]["score"].get("auc")]
     popularity = (f"Popularity on the same users: AUC {scored[0]['popularity_auc']:.3f}, Recall@20 "
                   f"{scored[0]['popularity_recall']:.3f} ({scored[0]['users']:,} users with a titled validation "
                   f"item; score of the kept clusters' centroids, mean pool)." if scored else "")
-    minutes = {}
+    minutes = {p["source"]: p["minutes"] for p in published}
     for r in runs:
         minutes[r["source"]] = minutes.get(r["source"], 0.0) + r["minutes"]
     lines = [
         f"# {dataset}: where interests come from and what they buy", "",
         "CIKGRec (`experiments/{0}/cikgrec.yaml`) trained on the user-interest edges of each source; test split, "
         "each run at the epoch selected on the validation split; mean ± the half-width of the 95% Student-t "
-        "interval over the seeds. Validation split: {1}.".format(dataset, "; ".join(sorted({r["split"] for r in runs}))),
+        "interval over the seeds. Validation split: {1}.".format(dataset, "; ".join(sorted({r["split"] for r in runs + published}))),
         "", "*Score*: the interest report's predictive score (`cikg interests report`): how well the cosine "
         "similarity of a user's kept interest clusters (their centroids, all-MiniLM-L6-v2) to the item titles "
         "ranks the user's validation items above its other unseen items (mean per-user AUC, Recall@20); it never "
@@ -233,6 +264,10 @@ def render(dataset: str, ledger: dict) -> str:
         "Training minutes (all seeds; 2-core CPU, one torch thread per run, shared with other runs): "
         + ", ".join(f"{SOURCES[s]} {m:.1f}" for s, m in minutes.items()), "",
     ]
+    lines += [f"† {SOURCES[p['source']]}: the CIKGRec row of `{p['from']}` (the same runs: seeds "
+              f"{', '.join(map(str, p['seeds']))}, the same settings), mean ± population std and the seeds' mean "
+              "sparse-user Recall@20; that ledger kept no per-seed figures, so no interval." for p in published]
+    lines += [""] if published else []
     if missing_sources(ledger):
         lines += [f"Not run yet: {', '.join(missing_sources(ledger))}.", ""]
     return "\n".join(lines)
@@ -262,6 +297,11 @@ def main(argv: list = None) -> int:
         return base.refuse("interests.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
                                            "nothing was run. Use another --out or pass --replace")
     for source in args.sources:
+        if source == "gpt35" and args.reuse_published:
+            row = published_row(args, settings[source])
+            with base.locked_ledger(ledger_path) as ledger:
+                ledger.setdefault("published", {})[source] = row
+            continue
         if source in ("smollm2", "kg-profile"):
             prepared = prepare(args, source, folders[source])
             with base.locked_ledger(ledger_path) as ledger:

@@ -94,3 +94,22 @@ def test_publish_refuses_anything_but_the_full_protocol(interests, capsys, tmp_p
     assert interests.main(["dbbook2014", "--sources", "smollm2", "--answers", str(tmp_path / "missing.jsonl"),
                            "--out", str(tmp_path)]) == 2
     assert "no recorded SmolLM2 answers" in capsys.readouterr().err
+
+
+def test_the_gpt35_row_is_taken_from_the_published_results_only_at_the_same_settings(interests, tmp_path,
+                                                                                      monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the published row was trained again")
+
+    monkeypatch.setattr(interests.base, "run_one", no_training)
+    published = json.loads((EXPERIMENTS / "dbbook2014" / "results.json").read_text())["CIKGRec"]
+    budget = ["train.epochs=60", "train.lr=0.005", "train.threads=1", "train.progress=false"]
+    assert interests.main(["dbbook2014", "--sources", "gpt35", "--reuse-published", "--out", str(tmp_path),
+                           "--set", *budget]) == 0
+    page = (tmp_path / "dbbook2014" / "interests.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| GPT-3.5"))
+    assert f"{published['mean']['recall@20']:.4f} ± {published['std']['recall@20']:.4f}†" in row
+    assert "n/a (ids only)" in row and "0, 1, 2" in row and published["command"] in page
+    with pytest.raises(SystemExit, match="ran with other settings .*train.epochs: 60 -> 1.*nothing was taken"):
+        interests.main(["dbbook2014", "--sources", "gpt35", "--reuse-published", "--out", str(tmp_path / "b"),
+                        "--set", *TINY])
