@@ -48,6 +48,7 @@ import run as base  # noqa: E402  (experiments/run.py: how a run is trained, rea
 from cikg.cli import main as cikg_main  # noqa: E402
 from cikg.eval.stats import mean_ci  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
+from cikg.train.trainer import load_run_dataset  # noqa: E402
 
 HERE = base.HERE
 SOURCES = {"gpt35": "GPT-3.5 (authors' file)", "smollm2": "SmolLM2-135M (few-shot, all users)",
@@ -135,6 +136,14 @@ def prepare(args: argparse.Namespace, source: str, folder: Path) -> dict:
     return {"kappa": args.kappa, "report": report_summary(report)}
 
 
+def authors_interests(args: argparse.Namespace) -> dict:
+    """What the dataset's own (the authors') interest file holds, in the shape of :func:`prepare`'s record."""
+    dataset = load_run_dataset(load_run_config(HERE / args.dataset / "cikgrec.yaml", args.set))
+    edges = dataset.user_interest
+    return {"kappa": None, "report": {"kept_interests": int(dataset.n_interests), "interest_edges": int(edges.size(1)),
+                                      "users_with_interest": int(edges[0].unique().numel()), "score": {}}}
+
+
 def report_summary(report: dict) -> dict:
     """The few numbers of an interest report (``report.json``) the table shows."""
     clustering = report.get("clustering") or {}
@@ -206,8 +215,8 @@ def table(ledger: dict) -> pd.DataFrame:
         edges = summary.get("interest_edges")
         rows.append({
             "interests from": label,
-            "interest edges (users)": "–" if source == "none" else (
-                "authors' file" if source == "gpt35" else f"{edges:,} ({summary.get('users_with_interest'):,})"),
+            "interest edges (users)": "–" if source == "none" or edges is None else (
+                f"{edges:,} ({summary.get('users_with_interest'):,})"),
             "score AUC": _score_cell(prepared, "auc") or ("n/a (ids only)" if source == "gpt35" else "–"),
             "score Recall@20": _score_cell(prepared, "recall") or "–",
             "test Recall@20": _ci([r["test"]["recall@20"] for r in runs]),
@@ -260,7 +269,8 @@ def render(dataset: str, ledger: dict) -> str:
         table(ledger).to_markdown(), "",
         "Interest preparation (`cikg interests infer` + `cikg interests cluster --kappa K`): " + "; ".join(
             f"{SOURCES[s]}: kappa {p['kappa']}, {p['report']['kept_interests']} interests kept, users covered by a "
-            f"phrase {p['report']['users_covered']:.1%}" for s, p in ledger.get("prepared", {}).items()) + ".", "",
+            f"phrase {p['report']['users_covered']:.1%}" for s, p in ledger.get("prepared", {}).items()
+            if p["kappa"] is not None) + ".", "",
         "Training minutes (all seeds; 2-core CPU, one torch thread per run, shared with other runs): "
         + ", ".join(f"{SOURCES[s]} {m:.1f}" for s, m in minutes.items()), "",
     ]
@@ -297,6 +307,10 @@ def main(argv: list = None) -> int:
         return base.refuse("interests.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
                                            "nothing was run. Use another --out or pass --replace")
     for source in args.sources:
+        if source == "gpt35":
+            prepared = authors_interests(args)
+            with base.locked_ledger(ledger_path) as ledger:
+                ledger.setdefault("prepared", {})[source] = prepared
         if source == "gpt35" and args.reuse_published:
             row = published_row(args, settings[source])
             with base.locked_ledger(ledger_path) as ledger:

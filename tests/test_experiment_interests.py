@@ -110,6 +110,7 @@ def test_the_gpt35_row_is_taken_from_the_published_results_only_at_the_same_sett
     row = next(line for line in page.splitlines() if line.startswith("| GPT-3.5"))
     assert f"{published['mean']['recall@20']:.4f} ± {published['std']['recall@20']:.4f}†" in row
     assert "n/a (ids only)" in row and "0, 1, 2" in row and published["command"] in page
+    assert "| 6,961 (3,783) " in row  # the authors' 6,962 pairs less one duplicate (../shared/data/README.md)
     with pytest.raises(SystemExit, match="ran with other settings .*train.epochs: 60 -> 1.*nothing was taken"):
         interests.main(["dbbook2014", "--sources", "gpt35", "--reuse-published", "--out", str(tmp_path / "b"),
                         "--set", *TINY])
