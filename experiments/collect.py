@@ -5,8 +5,8 @@
 
 Reads, for dbbook2014, book-crossing and ml1m, ``experiments/<dataset>/results.md`` (written by
 ``experiments/run.py``), its ``results-sparse-gain.md`` (CIKGRec's gain over the best baseline per user group),
-``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs) and ``noise.md``
-(``experiments/noise.py --publish``) where they exist, and writes them one after the other under one heading per
+``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs), ``interests.md``
+(``experiments/interests.py --publish``) and ``noise.md`` (``experiments/noise.py --publish``) where they exist, and writes them one after the other under one heading per
 dataset; every table keeps the command that produced it.
 Nothing is recomputed unless ``--render`` is given: then each ledger (``results.json``, ``ablations.json``)
 is rendered again first (``run.py DATASET --render-only``: intervals, paired tests and gains from the ledger and
@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
 PARTS = (("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
          ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"),
-         ("noise.md", "Noise robustness"))
+         ("interests.md", "Where interests come from"), ("noise.md", "Noise robustness"))
 LEDGERS = (("results.json", []), ("ablations.json", ["--ablations"]))
 """The ledgers ``run.py`` renders pages from, with the flag that selects each."""
 PREAMBLE = """# Results

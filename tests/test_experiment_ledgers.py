@@ -171,3 +171,16 @@ def test_rows_without_per_user_files_show_no_p_values(scripts):
     assert gains == "" and "No paired test" in page and "vs best baseline" not in page
     row = ledger["CIKGRec"]
     assert f"{row['mean']['recall@20']:.4f} ± {row['std']['recall@20']:.4f}†" in page  # legacy row: std, marked
+
+
+def test_docs_results_md_is_what_collect_writes_from_the_pages():
+    """docs/results.md is only ever written by experiments/collect.py: no figure there is missing from (or
+    differs from) the experiment pages and notes."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        collect = importlib.import_module("collect")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    expected = collect.collect((EXPERIMENTS / "NOTES.md").read_text())
+    assert (EXPERIMENTS.parent / "docs" / "results.md").read_text() == expected, (
+        "docs/results.md is stale: run `python experiments/collect.py`")
