@@ -159,8 +159,9 @@ def test_models_fuse_and_backpropagate_into_the_adaptor(featured, config_cls):
     batch = BPRBatch(torch.arange(32), torch.arange(32) % d.n_items, (torch.arange(32) + 7) % d.n_items)
     total, _ = model.loss(batch)
     total.backward()
-    assert any(k.startswith("fusion.experts.gate.reasoning") for k in model.state_dict())
-    assert not any(k.startswith("fusion.x_") for k in model.state_dict())  # features come from the artifact
+    keys = [k.removeprefix("encoder.") for k in model.state_dict()]  # CIKGRec: its LightGCN encoder's fusion
+    assert any(k.startswith("fusion.experts.gate.reasoning") for k in keys)
+    assert not any(k.startswith("fusion.x_") for k in keys)  # features come from the artifact
     assert model.fusion.experts.gate["reasoning"].weight.grad.abs().sum() > 0
     assert model.fusion.experts.gate["test"].weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="no features"):
@@ -177,9 +178,10 @@ def test_gated_fusion_starts_as_the_plain_model_and_learns_to_let_features_in(fe
     assert "gate=True" in repr(model.fusion)
     batch = BPRBatch(torch.arange(32), torch.arange(32) % d.n_items, (torch.arange(32) + 7) % d.n_items)
     gated = model.embed()
-    layer, model.fusion = model.fusion, None
+    host = getattr(model, "encoder", model)  # CIKGRec's fusion is its LightGCN encoder's
+    layer, host.fusion = host.fusion, None
     plain = model.embed()
-    model.fusion = layer
+    host.fusion = layer
     assert all(torch.allclose(a, b) for a, b in zip(gated, plain))  # a zero gate: exactly the plain model
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

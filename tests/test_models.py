@@ -418,3 +418,23 @@ def test_a_config_with_the_older_two_argument_build_still_gets_the_dataset(small
         model = build_model(OldStyle(), views, small_synthetic)
     assert model.n_users == small_synthetic.n_users
     assert "build(graph)" in caplog.text
+
+
+def test_cikgrec_composes_a_lightgcn_encoder_and_loads_checkpoints_from_before(small_synthetic):
+    """CIKGRec's recommendation encoder is a LightGCN over its encoder view (one propagation code path), and a
+    state dict written before the encoder was a module (top-level ``embedding.weight``) loads into it."""
+    views = build_views(build_cikg(small_synthetic), views=())
+    torch.manual_seed(0)
+    model = CIKGRecConfig(dim=16, layers=2, use_transe=False).build(views)
+    assert isinstance(model.encoder, LightGCN) and model.encoder.view is model.encoder_view
+    assert model.embedding is model.encoder.embedding
+    lightgcn = LightGCNConfig(dim=16, layers=2, view=model.encoder_view, self_loops=True).build(views)
+    lightgcn.embedding.weight.data.copy_(model.embedding.weight.data)
+    model.eval(), lightgcn.eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.embed(), lightgcn.embed()))
+    old = {("embedding.weight" if k == "encoder.embedding.weight" else k): v for k, v in model.state_dict().items()}
+    assert "embedding.weight" in old and "encoder.embedding.weight" not in old
+    torch.manual_seed(1)
+    again = CIKGRecConfig(dim=16, layers=2, use_transe=False).build(views)
+    again.load_state_dict(old)
+    assert torch.equal(again.embedding.weight, model.embedding.weight)

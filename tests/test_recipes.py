@@ -58,7 +58,7 @@ def test_a_bad_recipe_value_names_the_key_and_the_recipe(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("graph: bad.yaml\n")
     with pytest.raises(ConfigError, match=r"expected a fraction in \[0, 1\), got 1.5 \(set in the graph recipe "
-                                          ".*bad.yaml\)") as err:
+                                          r".*bad.yaml\)") as err:
         load_run_config(config)
     assert err.value.key == "data.valid_fraction"
     assert load_run_config(config, ["data.valid_fraction=0.2"]).data.valid_fraction == 0.2  # the config's key wins

@@ -3,7 +3,9 @@
 One embedding table ``E`` covers the global node index ``[users | items | entities | interests]`` of the
 CIKG. The model adds to a LightGCN encoder two self-supervised objectives and an optional KG embedding:
 
-* **Encoder + BPR.** :math:`Z = \\mathrm{mean}_k \\hat{A}^k E` over the CIKG (sparse SpMM);
+* **Encoder + BPR.** ``self.encoder`` is a :class:`~cikg.models.LightGCN` over the encoder view (the full CIKG, or
+  what of it the dataset has): :math:`Z = \\mathrm{mean}_k \\hat{A}^k E` (sparse SpMM), its ID table, feature
+  fusion and per-epoch edge dropout;
   :math:`L_{rec} = w_{cf} \\cdot \\mathrm{BPR}(Z) + \\lambda \\cdot \\mathrm{L2}(E_{batch})`.
 * **User-interest reconstruction (UIR)**, a graph masked autoencoder over interest nodes (GraphMAE style):
   a share :math:`p_t` of interest rows of :math:`E` is masked (a learnable token; a ``replace_rate`` share of
@@ -49,8 +51,9 @@ from .. import checks
 from ..errors import ConfigError
 from ..graph import GraphViews, View
 from .base import AuxiliaryTask, BPRBatch, LossTerms, Recommender, bpr_loss, l2_reg
-from .fusion import FusionConfig, build_fusion
+from .fusion import FusionConfig
 from .kg import TripleStore, translation_distance
+from .lightgcn import LightGCN, LightGCNConfig
 from .propagation import EdgeDropout, LGPropagation, simgcl_noise
 from .rng import random_permutation
 
@@ -322,14 +325,21 @@ class CIKGRec(Recommender):
         self.use_cl_user = c.use_cl and self.has_interests
         self.use_cl_item = c.use_cl and self.has_kg
 
-        self.embedding = nn.Embedding(views.n_nodes, c.dim)
-        self.propagation = LGPropagation(c.layers, message_dropout=c.message_dropout)
+        # the recommendation encoder is a LightGCN over the encoder view: ID table, feature fusion, propagation
+        # and its per-epoch edge dropout; CIKGRec adds the UIR autoencoder, the CL views and TransE around it.
+        # The encoder initialises itself when built; that draw is kept off the global RNG, which then advances
+        # by the ID table's default draw only, as it did before CIKGRec composed LightGCN, so that every seed
+        # still gives the published runs (reset_parameters below draws the table that is used).
+        with torch.random.fork_rng(devices=[]):
+            self.encoder = LightGCN(views, LightGCNConfig(
+                dim=c.dim, layers=c.layers, l2=c.l2, view=self.encoder_view, self_loops=c.self_loops,
+                edge_dropout=c.edge_dropout, message_dropout=c.message_dropout, features=c.features))
+        torch.empty(views.n_nodes, c.dim).normal_()
         self.cl_propagation = LGPropagation(c.layers)
         self.uir_encoder = LGPropagation(c.encoder_layers)
         self.uir_decoder = LGPropagation(c.decoder_layers)
         self.mask_token = nn.Parameter(torch.zeros(1, c.dim))
         self.encoder_to_decoder = nn.Linear(c.dim, c.dim)
-        self.fusion = build_fusion(c.features, views, c.dim)
         self.triples: Optional[TransETriples] = None
         if c.use_transe:
             self.triples = TransETriples(views, use_kg=self.has_kg)
@@ -340,24 +350,31 @@ class CIKGRec(Recommender):
         self._generator: Optional[torch.Generator] = None
         self._dropouts: Dict[str, EdgeDropout] = {}
         self._epoch_adj: Dict[str, Tensor] = {}
+        self._register_load_state_dict_pre_hook(_encoder_keys)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters and state
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.embedding.weight)
+        self.encoder.reset_parameters()
         nn.init.zeros_(self.mask_token)
         nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
         nn.init.zeros_(self.encoder_to_decoder.bias)
         if self.triples is not None:
             nn.init.xavier_uniform_(self.relation_embedding.weight)
-        if self.fusion is not None:
-            self.fusion.reset_parameters()
         self._epoch_adj = {}
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        """The encoder's ID table ``[n_nodes, dim]`` (TransE trains it too)."""
+        return self.encoder.embedding
+
+    @property
+    def fusion(self) -> Optional[nn.Module]:
+        return self.encoder.fusion
 
     def ego(self) -> Tensor:
         """Layer-0 embeddings ``[n_nodes, dim]``: the ID table, fused with node features when configured."""
-        weight = self.embedding.weight
-        return weight if self.fusion is None else self.fusion(weight)
+        return self.encoder.ego()
 
     @property
     def device(self) -> torch.device:
@@ -370,8 +387,7 @@ class CIKGRec(Recommender):
         self.mask_rate = mask_rate_schedule(epoch, c.min_mask_rate, c.max_mask_rate, c.total_epoch,
                                             c.increase_type)
         self._epoch_adj = {}
-        if c.edge_dropout > 0.0:
-            self._epoch_adj["encoder"] = self._drop("encoder", c.edge_dropout)
+        self.encoder.on_epoch_start(epoch, generator)  # the encoder's edge dropout, drawn first as before
         if self.use_uir and c.uir_edge_drop > 0.0:
             self._epoch_adj["uir"] = self._drop("uir", c.uir_edge_drop)
         return {"mask_rate": self.mask_rate}
@@ -406,7 +422,7 @@ class CIKGRec(Recommender):
     # ------------------------------------------------------------------ scoring
     def propagate(self) -> Tensor:
         """Encoder output of every node ``[n_nodes, dim]`` over the full CIKG (no dropout in eval mode)."""
-        return self.propagation(self.ego(), self.adj(self.encoder_view))
+        return self.encoder.propagate()
 
     def embed(self) -> Tuple[Tensor, Tensor]:
         out = self.propagate()
@@ -426,7 +442,8 @@ class CIKGRec(Recommender):
     def loss(self, batch: BPRBatch) -> Tuple[Tensor, LossTerms]:
         c = self.config
         ego = self.ego()
-        out = self.propagation(ego, self._training_adj("encoder", c.edge_dropout))
+        adj = self.encoder.training_adjacency() if self.training else self.encoder.full_adjacency()
+        out = self.encoder.propagation(ego, adj)
         pos, neg = batch.pos + self.item_offset, batch.neg + self.item_offset
         users = out[batch.users]
         bpr = bpr_loss((users * out[pos]).sum(-1), (users * out[neg]).sum(-1))
@@ -510,3 +527,11 @@ class CIKGRec(Recommender):
         return (f"CIKGRec(nodes={self.embedding.num_embeddings}, dim={c.dim}, layers={c.layers}, "
                 f"encoder_view={self.encoder_view.value}, cl_anchor={self.anchor_view.value}, "
                 f"parts={parts}, mask_rate={self.mask_rate:.4f})")
+
+
+def _encoder_keys(state_dict: Dict[str, Tensor], prefix: str, *args: object) -> None:
+    """Checkpoints written before CIKGRec composed its LightGCN encoder name its ID table and fusion at the top
+    level (``embedding.weight``, ``fusion.*``); they load into ``encoder.*``."""
+    for key in [k for k in state_dict if k.startswith((prefix + "embedding.", prefix + "fusion."))]:
+        state_dict[prefix + "encoder." + key[len(prefix):]] = state_dict.pop(key)
+
