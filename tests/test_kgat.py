@@ -5,17 +5,13 @@ import math
 
 import pytest
 import torch
+from model_helpers import views_of
 
 from cikg.data import Dataset, synthetic
 from cikg.errors import ConfigError
-from cikg.graph import build_cikg, build_views
 from cikg.models.base import BPRBatch
 from cikg.models.kgat import KGATConfig, KGBatch, build, collaborative_kg_triples
 from cikg.models.propagation import SparseMM
-
-
-def _views(dataset, **kwargs):
-    return build_views(build_cikg(dataset, **kwargs), views=())
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +37,7 @@ def _row_sums(csr: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- structure
 def test_ckg_triples_hold_kg_inverse_and_interactions(tiny):
-    triples, n_relations, uses_kg = collaborative_kg_triples(_views(tiny))
+    triples, n_relations, uses_kg = collaborative_kg_triples(views_of(tiny))
     assert uses_kg and n_relations == 2 * 2 + 2
     got = {tuple(t) for t in triples.t().tolist()}
     u = 2  # entity e is node 2 + e
@@ -53,7 +49,7 @@ def test_ckg_triples_hold_kg_inverse_and_interactions(tiny):
 
 
 def test_embed_and_score_shapes(data):
-    model = build(_views(data))
+    model = build(views_of(data))
     user_emb, item_emb = model.embed()
     assert user_emb.shape == (400, 64 + 64 + 32 + 16) and item_emb.shape == (120, 176)
     assert model.out_dim == 176
@@ -65,7 +61,7 @@ def test_embed_and_score_shapes(data):
 
 
 def test_layers_after_the_first_are_unit_norm(data):
-    model = build(_views(data)).eval()
+    model = build(views_of(data)).eval()
     final = model.propagate()
     dims = (64,) + model.config.layer_sizes
     parts = torch.split(final, dims, dim=1)
@@ -76,7 +72,7 @@ def test_layers_after_the_first_are_unit_norm(data):
 
 @pytest.mark.parametrize("aggregator", ["gcn", "graphsage"])
 def test_other_aggregators(data, aggregator):
-    model = build(_views(data), KGATConfig(aggregator=aggregator, layer_sizes=(32, 16),
+    model = build(views_of(data), KGATConfig(aggregator=aggregator, layer_sizes=(32, 16),
                                                  message_dropout=(0.0, 0.0)))
     assert model.bi_linear is None
     assert model.linear[0].in_features == (128 if aggregator == "graphsage" else 64)
@@ -87,7 +83,7 @@ def test_other_aggregators(data, aggregator):
 
 # ---------------------------------------------------------------------------------------------- attention
 def test_initial_matrix_is_relationwise_random_walk(tiny):
-    model = build(_views(tiny))
+    model = build(views_of(tiny))
     assert model.on_epoch_start(0) == {}  # the first epoch keeps the original's initial Laplacian
     sums = _row_sums(model.attention_matrix())
     # rows: user0 (interact), user1, item0 (r0, r1, interacted), item1 (r0, inv r1, interacted),
@@ -96,7 +92,7 @@ def test_initial_matrix_is_relationwise_random_walk(tiny):
 
 
 def test_attention_rows_sum_to_one_and_match_hand_computation(tiny, data):
-    model = build(_views(data))
+    model = build(views_of(data))
     logged = model.on_epoch_start(1)
     matrix = model.attention_matrix()
     sums = _row_sums(matrix)
@@ -105,7 +101,7 @@ def test_attention_rows_sum_to_one_and_match_hand_computation(tiny, data):
     assert torch.all(sums[~has_edges] == 0)
     assert 0 < logged["attention_entropy"] < math.log(model.n_nodes)
 
-    model = build(_views(tiny))
+    model = build(views_of(tiny))
     model.refresh_attention()
     emb, rel_emb, proj = model.node_embedding.detach(), model.relation_embedding.detach(), \
         model.relation_projection.detach()
@@ -134,7 +130,7 @@ def test_transposed_spmm_gradient_is_the_dense_one():
 # ---------------------------------------------------------------------------------------------- TransR
 def test_transr_loss_matches_hand_computation(tiny):
     config = KGATConfig(dim=4, relation_dim=3, layer_sizes=(2,), message_dropout=(0.0,), kg_l2=0.5)
-    model = build(_views(tiny), config)
+    model = build(views_of(tiny), config)
     batch = KGBatch(heads=torch.tensor([2, 3]), relations=torch.tensor([0, 5]), tails=torch.tensor([4, 1]),
                     neg_tails=torch.tensor([3, 2]))
     total, terms = model.kg_loss(batch)
@@ -154,7 +150,7 @@ def test_transr_loss_matches_hand_computation(tiny):
 
 
 def test_negative_tails_are_entities_and_not_true_triples(data):
-    model = build(_views(data), KGATConfig(kg_batch_size=1000))
+    model = build(views_of(data), KGATConfig(kg_batch_size=1000))
     generator = torch.Generator().manual_seed(0)
     batches = list(model.kg_batches(generator, epoch=0))
     assert len(batches) == model.n_triples // 1000 + 1
@@ -174,7 +170,7 @@ def test_negative_tails_are_entities_and_not_true_triples(data):
 
 def test_auxiliary_task_trains_transr(data):
     torch.manual_seed(0)
-    model = build(_views(data), KGATConfig(kg_lr=0.01, kg_batch_size=512))
+    model = build(views_of(data), KGATConfig(kg_lr=0.01, kg_batch_size=512))
     (task,) = model.auxiliary_tasks()
     assert task.name == "transr" and task.lr == 0.01
     assert {id(p) for p in task.parameters} == {id(model.node_embedding), id(model.relation_embedding),
@@ -228,7 +224,7 @@ def _train(model, dataset, steps=40, lr=0.01, batch_size=1024, seed=0):
 
 def test_training_lowers_bpr_and_beats_popularity(data):
     torch.manual_seed(0)
-    model = build(_views(data))
+    model = build(views_of(data))
     losses = _train(model, data)
     assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
     model.eval()
@@ -245,7 +241,7 @@ def test_without_kg_degrades_to_attentive_cf(data):
                     valid=data.valid, test=data.test)
     assert not no_kg.has_kg
     torch.manual_seed(0)
-    model = build(_views(no_kg))
+    model = build(views_of(no_kg))
     assert model.n_relations == 2 and model.n_entities == data.n_items
     assert set(model.relations.tolist()) == {0, 1}
     assert model.n_triples == 2 * data.train.size(1)
@@ -256,12 +252,12 @@ def test_without_kg_degrades_to_attentive_cf(data):
     assert model.embed()[1].shape == (data.n_items, 176)
 
     # a KG dataset whose graph was built without the KG behaves the same way
-    model = build(_views(data, include_kg=False))
+    model = build(views_of(data, include_kg=False))
     assert model.n_relations == 2 and model.n_nodes == data.n_users + data.n_items
 
 
 def test_state_dict_round_trip_keeps_the_attention(data, tmp_path):
-    views = _views(data)
+    views = views_of(data)
     torch.manual_seed(0)
     model = build(views)
     model.on_epoch_start(1)
@@ -294,20 +290,20 @@ def test_config_builds_the_model_and_is_registered(data):
     assert MODEL_CONFIGS["kgat"] is KGATConfig
     config = KGATConfig(layer_sizes=[32], message_dropout=[0.0])
     assert config.layer_sizes == (32,)
-    model = config.build(_views(data))
+    model = config.build(views_of(data))
     assert model.config is config and model.out_dim == 96
-    assert torch.equal(config.build(_views(data)).triples.keys, model.triples.keys)  # the graph alone decides
+    assert torch.equal(config.build(views_of(data)).triples.keys, model.triples.keys)  # the graph alone decides
 
 
 def test_the_graph_alone_builds_kgat_with_the_dataset_counts(data):
-    model = build(_views(data))
+    model = build(views_of(data))
     assert (model.n_users, model.n_items, model.n_entities) == (data.n_users, data.n_items, data.n_entities)
     assert model.n_relations == 2 * data.n_relations + 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_cuda(data):
-    model = build(_views(data).to("cuda"))
+    model = build(views_of(data).to("cuda"))
     assert model.node_embedding.is_cuda and model.heads.is_cuda
     model.on_epoch_start(1)
     batch = BPRBatch(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3])).to("cuda")

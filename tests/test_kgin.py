@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import short_synthetic_run, views_of
 
 from cikg.data import Dataset, synthetic
 from cikg.errors import ConfigError, GraphError
-from cikg.graph import build_cikg, build_views
 from cikg.models import KGIN, MODEL_CONFIGS, BPRBatch, KGINConfig
 from cikg.models.kgin import (
     build,
@@ -20,11 +20,7 @@ from cikg.models.kgin import (
     kgin_graph,
     relational_aggregation,
 )
-from cikg.train import Trainer, run_config_from_dict
-
-
-def _views(dataset, **kwargs):
-    return build_views(build_cikg(dataset, **kwargs), views=())
+from cikg.train import run_config_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +60,7 @@ def naive_dcor(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------------------------- structure
 def test_kg_holds_each_triple_and_its_inverse(tiny):
-    kg, n_relations, interactions = kgin_graph(_views(tiny))
+    kg, n_relations, interactions = kgin_graph(views_of(tiny))
     assert n_relations == 4
     assert {tuple(t) for t in kg.t().tolist()} == {(0, 0, 3), (1, 0, 3), (2, 1, 1),  # KG
                                                    (3, 2, 0), (3, 2, 1), (1, 3, 2)}  # inverses (r + R)
@@ -74,7 +70,7 @@ def test_kg_holds_each_triple_and_its_inverse(tiny):
 
 def test_shapes_terms_registration_and_scores_are_dot_products(data):
     assert MODEL_CONFIGS["kgin"] is KGINConfig
-    model = MODEL_CONFIGS["kgin"]().build(_views(data))
+    model = MODEL_CONFIGS["kgin"]().build(views_of(data))
     assert isinstance(model, KGIN) and model.n_relations == 2 * data.n_relations
     assert model.n_triples == 2 * data.kg.size(1)  # synthetic triples are unique
     user_emb, item_emb = model.embed()
@@ -103,7 +99,7 @@ def test_shapes_terms_registration_and_scores_are_dot_products(data):
 # ---------------------------------------------------------------------------------------------- two paths
 def test_relational_aggregation_equals_dense_matrices(tiny, data):
     for dataset in (tiny, data):
-        kg, n_relations, _ = kgin_graph(_views(dataset))
+        kg, n_relations, _ = kgin_graph(views_of(dataset))
         n = dataset.n_entities
         torch.manual_seed(0)
         entity, relation = torch.randn(n, 5, dtype=torch.float64), torch.randn(n_relations, 5, dtype=torch.float64)
@@ -116,7 +112,7 @@ def test_relational_aggregation_equals_dense_matrices(tiny, data):
 
 
 def test_user_aggregation_equals_dense_mean_matrix(data):
-    model = build(_views(data), KGINConfig(dim=8, node_dropout=0.0, message_dropout=0.0))
+    model = build(views_of(data), KGINConfig(dim=8, node_dropout=0.0, message_dropout=0.0))
     s = model.full_structure()
     torch.manual_seed(1)
     user, item, intents = torch.randn(400, 8), torch.randn(120, 8), torch.randn(4, 8)
@@ -133,7 +129,7 @@ def test_user_aggregation_equals_dense_mean_matrix(data):
 
 
 def test_one_layer_on_a_tiny_graph_by_hand(tiny):
-    model = build(_views(tiny), KGINConfig(dim=2, layers=1, n_intents=2, node_dropout=0.0,
+    model = build(views_of(tiny), KGINConfig(dim=2, layers=1, n_intents=2, node_dropout=0.0,
                                                  message_dropout=0.0))
     with torch.no_grad():
         # users u0, u1 | items 0, 1, 2 | entity 3
@@ -202,7 +198,7 @@ def test_independence_of_identical_intents_is_one_and_of_independent_ones_near_z
 
 
 def test_independence_targets_and_gradients(data):
-    views = _views(data)
+    views = views_of(data)
     torch.manual_seed(0)
     model = build(views, KGINConfig(dim=16))
     intents_loss = model.independence()
@@ -220,7 +216,7 @@ def test_independence_targets_and_gradients(data):
 
 def test_training_on_the_independence_loss_alone_makes_intents_independent(data):
     torch.manual_seed(0)
-    model = build(_views(data), KGINConfig(dim=16))
+    model = build(views_of(data), KGINConfig(dim=16))
     optimiser = torch.optim.Adam([model.intent_logits, model.relation_embedding], lr=0.05)
     losses = []
     for _ in range(60):
@@ -235,7 +231,7 @@ def test_training_on_the_independence_loss_alone_makes_intents_independent(data)
 # ---------------------------------------------------------------------------------------------- dropout
 def test_node_dropout_keeps_its_share_and_scoring_uses_the_whole_graph(data):
     torch.manual_seed(0)
-    model = build(_views(data))
+    model = build(views_of(data))
     s = model.sample_structure(0.5, torch.Generator().manual_seed(0))
     t = model.n_triples
     assert s.heads.numel() == t - t // 2
@@ -258,15 +254,7 @@ def test_node_dropout_keeps_its_share_and_scoring_uses_the_whole_graph(data):
 
 # ---------------------------------------------------------------------------------------------- training
 def test_short_training_on_synthetic_lowers_the_loss_and_beats_random(tmp_path):
-    config = run_config_from_dict({
-        "data": {"dataset": "synthetic", "synthetic_users": 400, "synthetic_items": 120, "synthetic_seed": 1},
-        "model": {"name": "kgin", "dim": 32, "layers": 2},
-        "train": {"epochs": 6, "batch_size": 256, "lr": 0.005, "seed": 0, "ks": [20], "threads": 1,
-                  "progress": False, "select": ["recall@20"], "patience": 0},
-    })
-    trainer = Trainer(config, tmp_path / "run")
-    before = trainer.evaluate("valid")["recall@20"]
-    result = trainer.fit(resume=False)
+    trainer, before, result = short_synthetic_run({"name": "kgin", "dim": 32, "layers": 2}, 0.005, tmp_path / "run")
     bpr = [record["bpr"] for record in trainer.history]
     assert bpr[-1] < 0.8 * bpr[0], bpr
     assert result.valid["recall@20"] > before + 0.05, (before, result.valid)
@@ -297,14 +285,14 @@ def test_a_yaml_config_builds_kgin_and_bad_keys_name_themselves(tmp_path):
 def test_without_a_kg_or_with_another_dataset_it_refuses(data, tiny):
     no_kg = Dataset(name="no-kg", n_users=data.n_users, n_items=data.n_items, train=data.train, test=data.test)
     with pytest.raises(GraphError, match="no-kg.*has none"):
-        build(_views(no_kg))
+        build(views_of(no_kg))
     with pytest.raises(GraphError, match="has none.*kg: true"):
-        build(_views(data, include_kg=False))
-    assert KGINConfig().build(_views(tiny)).n_users == tiny.n_users  # the graph alone builds it
+        build(views_of(data, include_kg=False))
+    assert KGINConfig().build(views_of(tiny)).n_users == tiny.n_users  # the graph alone builds it
 
 
 def test_state_dict_round_trip_scores_the_same(data, tmp_path):
-    views = _views(data)
+    views = views_of(data)
     torch.manual_seed(0)
     model = build(views)
     torch.save(model.state_dict(), tmp_path / "kgin.pt")
@@ -317,13 +305,13 @@ def test_state_dict_round_trip_scores_the_same(data, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_cuda(data):
-    model = build(_views(data).to("cuda"))
+    model = build(views_of(data).to("cuda"))
     assert model.embedding.is_cuda and model.kg_heads.is_cuda
     model.train()
     model.on_epoch_start(0, torch.Generator(device="cuda").manual_seed(0))
     total, _ = model.loss(batch_of(data).to("cuda"))
     total.backward()
-    cpu = build(_views(data))
+    cpu = build(views_of(data))
     cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     assert torch.allclose(model.score(torch.arange(5, device="cuda")).cpu(), cpu.score(torch.arange(5)), atol=1e-4)
 
@@ -333,7 +321,7 @@ def test_the_dbbook2014_experiment_config_builds_kgin_on_the_real_kg(dbbook):
 
     config = load_run_config(Path(__file__).resolve().parents[1] / "experiments" / "dbbook2014" / "kgin.yaml", [])
     assert config.model == KGINConfig() and config.train.lr == 1e-4 and config.train.batch_size == 1024
-    model = config.model.build(_views(dbbook))
+    model = config.model.build(views_of(dbbook))
     assert model.n_relations == 2 * dbbook.n_relations and model.n_entities == dbbook.n_entities
     assert model.n_triples == torch.unique(dbbook.kg, dim=1).size(1) * 2  # each triple and its inverse
     model.train()

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from model_helpers import batch_of
 from torch_geometric.nn import LGConv
 from torch_geometric.utils import add_self_loops, to_undirected
 
@@ -13,7 +14,6 @@ from cikg.graph import View, build_cikg, build_views, normalized_adjacency
 from cikg.models import (
     BPRMF,
     MODEL_CONFIGS,
-    BPRBatch,
     BPRMFConfig,
     CIKGRec,
     CIKGRecConfig,
@@ -42,10 +42,6 @@ def views(small_synthetic):
     return build_views(build_cikg(small_synthetic), views=[])
 
 
-def batch_of(dataset, size: int = 64, seed: int = 0) -> BPRBatch:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(dataset.train.size(1), (size,), generator=g)
-    return BPRBatch(dataset.train[0, idx], dataset.train[1, idx], torch.randint(dataset.n_items, (size,), generator=g))
 
 
 # ------------------------------------------------------------------------------------ propagation

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import batch_of, short_synthetic_run
 
 from cikg.errors import ConfigError
 from cikg.graph import build_cikg, build_views
-from cikg.models import MODEL_CONFIGS, BPRBatch, LightGCN, LightGCNConfig, SimGCL, SimGCLConfig
-from cikg.train import Trainer, run_config_from_dict
+from cikg.models import MODEL_CONFIGS, LightGCN, LightGCNConfig, SimGCL, SimGCLConfig
 
 
 @pytest.fixture(scope="module")
@@ -16,10 +16,6 @@ def views(small_synthetic):
     return build_views(build_cikg(small_synthetic), views=[])
 
 
-def batch_of(dataset, size: int = 64, seed: int = 0) -> BPRBatch:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(dataset.train.size(1), (size,), generator=g)
-    return BPRBatch(dataset.train[0, idx], dataset.train[1, idx], torch.randint(dataset.n_items, (size,), generator=g))
 
 
 def naive_info_nce(first: torch.Tensor, second: torch.Tensor, tau: float) -> torch.Tensor:
@@ -154,15 +150,7 @@ def test_simgcl_config_fails_early_naming_the_key(kwargs, key):
 
 
 def test_short_training_on_synthetic_improves_valid_recall(tmp_path):
-    config = run_config_from_dict({
-        "data": {"dataset": "synthetic", "synthetic_users": 400, "synthetic_items": 120, "synthetic_seed": 1},
-        "model": {"name": "simgcl", "dim": 32, "layers": 2},
-        "train": {"epochs": 6, "batch_size": 256, "lr": 0.01, "seed": 0, "ks": [20], "threads": 1,
-                  "progress": False, "select": ["recall@20"], "patience": 0},
-    })
-    trainer = Trainer(config, tmp_path / "run")
-    before = trainer.evaluate("valid")["recall@20"]
-    result = trainer.fit(resume=False)
+    trainer, before, result = short_synthetic_run({"name": "simgcl", "dim": 32, "layers": 2}, 0.01, tmp_path / "run")
     cl = [record["cl"] for record in trainer.history]
     assert result.valid["recall@20"] > before + 0.02, (before, result.valid)
     assert cl[-1] < cl[0], cl  # the views align over training
