@@ -241,6 +241,48 @@ def missing_sources(ledger: dict) -> list:
     return [label for source, label in SOURCES.items() if source not in done]
 
 
+def test_recalls(ledger: dict) -> dict:
+    """``{source: (mean, half-width or None)}`` of test Recall@20 per source with runs or a published row."""
+    out = {}
+    for source in SOURCES:
+        runs = [r["test"]["recall@20"] for r in ledger.get("runs", {}).values() if r["source"] == source]
+        if runs:
+            ci = mean_ci(runs)
+            out[source] = (ci.mean, ci.half_width)
+        elif source in ledger.get("published", {}):
+            out[source] = (ledger["published"][source]["mean"]["recall@20"], None)
+    return out
+
+
+def reading(ledger: dict) -> list:
+    """What the table shows, computed from the ledger: each source against ``none``, and whether the sources'
+    order by predictive score is their order by test Recall@20."""
+    recalls, lines = test_recalls(ledger), []
+    if "none" in recalls:
+        base_mean, base_hw = recalls["none"]
+        for source, (mean, hw) in recalls.items():
+            if source == "none":
+                continue
+            if hw is not None and base_hw is not None:
+                apart = abs(mean - base_mean) > hw + base_hw
+                verdict = "the 95% intervals do not overlap" if apart else "the 95% intervals overlap"
+            else:
+                verdict = "no interval for one side"
+            lines.append(f"- {SOURCES[source]} against no interests: test Recall@20 {mean - base_mean:+.4f} "
+                         f"({mean / base_mean - 1:+.1%}); {verdict}.")
+    scores = {s: p["report"]["score"]["auc"] for s, p in ledger.get("prepared", {}).items()
+              if p["report"]["score"].get("auc") is not None and s in recalls}
+    if len(scores) >= 2:
+        by_score = sorted(scores, key=scores.get, reverse=True)
+        by_recall = sorted(scores, key=lambda s: recalls[s][0], reverse=True)
+        agree = "the same order" if by_score == by_recall else "not the same order"
+        lines.append(f"- Predictive score against downstream gain: by score AUC "
+                     f"{' > '.join(SOURCES[s] for s in by_score)}; by test Recall@20 "
+                     f"{' > '.join(SOURCES[s] for s in by_recall)}: {agree} ({len(scores)} scored sources, so "
+                     "one ordering, not a correlation).")
+    return ["## What it shows", "", *lines, ""] if lines else []
+
+
 def render(dataset: str, ledger: dict) -> str:
     """The Markdown page of a ledger."""
     frame = table(ledger)
@@ -280,7 +322,7 @@ def render(dataset: str, ledger: dict) -> str:
     lines += [""] if published else []
     if missing_sources(ledger):
         lines += [f"Not run yet: {', '.join(missing_sources(ledger))}.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + reading(ledger))
 
 
 def main(argv: list = None) -> int:

@@ -69,6 +69,10 @@ def test_a_tiny_sweep_prepares_each_source_ledgers_resumes_and_tabulates(interes
     assert f"{ledger['prepared']['kg-profile']['report']['interest_edges']:,}" in row
     assert "| none (w/o interests)" in page and "Popularity on the same users: AUC" in page
     assert "Not run yet: GPT-3.5 (authors' file)." in page
+    kg, none = ledger["runs"]["kg-profile|seed0"]["test"]["recall@20"], none["test"]["recall@20"]
+    assert (f"- kg-profile (offline, not an LLM) against no interests: test Recall@20 {kg - none:+.4f} "
+            f"({kg / none - 1:+.1%}); no interval for one side.") in page
+    assert "- Predictive score against downstream gain: by score AUC" in page and "2 scored sources" in page
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
