@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Union
 
+from .errors import DatasetError, OutputError, describe_os_error
+
 PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,6 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         OutputError: the directory is read-only, the disk is full, ... (an :class:`OSError` while writing);
             ``path`` is unchanged and no temporary file is left.
     """
-    from .errors import OutputError, describe_os_error
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +88,6 @@ def remove_stale_temp_files(directory: PathLike) -> List[Path]:
 
 def ensure_dir(path: PathLike) -> Path:
     """``mkdir -p path``; :class:`~cikg.errors.OutputError` (naming it) when that is not possible."""
-    from .errors import OutputError, describe_os_error
-
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -104,8 +102,6 @@ def read_utf8_lines(path: PathLike) -> List[str]:
     Raises:
         DatasetError: the file is missing or unreadable, or not UTF-8 (naming the line of the first bad byte).
     """
-    from .errors import DatasetError
-
     path = Path(path)
     try:
         raw = path.read_bytes()

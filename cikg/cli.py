@@ -3,6 +3,9 @@
 Every subcommand returns an exit code: 0 on success, 2 for a user-side error (bad path, bad dataset, bad
 config, unreachable server), printed as one line naming the file, line, key or server; ``--debug`` shows
 the traceback instead.
+
+Handlers import what they run inside the function, on purpose: `cikg --help` and argument errors then load
+no scikit-learn, matplotlib, FAISS, FastAPI, Optuna or MLflow (tests/test_cli_help.py checks it).
 """
 from __future__ import annotations
 

@@ -115,3 +115,11 @@ def test_debug_raises_instead(tmp_path):
 
     with pytest.raises(CikgError, match="missing.yaml"):
         main(["--debug", "train", str(tmp_path / "missing.yaml")])
+
+
+def test_the_command_line_starts_without_the_heavy_optional_libraries():
+    """`import cikg.cli` (what `cikg --help` runs) loads none of the libraries only some subcommands need."""
+    heavy = ("sklearn", "matplotlib", "faiss", "fastapi", "uvicorn", "optuna", "mlflow", "sentence_transformers")
+    code = f"import sys, cikg.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", loaded

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .._io import torch_save_atomic
 from ..errors import CheckpointError, GraphError
+from ..graph import attach_features
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,6 @@ class NodeFeatures:
         Raises:
             GraphError: when a feature matrix's row count differs from the graph's node count.
         """
-        from ..graph import attach_features
-
         for node_type in self.node_types:
             provenance = dict(self.provenance, blocks=dict(self.blocks[node_type]))
             attach_features(graph, node_type, getattr(self, node_type), provenance)

@@ -4,6 +4,8 @@ The whole CLI of the four methods lives here: one scaffolding (:func:`method_par
 :data:`FLAGS` and :func:`add_backend_arguments`, the locked runner :func:`run_method`, :func:`write_outputs`)
 and one ``add_<method>`` / ``<method>_command`` pair per method. The written ``DIR/features.pt`` is what
 ``cikg train CONFIG data.features=DIR model.features.mode=add`` reads.
+
+Handlers import their layer when they run (start-up time: see ``cikg.cli``).
 """
 from __future__ import annotations
 

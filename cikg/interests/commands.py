@@ -1,4 +1,7 @@
-"""``cikg interests cluster``: cluster the phrases in a run directory into interest nodes."""
+"""``cikg interests cluster``: cluster the phrases in a run directory into interest nodes.
+
+Handlers import their layer when they run (start-up time: see ``cikg.cli``).
+"""
 
 from __future__ import annotations
 

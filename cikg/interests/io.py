@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_path, read_utf8_lines, write_json_atomic, write_text_atomic
-from ..data.io import MAX_ID
+from ..data.io import MAX_ID, read_int_table
 from ..errors import DatasetError
 from .cluster import InterestClustering
 
@@ -160,8 +160,6 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def read_clustered(path: PathLike) -> np.ndarray:
     """``user_interest_clustered.txt`` (or its directory) → ``[n, 2]`` int64 (user, interest id)."""
-    from ..data.io import read_int_table
-
     path = Path(path)
     if path.is_dir():
         path = path / CLUSTERED_FILE

@@ -40,8 +40,10 @@ import pandas as pd
 import torch
 
 from .._io import write_json_atomic, write_text_atomic
+from ..data.dataset import pairs_to_csr
 from ..embed import Encoder
 from ..errors import CikgError, ConfigError, DatasetError
+from ..llm.kgprofile import entity_name
 from ..topk import csr_rows, top_items
 from .io import PHRASE_TABLE, RAW_FILE, SUMMARY_FILE, USER_TABLE, read_raw_records
 from .phrases import normalise_phrases
@@ -127,7 +129,6 @@ def item_texts(dataset: Any, mode: str = "title") -> List[Optional[str]]:
                        dtype=object)
     if mode == "title" or not dataset.has_kg:
         return titles.tolist()
-    from ..llm.kgprofile import entity_name
 
     head, _, tail = dataset.kg
     n_items = dataset.n_items
@@ -160,8 +161,6 @@ def item_vectors(dataset: Any, encoder: Encoder, mode: str = "title") -> Tuple[t
 
 def _csr(pairs: torch.Tensor, n_users: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``[2, n]`` (user, x) pairs → CSR ``(indptr [n_users + 1], indices [n])``, sorted by user."""
-    from ..data.dataset import pairs_to_csr
-
     return pairs_to_csr(pairs[:, torch.argsort(pairs[0], stable=True)], n_users)
 
 

@@ -3,6 +3,8 @@
 The ``interests`` group is shared with the clustering step, so this module offers
 :func:`register_infer` (adds ``infer`` to the ``interests`` sub-parsers) and :func:`register_llm` (adds the
 ``llm`` group); :func:`register` is :func:`register_llm`.
+
+Handlers import their layer when they run (start-up time: see ``cikg.cli``).
 """
 from __future__ import annotations
 

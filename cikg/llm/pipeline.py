@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import pandas as pd
 
 from .._io import write_json_atomic, write_jsonl_atomic
+from ..data.io import data_dir
 from ..errors import DatasetError
 from .base import NOT_AN_LLM, Backend, Completion, RunSummary
 from .echo import DEFAULT_ECHO, EchoConfig, filter_echoes
@@ -151,8 +152,6 @@ def _dataset_reference(dataset: Any) -> Dict[str, str]:
     reference = {"dataset": dataset.name}
     source = dataset.meta.get("source") if isinstance(getattr(dataset, "meta", None), dict) else None
     if isinstance(source, str) and Path(source).is_dir():
-        from ..data.io import data_dir
-
         if Path(source).resolve() != (data_dir() / dataset.name).resolve():
             reference["dataset_path"] = str(Path(source).resolve())
     return reference

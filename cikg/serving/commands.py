@@ -1,4 +1,7 @@
-"""``cikg recommend``, ``cikg export`` and ``cikg serve``: using a trained run directory."""
+"""``cikg recommend``, ``cikg export`` and ``cikg serve``: using a trained run directory.
+
+Handlers import their layer when they run (start-up time: see ``cikg.cli``).
+"""
 from __future__ import annotations
 
 import argparse

@@ -26,6 +26,7 @@ from ..data import Dataset, pairs_to_csr
 from ..errors import CikgError
 from ..models.base import Recommender
 from ..topk import csr_rows, mask_excluded_, top_items
+from ..train import load_run
 
 Ids = Union[str, int, Iterable[Union[str, int]]]
 NODE_TYPES = ("user", "item", "entity", "interest")
@@ -284,7 +285,5 @@ def load_model(run_dir: Union[str, Path], block_size: int = 1024) -> TrainedMode
     Raises:
         CheckpointError: not a run directory, or no selected weights yet.
     """
-    from ..train import load_run
-
     trainer = load_run(run_dir)
     return TrainedModel(trainer.model, trainer.dataset, run_dir, trainer.config.model_name, block_size=block_size)

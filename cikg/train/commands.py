@@ -1,5 +1,8 @@
 """The ``cikg runs compare`` and ``cikg tune`` commands, and the ``--import`` / ``--mlflow`` options of
-``cikg train`` and ``cikg evaluate`` (cikg/cli.py wires them in)."""
+``cikg train`` and ``cikg evaluate`` (cikg/cli.py wires them in).
+
+Handlers import their layer when they run (start-up time: see ``cikg.cli``).
+"""
 from __future__ import annotations
 
 import argparse

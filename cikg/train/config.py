@@ -18,6 +18,8 @@ from .. import checks
 from ..config import dump_yaml, from_dict, load_yaml, merge, parse_overrides, to_dict
 from ..errors import ConfigError
 from ..eval.ranking import DEFAULT_KS, METRICS
+from ..models import MODEL_CONFIGS
+from ..models.registry import load_entry_point_models
 
 
 @dataclass
@@ -128,8 +130,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.model is None:
-            from ..models import MODEL_CONFIGS
-
             self.model = MODEL_CONFIGS["lightgcn"]()
 
     @property
@@ -156,8 +156,6 @@ class RunConfig:
 
 
 def model_name(model_config: Any) -> str:
-    from ..models import MODEL_CONFIGS
-
     for name, cls in MODEL_CONFIGS.items():
         if type(model_config) is cls:
             return name
@@ -167,8 +165,6 @@ def model_name(model_config: Any) -> str:
 
 def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` strictly from a nested mapping (as read from YAML)."""
-    from ..models import MODEL_CONFIGS
-
     data = dict(data)
     unknown = [k for k in data if k not in ("data", "model", "train", "name")]
     if unknown:
@@ -178,8 +174,6 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     model_data = dict(data.get("model") or {})
     name = model_data.pop("name", "lightgcn")
     if isinstance(name, str) and name not in MODEL_CONFIGS:  # a model of an installed plugin package
-        from ..models.registry import load_entry_point_models
-
         load_entry_point_models()
     if not isinstance(name, str) or name not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODEL_CONFIGS)} (a model of your own: "

@@ -23,6 +23,7 @@ from ..embed import Encoder
 from ..errors import ConfigError, DatasetError
 from ..interests.cluster import ClusterConfig, coverage_problem, fit_interests
 from ..interests.report import cluster_source, item_vectors, score_interests
+from ..models import CIKGRecConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def sweep_kappa(dataset: Any, pairs: pd.DataFrame, kappas: Sequence[int], out_di
         encoder: the sentence encoder and its cache; k: the Recall cut-off of both numbers.
         item_text: the item text of the predictive score (``title`` | ``title+kg``).
     """
-    from ..models import CIKGRecConfig
     from .config import DataConfig, RunConfig, TrainConfig
     from .trainer import Trainer
 

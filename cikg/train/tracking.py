@@ -28,6 +28,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
+from .._io import write_json_atomic
+from ..config import flatten as flatten_config
 from ..errors import CikgError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -208,8 +210,6 @@ class MLflowTracker(Tracker):
     def _create_run(self, trainer: "Trainer") -> str:
         from mlflow.entities import Param
 
-        from .._io import write_json_atomic
-        from ..config import flatten as flatten_config
 
         experiment = self.client.get_experiment_by_name(self.experiment)
         experiment_id = (experiment.experiment_id if experiment is not None

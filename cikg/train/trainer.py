@@ -33,7 +33,9 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_path, ensure_dir, torch_save_atomic, write_json_atomic, write_text_atomic
 from .._lock import holding_lock
+from ..augment.base import NodeFeatures
 from ..config import flatten as _flatten
+from ..config import load_yaml
 from ..data import Dataset, load_dataset, load_interests, synthetic
 from ..errors import CheckpointError, ConfigError
 from ..eval import EvalResult, Evaluator, activity_groups
@@ -88,7 +90,6 @@ def load_run_dataset(config: Union[RunConfig, DataConfig]) -> Dataset:
 def build_run_graph(config: RunConfig, dataset: Dataset) -> GraphViews:
     graph = build_cikg(dataset, include_kg=config.data.include_kg, include_interests=config.data.include_interests)
     if config.data.features:  # node features from `cikg augment` (KAR, REKI, LLM-CF, CoCo), for model.features
-        from ..augment.base import NodeFeatures
 
         NodeFeatures.load(config.data.features).attach(graph)
     elif getattr(config.model, "features", None) is not None and config.model.features.enabled:
@@ -512,7 +513,6 @@ def load_run(run_dir: Union[str, Path], progress: bool = False) -> Trainer:
         CheckpointError: not a run directory, no evaluated epoch yet, the data changed since training, or
             weights that do not fit the model ``config.yaml`` describes.
     """
-    from ..config import load_yaml
     from .rundir import open_run_dataset
 
     run_dir = Path(run_dir)
