@@ -217,7 +217,8 @@ def table(ledger: dict) -> pd.DataFrame:
             "interests from": label,
             "interest edges (users)": "–" if source == "none" or edges is None else (
                 f"{edges:,} ({summary.get('users_with_interest'):,})"),
-            "score AUC": _score_cell(prepared, "auc") or ("n/a (ids only)" if source == "gpt35" else "–"),
+            "score AUC (users)": (f"{_score_cell(prepared, 'auc')} ({summary['score']['users']:,})"
+                                  if _score_cell(prepared, "auc") else "n/a (ids only)" if source == "gpt35" else "–"),
             "score Recall@20": _score_cell(prepared, "recall") or "–",
             "test Recall@20": _ci([r["test"]["recall@20"] for r in runs]),
             "test NDCG@20": _ci([r["test"]["ndcg@20"] for r in runs]),
@@ -291,10 +292,11 @@ def render(dataset: str, ledger: dict) -> str:
     runs = list(ledger.get("runs", {}).values())
     published = list(ledger.get("published", {}).values())
     commands = sorted({r["command"] for r in runs + published})
-    scored = [p["report"]["score"] for p in ledger.get("prepared", {}).values() if p["report"]["score"].get("auc")]
-    popularity = (f"Popularity on the same users: AUC {scored[0]['popularity_auc']:.3f}, Recall@20 "
-                  f"{scored[0]['popularity_recall']:.3f} ({scored[0]['users']:,} users with a titled validation "
-                  f"item; score of the kept clusters' centroids, mean pool)." if scored else "")
+    scored = {s: p["report"]["score"] for s, p in ledger.get("prepared", {}).items() if p["report"]["score"].get("auc")}
+    popularity = ("The users scored are those holding a kept interest and a titled validation item; popularity (train "
+                  "counts) on the same users: " + "; ".join(
+                      f"{SOURCES[s]} AUC {v['popularity_auc']:.3f}, Recall@20 {v['popularity_recall']:.3f}"
+                      for s, v in scored.items()) + "." if scored else "")
     minutes = {p["source"]: p["minutes"] for p in published}
     for r in runs:
         minutes[r["source"]] = minutes.get(r["source"], 0.0) + r["minutes"]

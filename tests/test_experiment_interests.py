@@ -65,9 +65,10 @@ def test_a_tiny_sweep_prepares_each_source_ledgers_resumes_and_tabulates(interes
     page = (out / "dbbook2014" / "interests.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| kg-profile"))
     assert f"{ledger['runs']['kg-profile|seed0']['test']['recall@20']:.4f}" in row
-    assert f"{ledger['prepared']['kg-profile']['report']['score']['auc']:.3f}" in row
+    score = ledger["prepared"]["kg-profile"]["report"]["score"]
+    assert f"{score['auc']:.3f} ({score['users']:,})" in row
     assert f"{ledger['prepared']['kg-profile']['report']['interest_edges']:,}" in row
-    assert "| none (w/o interests)" in page and "Popularity on the same users: AUC" in page
+    assert "| none (w/o interests)" in page and "popularity (train counts) on the same users: SmolLM2-135M (few-shot, all users) AUC" in page
     assert "Not run yet: GPT-3.5 (authors' file)." in page
     kg, none = ledger["runs"]["kg-profile|seed0"]["test"]["recall@20"], none["test"]["recall@20"]
     assert (f"- kg-profile (offline, not an LLM) against no interests: test Recall@20 {kg - none:+.4f} "
