@@ -3,6 +3,8 @@
     python experiments/noise.py dbbook2014 --set train.epochs=1        # a try: runs/noise/dbbook2014/noise.md
     python experiments/noise.py dbbook2014 --set train.epochs=60 train.lr=0.005 train.threads=1 --publish
     python experiments/noise.py dbbook2014 --rates 0 0.4 --variants uir no-uir --seeds 0 --out /work/exp/noise
+    python experiments/noise.py dbbook2014 --set ... --publish --shard 1/2 &   # two processes share the sweep
+    python experiments/noise.py dbbook2014 --set ... --publish --shard 2/2 &
 
 The paper motivates the user-interest reconstruction (UIR, a masked autoencoder) by robustness to noisy LLM
 interests. Each run trains CIKGRec (``experiments/<dataset>/cikgrec.yaml``) on the authors' interests perturbed by
@@ -19,7 +21,8 @@ Runs live in ``<out>/<mode>-<rate>/<dataset>/<variant>-seed<k>`` (``clean`` for 
 the noisy interests in ``<out>/<dataset>/interests/``). Every finished run lands in the ledger ``noise.json`` (one record per variant,
 mode, rate and seed, with its settings and the perturbation's counts); a re-run skips the runs it holds and
 refuses, before training, a run of other settings (``--replace`` retrains it). Several processes may share a
-ledger (each record is merged under a file lock), e.g. one per variant. The page ``noise.md`` (mean ± std over
+ledger (each record is merged under a file lock): ``--shard K/N`` gives process K of N every N-th (seed, rate)
+of the sweep, seed by seed, so that the seeds finished first are complete across rates. The page ``noise.md`` (mean ± std over
 the seeds of test Recall@20 and of the sparse users' (``train<=10``) Recall@20, per variant and rate) and the plot
 ``noise.png`` are rendered from all the ledger's records.
 
@@ -68,11 +71,32 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--publish", action="store_true",
                         help="write experiments/<dataset>/noise.md (.json, .png); full protocol only")
     parser.add_argument("--replace", action="store_true", help="retrain ledger runs of other settings")
+    parser.add_argument("--shard", type=shard_of, default=(1, 1), metavar="K/N",
+                        help="run only the K-th of every N (seed, rate) of the sweep (N processes share it)")
     args = parser.parse_args(argv)
     bad = [r for r in args.rates if not 0.0 <= r <= 1.0]
     if bad:
         parser.error(f"--rates must lie in [0, 1], got {bad}")
     return args
+
+
+def shard_of(text: str) -> tuple:
+    """``"K/N"`` -> ``(K, N)`` with ``1 <= K <= N``."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 1/2, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def sweep_cells(args: argparse.Namespace) -> list:
+    """The ``(seed, rate)`` cells this process runs: seed by seed, every N-th one from the K-th for ``--shard K/N``
+    (each cell's noisy interests are then drawn by one process only)."""
+    k, n = args.shard
+    cells = [(seed, rate) for seed in args.seeds for rate in args.rates]
+    return cells[k - 1::n]
 
 
 def run_key(variant: str, mode: str, rate: float, seed: int) -> str:
@@ -251,23 +275,22 @@ def main(argv: list = None) -> int:
     if conflicts and not args.replace:
         return base.refuse("noise.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
                                        "nothing was run. Use another --out or pass --replace")
-    for rate in args.rates:
-        for seed in args.seeds:
+    for seed, rate in sweep_cells(args):
+        with base.locked_ledger(ledger_path) as ledger:
+            todo = [v for v in args.variants
+                    if ledger.get(run_key(v, args.mode, rate, seed), {}).get("settings") != settings[v]]
+        if not todo:
+            logging.info("rate %g seed %d: in the ledger, skipped", rate, seed)
+            continue
+        overrides, perturbation = noisy_interests(args, out, rate, seed)
+        for variant in todo:
+            folder = Path(args.out) / (f"{args.mode}-{rate:g}" if rate else "clean")
+            metrics = base.run_one(args.dataset, "cikgrec", seed, [*args.set, *VARIANTS[variant][1], *overrides],
+                                   folder, variant, args.replace)
+            record = record_of(metrics, variant=variant, mode=args.mode, rate=rate, seed=seed,
+                               settings=settings[variant], perturbation=perturbation, command=command)
             with base.locked_ledger(ledger_path) as ledger:
-                todo = [v for v in args.variants
-                        if ledger.get(run_key(v, args.mode, rate, seed), {}).get("settings") != settings[v]]
-            if not todo:
-                logging.info("rate %g seed %d: in the ledger, skipped", rate, seed)
-                continue
-            overrides, perturbation = noisy_interests(args, out, rate, seed)
-            for variant in todo:
-                folder = Path(args.out) / (f"{args.mode}-{rate:g}" if rate else "clean")
-                metrics = base.run_one(args.dataset, "cikgrec", seed, [*args.set, *VARIANTS[variant][1], *overrides],
-                                       folder, variant, args.replace)
-                record = record_of(metrics, variant=variant, mode=args.mode, rate=rate, seed=seed,
-                                   settings=settings[variant], perturbation=perturbation, command=command)
-                with base.locked_ledger(ledger_path) as ledger:
-                    ledger[run_key(variant, args.mode, rate, seed)] = record
+                ledger[run_key(variant, args.mode, rate, seed)] = record
     with base.locked_ledger(ledger_path) as ledger:
         page = render(args.dataset, ledger, args.mode, "noise.png")
         plot(ledger, args.mode, target.with_suffix(".png"), args.dataset)

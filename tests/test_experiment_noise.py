@@ -81,3 +81,20 @@ def test_publish_refuses_anything_but_the_full_protocol(noise, capsys):
 def test_rate_zero_is_one_run_whatever_the_mode(noise):
     assert noise.run_key("uir", "replace", 0.0, 1) == noise.run_key("uir", "drop", 0.0, 1) == "uir|none|0|seed1"
     assert noise.run_key("no-uir", "add", 0.2, 0) == "no-uir|add|0.2|seed0"
+
+
+def test_shards_split_the_sweep_seed_by_seed_without_overlap(noise):
+    full = noise.parse_args(["dbbook2014"])
+    assert noise.sweep_cells(full)[:5] == [(0, 0.0), (0, 0.2), (0, 0.4), (0, 0.6), (1, 0.0)]
+    shards = [noise.sweep_cells(noise.parse_args(["dbbook2014", "--shard", f"{k}/3"])) for k in (1, 2, 3)]
+    assert sorted(cell for shard in shards for cell in shard) == sorted(noise.sweep_cells(full))
+    assert [len(s) for s in shards] == [4, 4, 4] and shards[1][:2] == [(0, 0.2), (1, 0.0)]
+    assert noise.protocol_problems(noise.parse_args(
+        ["dbbook2014", "--shard", "2/2", "--set", "train.epochs=60", "train.lr=0.005"])) == []
+
+
+@pytest.mark.parametrize("bad", ["0/2", "3/2", "1", "a/b"])
+def test_a_bad_shard_is_refused_naming_the_form(noise, bad, capsys):
+    with pytest.raises(SystemExit) as stop:
+        noise.parse_args(["dbbook2014", "--shard", bad])
+    assert stop.value.code == 2 and "K/N" in capsys.readouterr().err
