@@ -19,11 +19,11 @@ __version__ = "0.1.0"
 __all__ = ["CikgError", "ConfigError", "DatasetError", "GraphError", "LLMError", "__version__", "load_model"]
 
 
-def load_model(run_dir, block_size: int = 1024):
+def load_model(run_dir, block_size: int = 1024, device=None):
     """Reopen a run directory for use: :func:`cikg.serving.load_model` (imported on first call, so ``import
     cikg`` stays light)."""
     from .serving import load_model as _load_model
 
-    return _load_model(run_dir, block_size=block_size)
+    return _load_model(run_dir, block_size=block_size, device=device)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -347,7 +347,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.commands import import_models
 
     import_models(args)
-    trainer = load_run(args.run_dir)
+    trainer = load_run(args.run_dir, device=args.device)
     if args.protocol == "ctr":
         return _evaluate_ctr(trainer, args)
     valid, test = trainer.evaluate("valid"), trainer.evaluate("test")
@@ -386,7 +386,7 @@ def _print_metrics(title: str, valid: dict, test: dict) -> None:
 
 
 def _register_train(sub) -> None:
-    from .train.commands import add_import_option, add_tracking_options
+    from .train.commands import add_import_option, add_load_device_option, add_tracking_options
 
     p = sub.add_parser("train", **_parser_kwargs(
         "train a model from a YAML config with key=value overrides (resumes a killed run)",
@@ -418,6 +418,7 @@ def _register_train(sub) -> None:
                                            "ctr_negatives/ beside the run directory)")
     p.add_argument("--no-per-user", action="store_true",
                    help="topk: do not write per_user_test.csv.gz (every test user's metrics) into the run directory")
+    add_load_device_option(p)
     add_import_option(p)
     p.set_defaults(func=_cmd_evaluate)
 

@@ -164,3 +164,22 @@ def test_dataset_that_does_not_survive_saving_is_refused_naming_the_field(tmp_pa
     with pytest.raises(CheckpointError, match=r"differ after reloading: item_text"):
         Trainer(_config(), tmp_path / "run", dataset=padded).fit()
     assert not (tmp_path / "run" / "dataset").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the reopening of a GPU run without CUDA")
+def test_a_run_trained_on_a_gpu_reopens_on_a_machine_without_cuda(tmp_path, capsys):
+    dataset = _small()
+    run_dir = tmp_path / "gpu-run"
+    result = Trainer(_config(), run_dir, dataset=dataset).fit()
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))  # as written on the GPU machine
+    assert "device: cuda" in config.read_text()
+    reopened = load_run(run_dir)
+    assert str(reopened.device) == "cpu"
+    assert reopened.evaluate("test").to_dict()["recall@20"] == pytest.approx(result.test["recall@20"], abs=1e-6)
+    assert _evaluated_recall(run_dir, capsys) == pytest.approx(result.test["recall@20"], abs=1e-4)
+    assert main(["recommend", str(run_dir), "--users", dataset.user_ids[0], "-k", "3", "--device", "cpu"]) == 0
+    assert main(["evaluate", str(run_dir), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    with pytest.raises(Exception, match="expected cpu, cuda, cuda:N or auto, got 'tpu'"):
+        load_run(run_dir, device="tpu")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, List
 
 from ..errors import CikgError
-from ..train.commands import add_import_option, import_models
+from ..train.commands import add_import_option, add_load_device_option, import_models
 
 FORMATS = (".csv", ".parquet")
 
@@ -51,7 +51,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if out is not None and out.suffix not in FORMATS:
         raise CikgError(f"{out}: expected a .csv or .parquet output file")
     import_models(args)
-    model = load_model(args.run_dir)
+    model = load_model(args.run_dir, device=args.device)
     frame = model.recommend(_users(args, model), k=args.k, exclude_seen=not args.include_seen)
     if out is None:
         print(frame.to_string(index=False))
@@ -88,7 +88,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import_models(args)
-    model = load_model(args.run_dir)
+    model = load_model(args.run_dir, device=args.device)
     print(f"serving {model!r} on http://{args.host}:{args.port} (Ctrl-C or SIGTERM to stop)", flush=True)
     stopped_by = serve(model, host=args.host, port=args.port, log_level=args.log_level)
     print(f"stopped{f' by {stopped_by}' if stopped_by else ''}", flush=True)
@@ -125,6 +125,7 @@ def register(subparsers: Any) -> None:
     who.add_argument("--users-file", help="a file with one original user id per line")
     who.add_argument("--all", action="store_true", help="every user of the dataset")
     p.add_argument("-k", type=int, default=10, help="items per user (default 10)")
+    add_load_device_option(p)
     p.add_argument("-o", "--output", help="a .csv or .parquet file (default: print the table)")
     p.add_argument("--include-seen", action="store_true", help="keep the users' train and validation items")
     add_import_option(p)
@@ -146,6 +147,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    add_load_device_option(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_import_option(p)
     p.set_defaults(func=_cmd_serve)

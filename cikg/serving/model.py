@@ -279,11 +279,13 @@ def _ranks(rows: np.ndarray) -> np.ndarray:
     return np.arange(rows.size) - np.repeat(starts, lengths) + 1
 
 
-def load_model(run_dir: Union[str, Path], block_size: int = 1024) -> TrainedModel:
-    """Reopen a run directory (its ``config.yaml`` and ``best_model.pt``) as a :class:`TrainedModel`.
+def load_model(run_dir: Union[str, Path], block_size: int = 1024, device: Optional[str] = None) -> TrainedModel:
+    """Reopen a run directory (its ``config.yaml`` and ``best_model.pt``) as a :class:`TrainedModel` on
+    ``device`` (unset: the run's own device where this machine has it, else the CPU; see
+    :func:`cikg.train.load_run`).
 
     Raises:
         CheckpointError: not a run directory, or no selected weights yet.
     """
-    trainer = load_run(run_dir)
+    trainer = load_run(run_dir, device=device)
     return TrainedModel(trainer.model, trainer.dataset, run_dir, trainer.config.model_name, block_size=block_size)

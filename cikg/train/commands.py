@@ -20,6 +20,12 @@ def add_import_option(parser: argparse.ArgumentParser) -> None:
                              "installed packages can use the cikg.models entry point group instead")
 
 
+def add_load_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that reopen a run directory (:func:`cikg.train.load_run`)."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's own device where this "
+                                         "machine has it, else cpu)")
+
+
 def add_tracking_options(parser: argparse.ArgumentParser, experiment: Optional[str] = "cikg") -> None:
     parser.add_argument("--mlflow", nargs="?", const=DEFAULT_MLFLOW_URI, metavar="URI",
                         help=f"also log params, metrics per epoch and artifacts to MLflow (default store "

@@ -18,6 +18,7 @@ uninterrupted run.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -59,6 +60,14 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for but CUDA is not available (use cpu)", "train.device")
     return torch.device(name)
+
+
+def loading_device(trained_on: str) -> str:
+    """Where a run trained on ``trained_on`` is reopened by default: there if this machine has it, else the CPU."""
+    if trained_on.startswith("cuda") and not torch.cuda.is_available():
+        logger.info("the run was trained on %s; this machine has no CUDA, so it is loaded on the CPU", trained_on)
+        return "cpu"
+    return trained_on
 
 
 def load_weights(path: Path, device: Any) -> Dict[str, torch.Tensor]:
@@ -503,11 +512,13 @@ def train_from_config(path: Optional[Union[str, Path]], overrides: Tuple[str, ..
     return Trainer(config, run_dir).fit(resume=resume, overwrite=overwrite)
 
 
-def load_run(run_dir: Union[str, Path], progress: bool = False) -> Trainer:
+def load_run(run_dir: Union[str, Path], progress: bool = False, device: Optional[str] = None) -> Trainer:
     """A trainer for an existing run directory with its best weights loaded (``cikg evaluate RUN_DIR``).
 
     The dataset is rebuilt from the run's ``dataset.json`` (from any working directory) and checked against
-    the hashes recorded there.
+    the hashes recorded there. ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) is where the model is
+    loaded; unset, it is the run's own ``train.device`` where this machine has it and the CPU otherwise (a
+    run trained on a GPU reopens on a laptop).
 
     Raises:
         CheckpointError: not a run directory, no evaluated epoch yet, the data changed since training, or
@@ -519,6 +530,7 @@ def load_run(run_dir: Union[str, Path], progress: bool = False) -> Trainer:
     if not (run_dir / "config.yaml").exists():
         raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)")
     config = run_config_from_dict(load_yaml(run_dir / "config.yaml"))
+    config.train = dataclasses.replace(config.train, device=device or loading_device(config.train.device))
     if not (run_dir / "best_model.pt").exists():
         raise CheckpointError(f"{run_dir}: no best_model.pt yet (has the run finished an evaluation?)")
     trainer = Trainer(config, run_dir, dataset=open_run_dataset(run_dir, config), progress=progress)
