@@ -3,7 +3,8 @@
     python experiments/collect.py            # copy the pages as they are
     python experiments/collect.py --render   # first re-render every results/ablations page from its ledger
 
-Reads, for dbbook2014, book-crossing and ml1m, ``experiments/<dataset>/results.md`` (written by
+Reads, for dbbook2014, book-crossing and ml1m, first the tuned table ``results-tuned.md`` (``run.py --tuned``),
+its sparse-gain page and ``tuning.md`` (``experiments/tune.py``) where they exist, then ``results.md`` (written by
 ``experiments/run.py``), its ``results-sparse-gain.md`` (CIKGRec's gain over the best baseline per user group),
 ``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs), ``interests.md``
 (``experiments/interests.py --publish``) and ``noise.md`` (``experiments/noise.py --publish``) where they exist, and writes them one after the other under one heading per
@@ -20,10 +21,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
-PARTS = (("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
+PARTS = (("results-tuned.md", "Models, tuned and converged"),
+         ("results-tuned-sparse-gain.md", "Sparse users, tuned: CIKGRec over the best baseline"),
+         ("tuning.md", "Tuning (Optuna studies, one budget)"), ("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
          ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"),
          ("interests.md", "Where interests come from"), ("noise.md", "Noise robustness"))
-LEDGERS = (("results.json", []), ("ablations.json", ["--ablations"]))
+LEDGERS = (("results-tuned.json", ["--tuned"]), ("results.json", []), ("ablations.json", ["--ablations"]))
 """The ledgers ``run.py`` renders pages from, with the flag that selects each."""
 PREAMBLE = """# Results
 

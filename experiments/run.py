@@ -4,6 +4,7 @@
     python experiments/run.py dbbook2014 --publish              # its models (a config each), seeds 0 1 2 -> experiments/dbbook2014/
     python experiments/run.py ml1m --models lightgcn cikgrec --set train.epochs=40
     python experiments/run.py dbbook2014 --ablations           # CIKGRec w/o UIR, CL, interests, KG
+    python experiments/run.py dbbook2014 --tuned --seeds 0 1 2 3 4 --publish   # tuned configs -> results-tuned.md
 
 Runs live in ``<out>/<dataset>/<model>-seed<k>`` (``--out``, default ``runs/experiments``) and resume when
 re-run (a killed sweep loses at most one epoch). Each finished row (model over its seeds) is added to a ledger
@@ -22,6 +23,11 @@ page shows the paired test of CIKGRec against the strongest baseline (Wilcoxon s
 over users, pooled over the seeds; :mod:`cikg.eval.stats`) and writes CIKGRec's relative gain over that baseline
 per user-activity group (``<page>-sparse-gain.md``). ``--render-only`` re-renders both pages from the ledger
 without training.
+
+``--tuned`` trains the tuned configs ``experiments/<dataset>/tuned/<model>.yaml`` that ``experiments/tune.py``
+writes (the best of each model's Optuna study under one budget, no epoch cap: early stopping on the validation
+split) into ``<out>/tuned/`` and the ledger ``results-tuned.json``; ``--publish`` then needs the seeds
+:data:`TUNED_SEEDS` and no ``--set`` but the run-only keys (the configs are the tuned ones as they are).
 """
 from __future__ import annotations
 
@@ -56,6 +62,8 @@ COLUMNS = ["recall@20", "ndcg@20", "recall@50", "ndcg@50", "recall@100", "ndcg@1
 TESTED = ("recall@20", "ndcg@20")
 """The metrics of the paired tests and of the sparse-user gains (kept per user in the ledger's ``per_user/``)."""
 PROTOCOL = ["train.epochs=60", "train.lr=0.005"]
+TUNED_SEEDS = [0, 1, 2, 3, 4]
+"""The seeds of a published tuned table (issue 17: five seeds, mean ± 95% interval)."""
 """The budget of the published dbbook2014 / book-crossing tables (``experiments/NOTES.md``)."""
 PROPOSED = "CIKGRec"
 """The row tested against the strongest baseline (every other row of a results ledger is a baseline)."""
@@ -117,6 +125,8 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], help="overrides applied to every run (key=value)")
     parser.add_argument("--ablations", action="store_true", help="run the CIKGRec ablations instead of the models")
+    parser.add_argument("--tuned", action="store_true",
+                        help="train the tuned configs experiments/<dataset>/tuned/<model>.yaml (experiments/tune.py)")
     parser.add_argument("--only", nargs="+", help="with --ablations: only these rows (e.g. 'CIKGRec w/o UIR')")
     parser.add_argument("--out", default="runs/experiments")
     parser.add_argument("--publish", action="store_true",
@@ -135,12 +145,25 @@ def jobs_of(args: argparse.Namespace) -> dict:
     if args.ablations:
         return {label: ("cikgrec", extra) for label, extra in {"CIKGRec": [], **ABLATIONS}.items()
                 if not args.only or label in args.only}
-    return {MODELS[m]: (m, []) for m in args.models or models_of(args.dataset)}
+    prefix = "tuned/" if args.tuned else ""
+    return {MODELS[m]: (prefix + m, []) for m in args.models or models_of(args.dataset, args.tuned)}
 
 
-def models_of(dataset: str) -> list:
-    """The models of :data:`MODELS` that have a config for ``dataset``."""
-    return [m for m in MODELS if (HERE / dataset / f"{m}.yaml").is_file()]
+def models_of(dataset: str, tuned: bool = False) -> list:
+    """The models of :data:`MODELS` that have a config (``tuned``: a tuned config) for ``dataset``."""
+    folder = HERE / dataset / ("tuned" if tuned else "")
+    return [m for m in MODELS if (folder / f"{m}.yaml").is_file()]
+
+
+def tuned_problems(args: argparse.Namespace) -> list:
+    """Why a ``--tuned --publish`` sweep is not the tuned protocol (empty: it is)."""
+    problems = []
+    if not set(TUNED_SEEDS) <= set(args.seeds):
+        problems.append(f"seeds {args.seeds} lack {sorted(set(TUNED_SEEDS) - set(args.seeds))}")
+    changed = [o for o in args.set if o.split("=", 1)[0] not in RUN_ONLY_KEYS]
+    if changed:
+        problems.append(f"--set {' '.join(changed)} changes the tuned configs (only {', '.join(RUN_ONLY_KEYS)} may be set)")
+    return problems
 
 
 def recorded_settings(dataset: str, row: dict) -> dict:
@@ -323,7 +346,8 @@ def groups_table(ledger: dict, metric: str = "recall@20") -> pd.DataFrame:
     return table.dropna(axis=1, how="all")  # groups no user falls in
 
 
-def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None, resamples: int = 10_000) -> tuple:
+def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None, resamples: int = 10_000,
+           tuned: bool = False) -> tuple:
     """The Markdown page of a ledger (the mean ± CI table, the paired test of CIKGRec against the best
     baseline, the sparse-user tables, each row's command) and its sparse-gain page (``""`` without per-user
     files, and for the ablations)."""
@@ -337,15 +361,19 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
         commands.setdefault(row["command"], []).append(label)
     splits = sorted({row["split"] for row in ledger.values()})
     lines = [
-        f"# {dataset}: {'CIKGRec ablations' if ablations else 'results'}", "",
+        f"# {dataset}: {'CIKGRec ablations' if ablations else 'results, tuned and converged' if tuned else 'results'}",
+        "",
         "Test split, each model at the epoch selected on the validation split (Recall@20 + NDCG@20); "
         "mean ± the half-width of the 95% Student-t interval over the seeds in the last column (one seed: the mean "
         "alone, no interval; † marks rows recorded before their per-seed figures were, shown with the population "
         "std). Validation split: " + "; ".join(splits)
-        + f". Configs: `experiments/{dataset}/*.yaml` with the overrides in each command below. CIKGRec's view-1 "
+        + (f". Configs: `experiments/{dataset}/tuned/*.yaml`, each the best of its model's Optuna study under one "
+           f"budget (`tuning.md`), trained with no epoch cap until validation stops improving" if tuned else
+           f". Configs: `experiments/{dataset}/*.yaml`") + " with the overrides in each command below. CIKGRec's view-1 "
         "anchor is the full CIKG (as in the released code) unless the row says otherwise.", "",
         "Commands (each wrote the rows named after it, with `--publish`; `experiments/run.py` keeps the rows in "
-        f"`experiments/{dataset}/{'ablations' if ablations else 'results'}.json` and adds to them):", "",
+        f"`experiments/{dataset}/{'ablations' if ablations else 'results-tuned' if tuned else 'results'}.json` and "
+        "adds to them):", "",
         *[f"- `{command}`: {', '.join(labels)}" for command, labels in commands.items()], "",
         mean_std_table(ledger, tests, best).to_markdown(disable_numparse=True), "",
         *paired_section(ledger, tests, best, ablations),
@@ -376,16 +404,21 @@ def paired_section(ledger: dict, tests: dict, best: str, ablations: bool) -> lis
 
 def main(argv: list = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    missing = [m for m in args.models or [] if m not in models_of(args.dataset)]
+    missing = [m for m in args.models or [] if m not in models_of(args.dataset, args.tuned)]
     if missing and not args.ablations:
-        print(f"experiments/run.py: error: experiments/{args.dataset}/ has no config for {', '.join(missing)} "
-              f"(KGIN needs an item KG); its models: {', '.join(models_of(args.dataset))}", file=sys.stderr)
+        where = f"experiments/{args.dataset}/{'tuned/' if args.tuned else ''}"
+        hint = "run experiments/tune.py first" if args.tuned else "KGIN needs an item KG"
+        print(f"experiments/run.py: error: {where} has no config for {', '.join(missing)} ({hint}); its models: "
+              f"{', '.join(models_of(args.dataset, args.tuned)) or 'none'}", file=sys.stderr)
         return 2
+    if args.tuned and args.publish and tuned_problems(args):
+        return refuse("run.py", f"--tuned --publish needs the tuned protocol: {'; '.join(tuned_problems(args))}; "
+                                "nothing was run")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     jobs = jobs_of(args)
     command = command_of("run.py", sys.argv[1:] if argv is None else argv)
-    page_name = "ablations.md" if args.ablations else "results.md"
+    page_name = "ablations.md" if args.ablations else "results-tuned.md" if args.tuned else "results.md"
     target = (Path(args.output) if args.output
               else (HERE if args.publish else out) / args.dataset / page_name)
     ledger_path = target.with_suffix(".json")
@@ -399,13 +432,14 @@ def main(argv: list = None) -> int:
         return 2
     target.parent.mkdir(parents=True, exist_ok=True)
     for label, (name, extra) in ({} if args.render_only else jobs).items():
-        runs = [run_one(args.dataset, name, seed, [*args.set, *extra], out, label, args.replace) for seed in args.seeds]
+        runs = [run_one(args.dataset, name, seed, [*args.set, *extra], out / ("tuned" if args.tuned else ""), label,
+                        args.replace) for seed in args.seeds]
         ledger[label] = summarise(label, runs, command, settings[label], ledger_path.parent / "per_user")
         ledger_path.write_text(json.dumps(ledger, indent=1, ensure_ascii=False) + "\n")  # a row lands as it ends
     if not ledger:
         print(f"experiments/run.py: error: {ledger_path}: no ledger to render", file=sys.stderr)
         return 2
-    page, gains = render(args.dataset, ledger, args.ablations, ledger_path.parent, args.resamples)
+    page, gains = render(args.dataset, ledger, args.ablations, ledger_path.parent, args.resamples, args.tuned)
     target.write_text(page)
     if gains:
         gains_path = target.with_name(f"{target.stem}-sparse-gain.md")

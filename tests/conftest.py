@@ -1,7 +1,9 @@
 """Shared fixtures: the real datasets in ../shared/data (loaded once per session) and small synthetic ones."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 DATA_DIR = Path(os.environ.get("CIKG_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
@@ -62,3 +65,21 @@ def small_synthetic():
     from cikg.data import synthetic
 
     return synthetic(300, 90, seed=3)
+
+
+@pytest.fixture(scope="session")
+def experiment():
+    """``experiment("noise")``: a script of ``experiments/`` imported as a module (the scripts import each other
+    by name from their folder, so it is on ``sys.path`` for the session)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+@pytest.fixture
+def tracked():
+    """``tracked("noise*")``: the bytes of the tracked ``experiments/dbbook2014`` files a glob matches, to check that
+    a script left them alone."""
+    return lambda pattern: {p: p.read_bytes() for p in (EXPERIMENTS / "dbbook2014").glob(pattern) if p.is_file()}

@@ -1,9 +1,7 @@
 """experiments/interests.py (issue 15 item 6) on a tiny budget: interests made per source, ledger, resume, table."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,9 @@ TINY = ["train.epochs=1", "train.progress=false", "train.threads=1", "model.dim=
 
 
 @pytest.fixture(scope="module")
-def interests():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("interests")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+def interests(experiment):
+    return experiment("interests")
 
-
-def _tracked() -> dict:
-    return {p: p.read_bytes() for p in (EXPERIMENTS / "dbbook2014").glob("interests*")}
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +31,14 @@ def tiny(tmp_path_factory):
 
 
 def test_a_tiny_sweep_prepares_each_source_ledgers_resumes_and_tabulates(interests, tiny, tmp_path, monkeypatch,
-                                                                         capsys):
+                                                                         capsys, tracked):
     data, answers = tiny
-    before = _tracked()
+    before = tracked("interests*")
     out = tmp_path / "runs"
     argv = ["dbbook2014", "--sources", "smollm2", "kg-profile", "none", "--seeds", "0", "--kappa", "40",
             "--answers", str(answers), "--out", str(out), "--set", *TINY, f"data.dataset={data}"]
     assert interests.main(argv) == 0
-    assert _tracked() == before  # nothing published
+    assert tracked("interests*") == before  # nothing published
     ledger = json.loads((out / "dbbook2014" / "interests.json").read_text())
     assert sorted(ledger["runs"]) == ["kg-profile|seed0", "none|seed0", "smollm2|seed0"]
     assert sorted(ledger["prepared"]) == ["kg-profile", "smollm2"]
@@ -87,13 +78,13 @@ def test_a_tiny_sweep_prepares_each_source_ledgers_resumes_and_tabulates(interes
     assert "runs of other settings" in err and "model.dim: 8 -> 16" in err and "nothing was run" in err
 
 
-def test_publish_refuses_anything_but_the_full_protocol(interests, capsys, tmp_path):
-    before = _tracked()
+def test_publish_refuses_anything_but_the_full_protocol(interests, capsys, tmp_path, tracked):
+    before = tracked("interests*")
     assert interests.main(["dbbook2014", "--sources", "none", "--seeds", "0", "--set", *TINY, "--publish"]) == 2
     err = capsys.readouterr().err
     assert "needs the full protocol" in err
     assert "lack [1, 2]" in err and "train.epochs: 1 instead of 60" in err and "nothing was run" in err
-    assert _tracked() == before
+    assert tracked("interests*") == before
     args = interests.parse_args(["dbbook2014", "--set", "train.epochs=60", "train.lr=0.005", "train.threads=1"])
     assert interests.protocol_problems(args) == []
     assert interests.main(["dbbook2014", "--sources", "smollm2", "--answers", str(tmp_path / "missing.jsonl"),

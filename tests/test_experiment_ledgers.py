@@ -1,9 +1,7 @@
 """Experiment scripts never overwrite the tracked tables by accident (issue 16, defect 3)."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,35 +12,28 @@ TINY = ["train.epochs=1", "train.progress=false", "data.dataset=synthetic", "dat
 
 
 @pytest.fixture(scope="module")
-def scripts():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("run"), importlib.import_module("augment")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+def scripts(experiment):
+    return experiment("run"), experiment("augment")
 
 
-def _tracked() -> dict:
-    return {p: p.read_bytes() for p in (EXPERIMENTS / "dbbook2014").glob("results.*")}
 
-
-def test_a_smoke_run_cannot_replace_a_published_row(scripts, capsys):
+def test_a_smoke_run_cannot_replace_a_published_row(scripts, capsys, tracked):
     run, _ = scripts
-    before = _tracked()
+    before = tracked("results.*")
     code = run.main(["dbbook2014", "--models", "lightgcn", "--set", "train.epochs=1", "--publish"])
     assert code == 2
     err = capsys.readouterr().err
     assert "row 'LightGCN' was produced with other settings" in err and "train.epochs: 60 -> 1" in err
     assert "nothing was run" in err
-    assert _tracked() == before
+    assert tracked("results.*") == before
 
 
-def test_a_sweep_writes_its_own_ledger_unless_published(scripts, tmp_path, capsys):
+def test_a_sweep_writes_its_own_ledger_unless_published(scripts, tmp_path, capsys, tracked):
     run, _ = scripts
-    before = _tracked()
+    before = tracked("results.*")
     out = tmp_path / "runs"
     assert run.main(["dbbook2014", "--models", "bprmf", "--seeds", "0", "--out", str(out), "--set", *TINY]) == 0
-    assert _tracked() == before  # the tracked tables are untouched
+    assert tracked("results.*") == before  # the tracked tables are untouched
     ledger = json.loads((out / "dbbook2014" / "results.json").read_text())
     row = ledger["BPRMF"]
     assert row["seeds"] == [0] and row["settings"]["train.epochs"] == 1 and "train.seed" not in row["settings"]
@@ -100,7 +91,7 @@ def test_a_dataset_runs_the_models_it_has_configs_for(scripts, tmp_path, capsys)
     assert not any(tmp_path.iterdir())  # nothing was run
 
 
-def test_tables_show_intervals_and_the_paired_test_of_cikgrec_against_the_best_baseline(scripts, tmp_path):
+def test_tables_show_intervals_and_the_paired_test_of_cikgrec_against_the_best_baseline(scripts, experiment, tmp_path):
     """Two tiny real runs per model (synthetic data, 1 epoch, seeds 0 and 1): the table shows mean ± the t
     half-width, the p-values of CIKGRec against the strongest baseline recomputed from the run directories,
     and the sparse-gain page beside it; --render-only regenerates both from the ledger alone."""
@@ -157,7 +148,7 @@ def test_tables_show_intervals_and_the_paired_test_of_cikgrec_against_the_best_b
     (root / "dbbook2014").mkdir(parents=True)
     shutil.copy(folder / "results.json", root / "dbbook2014" / "results.json")
     shutil.copytree(folder / "per_user", root / "dbbook2014" / "per_user")
-    collect = importlib.import_module("collect")
+    collect = experiment("collect")
     assert collect.render_ledgers(root, resamples=500) == [root / "dbbook2014" / "results.md"]
     assert (root / "dbbook2014" / "results-sparse-gain.md").read_text() == gains_page
     collected = collect.collect(root=root)
@@ -173,14 +164,10 @@ def test_rows_without_per_user_files_show_no_p_values(scripts):
     assert f"{row['mean']['recall@20']:.4f} ± {row['std']['recall@20']:.4f}†" in page  # legacy row: std, marked
 
 
-def test_docs_results_md_is_what_collect_writes_from_the_pages():
+def test_docs_results_md_is_what_collect_writes_from_the_pages(experiment):
     """docs/results.md is only ever written by experiments/collect.py: no figure there is missing from (or
     differs from) the experiment pages and notes."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        collect = importlib.import_module("collect")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    collect = experiment("collect")
     expected = collect.collect((EXPERIMENTS / "NOTES.md").read_text())
     assert (EXPERIMENTS.parent / "docs" / "results.md").read_text() == expected, (
         "docs/results.md is stale: run `python experiments/collect.py`")

@@ -1,9 +1,7 @@
 """experiments/noise.py (issue 15 item 7) on a tiny budget: the ledger, the resume and the table it writes."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,25 +12,18 @@ TINY = ["train.epochs=1", "train.progress=false", "train.threads=1", "data.datas
 
 
 @pytest.fixture(scope="module")
-def noise():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("noise")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+def noise(experiment):
+    return experiment("noise")
 
 
-def _tracked() -> dict:
-    return {p: p.read_bytes() for p in (EXPERIMENTS / "dbbook2014").glob("noise*")}
 
-
-def test_a_tiny_sweep_ledgers_resumes_and_tabulates(noise, tmp_path, monkeypatch, capsys):
-    before = _tracked()
+def test_a_tiny_sweep_ledgers_resumes_and_tabulates(noise, tmp_path, monkeypatch, capsys, tracked):
+    before = tracked("noise*")
     out = tmp_path / "runs"
     argv = ["dbbook2014", "--rates", "0", "0.4", "--variants", "uir", "no-uir", "--seeds", "0", "--out", str(out),
             "--set", *TINY]
     assert noise.main(argv) == 0
-    assert _tracked() == before  # nothing published
+    assert tracked("noise*") == before  # nothing published
     ledger = json.loads((out / "dbbook2014" / "noise.json").read_text())
     assert sorted(ledger) == ["no-uir|none|0|seed0", "no-uir|replace|0.4|seed0", "uir|none|0|seed0",
                               "uir|replace|0.4|seed0"]
@@ -67,13 +58,13 @@ def test_a_tiny_sweep_ledgers_resumes_and_tabulates(noise, tmp_path, monkeypatch
     assert "runs of other settings" in err and "model.dim: 8 -> 16" in err and "nothing was run" in err
 
 
-def test_publish_refuses_anything_but_the_full_protocol(noise, capsys):
-    before = _tracked()
+def test_publish_refuses_anything_but_the_full_protocol(noise, capsys, tracked):
+    before = tracked("noise*")
     assert noise.main(["dbbook2014", "--rates", "0", "0.4", "--seeds", "0", "--set", *TINY, "--publish"]) == 2
     err = capsys.readouterr().err
     assert "needs the full protocol" in err and "lack [0.2, 0.6]" in err and "lack [1, 2]" in err
     assert "train.epochs: 1 instead of 60" in err and "nothing was run" in err
-    assert _tracked() == before
+    assert tracked("noise*") == before
     args = noise.parse_args(["dbbook2014", "--set", "train.epochs=60", "train.lr=0.005", "train.threads=1"])
     assert noise.protocol_problems(args) == []
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +14,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.fixture(scope="module")
-def augment_script():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("augment")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+def augment_script(experiment):
+    return experiment("augment")
 
 
 def test_method_names_parse_and_unknown_names_are_refused(augment_script):

@@ -1,0 +1,188 @@
+"""Tune every model of one dataset under one budget (issue 17 item 2): an Optuna study per model, its best config.
+
+    python experiments/tune.py dbbook2014 --trials 2 --trial-set train.epochs=1        # a try: runs/tune/dbbook2014/
+    python experiments/tune.py dbbook2014 --trials 20 --set train.threads=1 --publish  # -> experiments/dbbook2014/tuned/
+    python experiments/run.py dbbook2014 --tuned --seeds 0 1 2 3 4 --publish            # the tuned configs, converged
+
+For each model with a config and a search space in ``experiments/<dataset>/`` (``<model>.yaml``,
+``<model>.space.yaml``; ``--models`` picks some), ``cikg tune`` (:func:`cikg.train.tune.tune`: TPE sampler, median
+pruning, selection on the validation split, never on test) runs a study of ``--trials`` trials into
+``<out>/<dataset>/<model>/study`` (Optuna's SQLite storage: a killed sweep resumes where it stopped, and a
+later session adds the trials a study lacks). Every trial trains under the same budget: the model's config with
+``--set`` (kept in the tuned config, e.g. a larger ``train.batch_size`` on ml1m) and ``--trial-set`` (the trial
+budget only, default ``train.epochs=40 train.patience=5``). Every model gets the same number of trials, the same
+trial budget and the same study seed: that is what "tuned under one budget" means here, and ``--publish`` refuses
+a study that would break it.
+
+The best trial's parameters then make the model's tuned config: ``<model>.yaml`` with ``--set``, the best
+parameters and no epoch cap (``train.epochs`` = :data:`NO_CAP`, early stopping with ``train.patience=10`` on the
+validation split), written with its study's summary as a comment to ``<out>/<dataset>/tuned/<model>.yaml``, or
+with ``--publish`` to ``experiments/<dataset>/tuned/<model>.yaml``, which ``run.py --tuned`` trains over the seeds.
+Each study lands in the ledger ``tuning.json`` beside (trials finished and pruned, the best valid value and
+parameters, the budget, the space file's SHA-256, the minutes and the command) and the page ``tuning.md`` is
+rendered from it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as base  # noqa: E402  (experiments/run.py: the ledger lock, refusals, recorded commands)
+
+from cikg._io import write_text_atomic  # noqa: E402
+from cikg.train import load_run_config  # noqa: E402
+from cikg.train.tune import overrides_for, tune  # noqa: E402
+
+HERE = base.HERE
+NO_CAP = 1000
+"""``train.epochs`` of a tuned config: no run here reaches it, early stopping on the validation split ends it."""
+CONVERGE = [f"train.epochs={NO_CAP}", "train.patience=10"]
+TRIAL_BUDGET = ["train.epochs=40", "train.patience=5"]
+STUDY_SEED = 0
+
+
+def parse_args(argv: list) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=["dbbook2014", "book-crossing", "ml1m"])
+    parser.add_argument("--models", nargs="+", choices=list(base.MODELS),
+                        help="default: every model with a config and a search space in experiments/<dataset>/")
+    parser.add_argument("--trials", type=int, default=20, help="finished trials per study (default 20)")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides of every trial, kept in the tuned config")
+    parser.add_argument("--trial-set", nargs="*", default=TRIAL_BUDGET,
+                        help=f"the trial budget, not kept in the tuned config (default {' '.join(TRIAL_BUDGET)})")
+    parser.add_argument("--seed", type=int, default=STUDY_SEED, help="the studies' sampler seed (default 0)")
+    parser.add_argument("--out", default="runs/tune")
+    parser.add_argument("--publish", action="store_true",
+                        help="write experiments/<dataset>/tuned/ and tuning.md (.json): one budget for every model")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error(f"--trials must be >= 1, got {args.trials}")
+    return args
+
+
+def models_of(args: argparse.Namespace) -> list:
+    """The models to tune: those asked for, else every model with a config and a search space."""
+    return args.models or [m for m in base.models_of(args.dataset) if space_of(args.dataset, m).is_file()]
+
+
+def space_of(dataset: str, model: str) -> Path:
+    return HERE / dataset / f"{model}.space.yaml"
+
+
+def budget_of(args: argparse.Namespace) -> dict:
+    """What every study of a published ledger must share."""
+    return {"trials": args.trials, "set": list(args.set), "trial_set": list(args.trial_set), "seed": args.seed}
+
+
+def budget_problems(ledger: dict, budget: dict) -> list:
+    """The ledger's studies tuned under another budget than ``budget`` (each with what differs)."""
+    problems = []
+    for model, study in ledger.items():
+        differ = [f"{k}: {study['budget'].get(k)!r} instead of {v!r}" for k, v in budget.items()
+                  if study["budget"].get(k) != v]
+        if differ:
+            problems.append(f"{model} ({', '.join(differ)})")
+    return problems
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tuned_config(args: argparse.Namespace, model: str, params: dict) -> str:
+    """The YAML of ``model``'s tuned config: its published config, ``--set``, the best parameters, no epoch cap."""
+    overrides = [*args.set, *overrides_for(params), *CONVERGE]
+    return load_run_config(HERE / args.dataset / f"{model}.yaml", overrides).to_yaml()
+
+
+def study_record(args: argparse.Namespace, model: str, result, command: str) -> dict:
+    """One ledger record of a finished study (a :class:`cikg.train.tune.TuneResult`)."""
+    trials = result.trials
+    states = trials["state"].value_counts().to_dict() if "state" in trials else {}
+    seconds = pd.to_numeric(trials.get("seconds", pd.Series(dtype=float)), errors="coerce").fillna(0).sum()
+    return {"model": base.MODELS[model], "metric": result.metric, "best_value": float(result.best_value),
+            "best_params": result.best_params, "trials": len(trials),
+            "states": {str(k): int(v) for k, v in states.items()}, "minutes": round(float(seconds) / 60, 1),
+            "budget": budget_of(args), "space": f"experiments/{args.dataset}/{model}.space.yaml",
+            "space_sha256": sha256_of(space_of(args.dataset, model)), "command": command}
+
+
+def header_of(record: dict, dataset: str, model: str) -> str:
+    """The comment above a tuned config: where it comes from and how it trains."""
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["best_params"].items())
+    return (f"# {record['model']} on {dataset}, tuned: the best of {record['trials']} trials (valid {record['metric']} "
+            f"{record['best_value']:.4f}; {params})\n"
+            f"# search space {record['space']}; trial budget {' '.join(record['budget']['trial_set'])}; "
+            f"study seed {record['budget']['seed']}\n# command: {record['command']}\n"
+            f"# trained with no epoch cap (train.epochs={NO_CAP}, early stopping on valid): "
+            f"python experiments/run.py {dataset} --tuned --models {model}\n")
+
+
+def render(dataset: str, ledger: dict) -> str:
+    """The Markdown page of the studies."""
+    if not ledger:
+        return f"# {dataset}: tuning\n\nNo finished study yet.\n"
+    rows = [{"model": r["model"], "trials (finished, pruned)": f"{r['trials']} ({r['states'].get('COMPLETE', 0)}, "
+                                                                f"{r['states'].get('PRUNED', 0)})",
+             f"best valid {r['metric']}": f"{r['best_value']:.4f}",
+             "best parameters": ", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`"
+                                          for k, v in r["best_params"].items()),
+             "minutes": r["minutes"]} for r in ledger.values()]
+    budgets = sorted({(r["budget"]["trials"], " ".join(r["budget"]["trial_set"]), " ".join(r["budget"]["set"]),
+                       r["budget"]["seed"]) for r in ledger.values()})
+    lines = [f"# {dataset}: tuning (Optuna, selection on the validation split)", "",
+             "One study per model: TPE sampler, median pruning on the validation metric after every epoch; the "
+             "search spaces are the `<model>.space.yaml` files beside the configs. Budget (trials; trial budget; "
+             "overrides kept in the tuned config; study seed): " + "; ".join(
+                 f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}" for t, tb, s, seed in budgets) + ".", "",
+             pd.DataFrame(rows).set_index("model").to_markdown(), "",
+             f"Each best configuration is `experiments/{dataset}/tuned/<model>.yaml` (no epoch cap: early stopping "
+             f"on valid), trained over the seeds by `python experiments/run.py {dataset} --tuned`.", "",
+             "Commands:", "", *[f"- `{c}`" for c in sorted({r['command'] for r in ledger.values()})], ""]
+    return "\n".join(lines)
+
+
+def main(argv: list = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    models = models_of(args)
+    unspaced = [m for m in models if not space_of(args.dataset, m).is_file()
+                or not (HERE / args.dataset / f"{m}.yaml").is_file()]
+    if unspaced:
+        return base.refuse("tune.py", f"experiments/{args.dataset}/ has no config or search space for "
+                                      f"{', '.join(unspaced)}; nothing was run")
+    folder = HERE / args.dataset if args.publish else Path(args.out) / args.dataset
+    ledger_path = folder / "tuning.json"
+    with base.locked_ledger(ledger_path) as ledger:
+        problems = budget_problems(ledger, budget_of(args)) if args.publish else []
+    if problems:
+        return base.refuse("tune.py", f"{ledger_path}: studies under another budget ({'; '.join(problems)}); every "
+                                      "model of a published table is tuned under one budget; nothing was run")
+    command = base.command_of("tune.py", argv)
+    for model in models:
+        study_dir = Path(args.out) / args.dataset / model / "study"
+        result = tune(HERE / args.dataset / f"{model}.yaml", space_of(args.dataset, model), args.trials, study_dir,
+                      overrides=[*args.set, *args.trial_set], seed=args.seed)
+        record = study_record(args, model, result, command)
+        write_text_atomic(folder / "tuned" / f"{model}.yaml",
+                          header_of(record, args.dataset, model) + tuned_config(args, model, result.best_params))
+        with base.locked_ledger(ledger_path) as ledger:
+            ledger[model] = record
+    with base.locked_ledger(ledger_path) as ledger:
+        page = render(args.dataset, ledger)
+    write_text_atomic(folder / "tuning.md", page)
+    print(page)
+    if not args.publish:
+        print(f"\n(written to {folder}; --publish writes experiments/{args.dataset}/tuned/ and tuning.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

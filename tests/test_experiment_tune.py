@@ -1,0 +1,95 @@
+"""experiments/tune.py and run.py --tuned (issue 17 item 2) on a tiny budget: a study per model under one budget,
+the tuned configs it writes, their training over seeds, and the refusals of a published table."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.progress=false", "train.threads=1", "data.dataset=synthetic", "data.synthetic_users=80",
+        "data.synthetic_items=120", "model.dim=8"]
+
+
+@pytest.fixture
+def tree(experiment, tmp_path, monkeypatch):
+    """``(tune, run, experiments folder)``: the scripts pointed at a copy of dbbook2014's configs and spaces."""
+    tune, run = experiment("tune"), experiment("run")
+    folder = tmp_path / "experiments" / "dbbook2014"
+    folder.mkdir(parents=True)
+    for model in ("lightgcn", "bprmf"):
+        for suffix in (".yaml", ".space.yaml"):
+            shutil.copy(ROOT / "experiments" / "dbbook2014" / f"{model}{suffix}", folder)
+    (tmp_path / "graphs").mkdir()
+    shutil.copy(ROOT / "graphs" / "dbbook2014.yaml", tmp_path / "graphs")
+    monkeypatch.setattr(run, "HERE", tmp_path / "experiments")
+    monkeypatch.setattr(tune, "HERE", tmp_path / "experiments")
+    return tune, run, folder
+
+
+def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, tracked):
+    tune, run, folder = tree
+    before = tracked("tun*")
+    argv = ["dbbook2014", "--models", "bprmf", "lightgcn", "--trials", "3", "--trial-set", "train.epochs=2",
+            "--set", *TINY, "--out", str(tmp_path / "runs"), "--publish"]
+    assert tune.main(argv) == 0
+    ledger = json.loads((folder / "tuning.json").read_text())
+    assert set(ledger) == {"bprmf", "lightgcn"}
+    for model, record in ledger.items():
+        assert record["trials"] == 3 and sum(record["states"].values()) == 3
+        assert record["budget"] == {"trials": 3, "set": TINY, "trial_set": ["train.epochs=2"], "seed": 0}
+        trials = (tmp_path / "runs" / "dbbook2014" / model / "study" / "trials.csv").read_text()
+        assert f"{record['best_value']:.6g}"[:5] in trials  # the best value is one of the study's trials
+        text = (folder / "tuned" / f"{model}.yaml").read_text()
+        assert text.startswith(f"# {record['model']} on dbbook2014, tuned: the best of 3 trials")
+        config = yaml.safe_load(text)
+        assert config["train"]["epochs"] == tune.NO_CAP and config["train"]["patience"] == 10
+        assert config["data"]["dataset"] == "synthetic" and config["data"]["synthetic_users"] == 80  # --set is kept
+        for key, value in record["best_params"].items():
+            section, name = key.split(".")
+            assert config[section][name] == pytest.approx(value)
+    page = (folder / "tuning.md").read_text()
+    assert "| BPRMF " in page and "| LightGCN " in page and "3 trials; `train.epochs=2`" in page
+    assert tracked("tun*") == before and not (ROOT / "experiments" / "dbbook2014" / "tuned").exists()
+
+    # a resumed sweep runs no trial again: the studies hold their 3 finished trials
+    assert tune.main(argv) == 0
+    assert json.loads((folder / "tuning.json").read_text()) == ledger
+
+    # another budget may not join a published ledger
+    capsys.readouterr()
+    assert tune.main([*argv[:5], "5", *argv[6:]]) == 2
+    err = capsys.readouterr().err
+    assert "studies under another budget" in err and "trials: 3 instead of 5" in err
+
+    # run.py --tuned trains the tuned configs over the seeds into results-tuned.json
+    out = tmp_path / "runs-tuned"
+    assert run.main(["dbbook2014", "--tuned", "--seeds", "0", "1", "--set", "train.epochs=2", "--out", str(out)]) == 0
+    results = json.loads((out / "dbbook2014" / "results-tuned.json").read_text())
+    assert set(results) == {"BPRMF", "LightGCN"} and results["LightGCN"]["seeds"] == [0, 1]
+    assert results["LightGCN"]["settings"]["train.lr"] == pytest.approx(ledger["lightgcn"]["best_params"]["train.lr"])
+    assert (out / "tuned" / "dbbook2014" / "LightGCN-seed1" / "metrics.json").is_file()
+    page = (out / "dbbook2014" / "results-tuned.md").read_text()
+    assert page.startswith("# dbbook2014: results, tuned and converged") and "tuned/*.yaml" in page
+
+
+def test_a_published_tuned_table_needs_five_seeds_and_the_configs_as_they_are(tree, capsys):
+    _, run, folder = tree
+    (folder / "tuned").mkdir()
+    shutil.copy(folder / "bprmf.yaml", folder / "tuned" / "bprmf.yaml")
+    assert run.main(["dbbook2014", "--tuned", "--seeds", "0", "1", "2", "--set", "train.lr=0.1", "--publish"]) == 2
+    err = capsys.readouterr().err
+    assert "lack [3, 4]" in err and "--set train.lr=0.1 changes the tuned configs" in err
+    assert run.main(["dbbook2014", "--tuned", "--models", "lightgcn"]) == 2
+    assert "tuned/ has no config for lightgcn (run experiments/tune.py first)" in capsys.readouterr().err
+    assert not (folder / "results-tuned.json").exists()
+
+
+def test_a_model_without_a_search_space_is_refused(tree, capsys):
+    tune, _, folder = tree
+    (folder / "bprmf.space.yaml").unlink()
+    assert tune.main(["dbbook2014", "--models", "bprmf", "--trials", "1"]) == 2
+    assert "no config or search space for bprmf" in capsys.readouterr().err
