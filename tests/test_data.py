@@ -15,6 +15,7 @@ from cikg.data import (
     carve_validation,
     from_pandas,
     load_dataset,
+    resolve_dataset_path,
     save_dataset,
     synthetic,
     to_pandas,
@@ -310,3 +311,17 @@ def test_original_ids_with_number_words_round_trip(tmp_path):
     assert back.equals(ds)
     assert back.entity_ids[-3:] == ["Author 0", "Author 1", "Author 2"] and back.user_ids[:2] == ["user 0", "user 1"]
     assert back.item_text[:2] == ["Title\t0", "Title\t1"] and back.relation_ids == ["written by"]
+
+
+def test_a_bare_name_is_the_named_dataset_unless_a_folder_here_holds_a_dataset(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    save_dataset(synthetic(n_users=30, n_items=40, seed=1), root / "tiny")
+    here = tmp_path / "experiments"
+    (here / "tiny").mkdir(parents=True)
+    (here / "tiny" / "cikgrec.yaml").write_text("model: {name: cikgrec}\n")  # configs, not a dataset
+    monkeypatch.chdir(here)
+    assert resolve_dataset_path("tiny", root=root) == root / "tiny"
+    assert load_dataset("tiny", root=root).n_users == 30
+    save_dataset(synthetic(n_users=20, n_items=40, seed=1), here / "tiny")  # now a dataset here: it wins
+    assert resolve_dataset_path("tiny", root=root) == Path("tiny")
+    assert load_dataset("tiny", root=root).n_users == 20

@@ -52,7 +52,10 @@ def data_dir(override: Optional[PathLike] = None) -> Path:
 
 
 def resolve_dataset_path(path_or_name: PathLike, root: Optional[PathLike] = None) -> Path:
-    """A directory path as given, or a bare name looked up under :func:`data_dir`."""
+    """A directory path as given, or a bare name looked up under :func:`data_dir`.
+
+    A bare name that is also a folder here which holds no dataset (no ``train.txt``: ``experiments/dbbook2014``,
+    the configs of a dataset, seen from ``experiments/``) is the named dataset, not that folder."""
     path = Path(path_or_name)
     try:
         return _resolve_dataset_path(path, root)
@@ -61,11 +64,12 @@ def resolve_dataset_path(path_or_name: PathLike, root: Optional[PathLike] = None
 
 
 def _resolve_dataset_path(path: Path, root: Optional[PathLike]) -> Path:
-    if path.is_dir():
+    bare = len(path.parts) == 1
+    if path.is_dir() and not (bare and not (path / "train.txt").is_file() and (data_dir(root) / path).is_dir()):
         return path
-    if path.exists():
+    if path.exists() and not path.is_dir():
         raise DatasetError("expected a dataset directory, got a file", path)
-    if len(path.parts) == 1:
+    if bare:
         candidate = data_dir(root) / path
         if candidate.is_dir():
             return candidate
