@@ -52,13 +52,17 @@ def parse_enum(cls: Type[enum.Enum], value: Any, key: str) -> Any:
 @dataclass(frozen=True)
 class Constraint:
     """``keys`` must satisfy ``holds`` (described by ``expected``); ``None`` passes when ``optional``. With
-    ``parse``, the value is replaced by ``parse(value, key)``, which raises on a bad value."""
+    ``parse`` instead, the value is replaced by ``parse(value, key)``, which raises on a bad value."""
 
     keys: Tuple[str, ...]
     expected: str
-    holds: Callable[[Any], bool] = bool
+    holds: Optional[Callable[[Any], bool]] = None
     optional: bool = False
     parse: Optional[Callable[[Any, str], Any]] = None
+
+    def __post_init__(self) -> None:
+        if (self.holds is None) == (self.parse is None):
+            raise TypeError(f"Constraint{self.keys}: give exactly one of holds and parse")
 
 
 Constraints = Tuple[Constraint, ...]

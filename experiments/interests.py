@@ -37,6 +37,7 @@ import argparse
 import json
 import logging
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,6 +48,7 @@ import run as base  # noqa: E402  (experiments/run.py: how a run is trained, rea
 
 from cikg.cli import main as cikg_main  # noqa: E402
 from cikg.eval.stats import mean_ci  # noqa: E402
+from cikg.interests.perturb import sha256_of  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
 from cikg.train.trainer import load_run_dataset  # noqa: E402
 
@@ -120,11 +122,21 @@ def cikg(argv: list) -> None:
         raise SystemExit(f"experiments/interests.py: `cikg {shlex.join(argv)}` exited {status}")
 
 
+def answers_digest(args: argparse.Namespace, source: str) -> str:
+    """The SHA-256 of the recorded answers ``source`` replays (``""`` for a source that replays none)."""
+    return sha256_of(answers_file(args)) if source == "smollm2" else ""
+
+
 def prepare(args: argparse.Namespace, source: str, folder: Path) -> dict:
     """Infer (replayed answers or kg-profile) and cluster the interests of ``source`` into ``folder`` unless
-    done; returns what its report says: answers, echo rate, coverage, kept interests and the score."""
+    done from the same answers (a replay file that grew or changed since makes them again); returns what its
+    report says: answers, echo rate, coverage, kept interests and the score, and the answers' SHA-256."""
     threads = ["--threads", str(args.threads)]
     dataset = load_run_config(HERE / args.dataset / "cikgrec.yaml", args.set).data.dataset  # what the runs train on
+    digest, marker = answers_digest(args, source), folder / "answers.sha256"
+    if folder.is_dir() and digest and (not marker.is_file() or marker.read_text() != digest):
+        logging.info("%s: made from other answers than %s; made again", folder, answers_file(args))
+        shutil.rmtree(folder)
     if not (folder / "report.json").is_file() or not (folder / "user_interest_clustered.txt").is_file():
         if source == "smollm2":
             infer = ["--backend", "replay", "--replay", str(answers_file(args)), "--prompt", PROMPT]
@@ -132,8 +144,21 @@ def prepare(args: argparse.Namespace, source: str, folder: Path) -> dict:
             infer = ["--backend", "kg-profile"]
         cikg(["interests", "infer", dataset, *infer, "-o", str(folder), "--no-progress"])
         cikg(["interests", "cluster", str(folder), "--kappa", str(args.kappa), *threads])
+        if digest:
+            marker.write_text(digest)
     report = json.loads((folder / "report.json").read_text())
-    return {"kappa": args.kappa, "report": report_summary(report)}
+    return {"kappa": args.kappa, "report": report_summary(report), **({"answers_sha256": digest} if digest else {})}
+
+
+def stale_answers(ledger: dict, args: argparse.Namespace) -> list:
+    """The sources whose ledger runs were trained on other recorded answers than the replay file holds now."""
+    stale = []
+    for source in args.sources:
+        recorded = ledger.get("prepared", {}).get(source, {}).get("answers_sha256")
+        runs = [k for k, r in ledger.get("runs", {}).items() if r["source"] == source]
+        if recorded and runs and recorded != answers_digest(args, source):
+            stale.append(source)
+    return stale
 
 
 def authors_interests(args: argparse.Namespace) -> dict:
@@ -176,15 +201,21 @@ def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> 
     return problems
 
 
-def published_row(args: argparse.Namespace, settings: dict) -> dict:
-    """The CIKGRec row of ``experiments/<dataset>/results.json`` as the ``gpt35`` source; refused (SystemExit)
-    when its settings are not ``settings``."""
+def published_problem(args: argparse.Namespace, settings: dict) -> str:
+    """Why the CIKGRec row of ``experiments/<dataset>/results.json`` may not stand for the ``gpt35`` source
+    (``""``: it may)."""
     path = HERE / args.dataset / "results.json"
     row = json.loads(path.read_text())[base.PROPOSED]
     differ = base.settings_diff(base.recorded_settings(args.dataset, row), settings)
-    if differ:
-        raise SystemExit(f"experiments/interests.py: error: {path}: its CIKGRec row ran with other settings "
-                         f"({differ}); nothing was taken. Train the gpt35 source instead")
+    return (f"{path}: its CIKGRec row ran with other settings ({differ}); nothing was taken. Train the gpt35 "
+            "source instead") if differ else ""
+
+
+def published_row(args: argparse.Namespace, settings: dict) -> dict:
+    """The CIKGRec row of ``experiments/<dataset>/results.json`` as the ``gpt35`` source (its settings are
+    ``settings``: :func:`published_problem`)."""
+    path = HERE / args.dataset / "results.json"
+    row = json.loads(path.read_text())[base.PROPOSED]
     sparse = next(v for k, v in row["groups"]["recall@20"].items() if k.startswith(SPARSE))
     return {"source": "gpt35", "from": f"experiments/{args.dataset}/results.json", "seeds": row["seeds"],
             "best_epochs": row["best_epochs"], "minutes": row["minutes"], "split": row["split"],
@@ -345,11 +376,22 @@ def main(argv: list = None) -> int:
     command = base.command_of("interests.py", argv)
     folders = {s: out / "interests" / f"{s}-k{args.kappa}" for s in args.sources}
     settings = {s: settings_of(args, s, folders[s]) for s in args.sources}
+    if "gpt35" in args.sources and args.reuse_published and published_problem(args, settings["gpt35"]):
+        return base.refuse("interests.py", published_problem(args, settings["gpt35"]))
     with base.locked_ledger(ledger_path) as ledger:
         conflicts = ledger_conflicts(ledger, args, settings)
+        stale = stale_answers(ledger, args)
+        if stale and args.replace:  # retrained below, from interests made again from the answers as they are now
+            ledger["runs"] = {k: r for k, r in ledger.get("runs", {}).items() if r["source"] not in stale}
+            for source in stale:
+                shutil.rmtree(Path(args.out) / source / args.dataset, ignore_errors=True)
     if conflicts and not args.replace:
         return base.refuse("interests.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
                                            "nothing was run. Use another --out or pass --replace")
+    if stale and not args.replace:
+        return base.refuse("interests.py", f"{ledger_path}: the {', '.join(stale)} runs were trained on other "
+                                           f"recorded answers than {answers_file(args)} holds now; nothing was run. "
+                                           "Pass --replace to make the interests and train those runs again")
     for source in args.sources:
         if source == "gpt35":
             prepared = authors_interests(args)
@@ -377,10 +419,7 @@ def main(argv: list = None) -> int:
                 ledger.setdefault("runs", {})[key] = record
     with base.locked_ledger(ledger_path) as ledger:
         page = render(args.dataset, ledger)
-    target.write_text(page)
-    print(page)
-    if not args.publish:
-        print(f"\n(written to {target}; --publish writes experiments/{args.dataset}/interests.md)")
+    base.show_page(target, page, args.dataset, not args.publish)
     return 0
 
 

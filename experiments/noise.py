@@ -294,10 +294,7 @@ def main(argv: list = None) -> int:
     with base.locked_ledger(ledger_path) as ledger:
         page = render(args.dataset, ledger, args.mode, "noise.png")
         plot(ledger, args.mode, target.with_suffix(".png"), args.dataset)
-    target.write_text(page)
-    print(page)
-    if not args.publish:
-        print(f"\n(written to {target}; --publish writes experiments/{args.dataset}/noise.md)")
+    base.show_page(target, page, args.dataset, not args.publish)
     return 0
 
 

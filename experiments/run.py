@@ -43,6 +43,7 @@ from typing import Iterator
 
 import pandas as pd
 
+from cikg._io import write_text_atomic
 from cikg.config import flatten, load_yaml
 from cikg.eval.stats import compare_models, format_p, group_gains, mean_ci
 from cikg.train import PER_USER_FILE, Trainer, load_run_config, read_per_user
@@ -104,6 +105,16 @@ def refuse(script: str, message: str) -> int:
     """Print the one-line refusal of ``experiments/<script>`` (nothing was run) and return its exit status 2."""
     print(f"experiments/{script}: error: {message}", file=sys.stderr)
     return 2
+
+
+def show_page(target: Path, page: str, dataset: str, hint: bool) -> None:
+    """Write a sweep's page, print it and, with ``hint`` (a page written outside ``experiments/``), say where
+    ``--publish`` would have written it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(target, page)
+    print(page)
+    if hint:
+        print(f"\n(written to {target}; --publish writes experiments/{dataset}/{target.name})")
 
 
 def command_of(script: str, argv: list) -> str:
@@ -440,14 +451,11 @@ def main(argv: list = None) -> int:
         print(f"experiments/run.py: error: {ledger_path}: no ledger to render", file=sys.stderr)
         return 2
     page, gains = render(args.dataset, ledger, args.ablations, ledger_path.parent, args.resamples, args.tuned)
-    target.write_text(page)
     if gains:
         gains_path = target.with_name(f"{target.stem}-sparse-gain.md")
-        gains_path.write_text(gains)
-        page += f"\n(sparse-user gains: {gains_path})\n"
-    print(page)
-    if not args.publish and not args.output:
-        print(f"\n(written to {target}; --publish writes experiments/{args.dataset}/{page_name})")
+        write_text_atomic(gains_path, gains)
+    show_page(target, page + (f"\n(sparse-user gains: {gains_path})\n" if gains else ""), args.dataset,
+              not args.publish and not args.output)
     return 0
 
 

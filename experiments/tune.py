@@ -177,10 +177,7 @@ def main(argv: list = None) -> int:
             ledger[model] = record
     with base.locked_ledger(ledger_path) as ledger:
         page = render(args.dataset, ledger)
-    write_text_atomic(folder / "tuning.md", page)
-    print(page)
-    if not args.publish:
-        print(f"\n(written to {folder}; --publish writes experiments/{args.dataset}/tuned/ and tuning.md)")
+    base.show_page(folder / "tuning.md", page, args.dataset, not args.publish)
     return 0
 
 

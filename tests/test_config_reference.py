@@ -44,3 +44,13 @@ def test_a_key_without_meaning_is_refused():
 
     with pytest.raises(ConfigError, match="forgotten has no meaning"):
         rows(Undocumented, "model")
+
+
+def test_a_constraint_checks_by_exactly_one_of_holds_and_parse():
+    from cikg import checks
+
+    with pytest.raises(TypeError, match="exactly one of holds and parse"):
+        checks.Constraint(("k",), "something")
+    with pytest.raises(TypeError, match="exactly one of holds and parse"):
+        checks.Constraint(("k",), "something", holds=bool, parse=lambda v, k: v)
+    assert checks.check_value(checks.positive_int("k"), 3, "k") == 3

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,30 @@ def test_a_tiny_sweep_prepares_each_source_ledgers_resumes_and_tabulates(interes
     assert "runs of other settings" in err and "model.dim: 8 -> 16" in err and "nothing was run" in err
 
 
+def test_answers_that_changed_since_the_runs_are_refused_then_made_again_with_replace(interests, tiny, tmp_path, capsys):
+    data, recorded = tiny
+    answers = tmp_path / "answers.jsonl"
+    shutil.copy(recorded, answers)
+    out = tmp_path / "runs"
+    argv = ["dbbook2014", "--sources", "smollm2", "--seeds", "0", "--kappa", "30", "--answers", str(answers),
+            "--out", str(out), "--set", *TINY, f"data.dataset={data}"]
+    assert interests.main(argv) == 0
+    ledger = json.loads((out / "dbbook2014" / "interests.json").read_text())
+    first = ledger["prepared"]["smollm2"]
+    records = [json.loads(line) for line in answers.read_text().splitlines()]
+    for record in records:  # answers recorded again, shorter: two interests each
+        record["raw"] = ", ".join(record["raw"].split(", ")[:2])
+    answers.write_text("".join(json.dumps(r) + "\n" for r in records))
+    capsys.readouterr()
+    assert interests.main(argv) == 2
+    assert "the smollm2 runs were trained on other recorded answers" in capsys.readouterr().err
+    assert json.loads((out / "dbbook2014" / "interests.json").read_text()) == ledger
+    assert interests.main([*argv, "--replace"]) == 0
+    again = json.loads((out / "dbbook2014" / "interests.json").read_text())["prepared"]["smollm2"]
+    assert again["answers_sha256"] != first["answers_sha256"]
+    assert again["report"]["distinct_phrases"] < first["report"]["distinct_phrases"]  # made from the new answers
+
+
 def test_publish_refuses_anything_but_the_full_protocol(interests, capsys, tmp_path, tracked):
     before = tracked("interests*")
     assert interests.main(["dbbook2014", "--sources", "none", "--seeds", "0", "--set", *TINY, "--publish"]) == 2
@@ -107,6 +133,8 @@ def test_the_gpt35_row_is_taken_from_the_published_results_only_at_the_same_sett
     assert f"{published['mean']['recall@20']:.4f} ± {published['std']['recall@20']:.4f}†" in row
     assert "n/a (ids only)" in row and "0, 1, 2" in row and published["command"] in page
     assert "| 6,961 (3,783) " in row  # the authors' 6,962 pairs less one duplicate (../shared/data/README.md)
-    with pytest.raises(SystemExit, match="ran with other settings .*train.epochs: 60 -> 1.*nothing was taken"):
-        interests.main(["dbbook2014", "--sources", "gpt35", "--reuse-published", "--out", str(tmp_path / "b"),
-                        "--set", *TINY])
+    capsys.readouterr()
+    assert interests.main(["dbbook2014", "--sources", "gpt35", "--reuse-published", "--out", str(tmp_path / "b"),
+                           "--set", *TINY]) == 2
+    assert re.search("ran with other settings .*train.epochs: 60 -> 1.*nothing was taken", capsys.readouterr().err)
+    assert not (tmp_path / "b").exists()

@@ -53,8 +53,10 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, (Path, enum.Enum)):
-        return str(value.value if isinstance(value, enum.Enum) else value)
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, Path):
+        return str(value)
     if torch.is_tensor(value) and value.numel() == 1:
         return value.item()
     if value is None or isinstance(value, (str, int, float, bool)):
