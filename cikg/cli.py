@@ -364,16 +364,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_ctr(trainer, args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ._io import write_json_atomic
-    from .eval.ctr import RATIOS, evaluate_ctr, load_or_sample_negatives
+    from .train.ctr import negatives_dir_of, run_ctr
 
-    directory = Path(args.negatives_dir) if args.negatives_dir else Path(args.run_dir).parent / "ctr_negatives"
-    rows = [evaluate_ctr(trainer.model, trainer.dataset, negatives=load_or_sample_negatives(
-        trainer.dataset, ratio, directory)).row() for ratio in RATIOS]
+    directory = Path(args.negatives_dir) if args.negatives_dir else negatives_dir_of(args.run_dir)
+    rows = run_ctr(args.run_dir, directory, trainer=trainer)
     print(f"{trainer.config.model_name} on {trainer.dataset.name} from {args.run_dir}: CTR protocol on test "
           f"positives vs sampled unseen negatives (saved in {directory})")
-    print(pd.DataFrame(rows).to_string(index=False, float_format="%.4f"))
-    write_json_atomic(Path(args.run_dir) / "ctr_metrics.json", {row["ratio"]: row for row in rows})
+    shown = pd.DataFrame(rows.values()).drop(columns="weights_sha256")
+    print(shown.to_string(index=False, float_format="%.4f"))
     return 0
 
 

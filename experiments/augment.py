@@ -46,8 +46,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import run_one  # noqa: E402  (the sweep helpers of experiments/run.py)
 
+from cikg.train.ctr import run_ctr  # noqa: E402
+
 EXPERTS = ["model.features.mode=add", "model.features.adaptor=experts", "model.features.n_shared=1",
            "model.features.n_dedicated=1", "model.features.hidden=32", "model.features.reduce=32"]
+CTR_COLUMNS = {"auc 1:1": "AUC 1:1", "auc 1:4": "AUC 1:4", "logloss 1:4": "Logloss 1:4"}
+"""The CTR protocol's columns (``cikg evaluate --protocol ctr``: test positives against 1 or 4 sampled unseen
+negatives each, the same pairs for every run of a dataset)."""
 MODEL_LABELS = {"lightgcn": "LightGCN", "cikgrec": "CIKGRec", "bprmf": "BPRMF", "lightgcn-cikg": "LightGCN-CIKG"}
 
 
@@ -211,6 +216,15 @@ def run_dir_label(model: str, name: str) -> str:
     return f"{model}-{name.replace(':', '-').replace('+', '-')}"
 
 
+def ctr_cells(run_dir: Path) -> dict:
+    """The CTR figures of a finished run (:data:`CTR_COLUMNS`), computed once and kept in the run directory;
+    none for a run directory without its weights (figures copied from elsewhere)."""
+    if not (run_dir / "best_model.pt").is_file():
+        return {}
+    rows = run_ctr(run_dir)
+    return {column: rows[column.split()[1]][column.split()[0]] for column in CTR_COLUMNS}
+
+
 def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, features_root: Path) -> str:
     rows = []
     for model in args.models:
@@ -223,15 +237,17 @@ def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, feature
                 provenance = NodeFeatures.load(fpath).provenance
             results = []
             for seed in args.seeds:
-                metrics = runs_root / f"{run_dir_label(model, name)}-seed{seed}" / "metrics.json"
-                if metrics.exists():
-                    results.append(json.loads(metrics.read_text()))
+                run_dir = runs_root / f"{run_dir_label(model, name)}-seed{seed}"
+                if (run_dir / "metrics.json").exists():
+                    results.append({**json.loads((run_dir / "metrics.json").read_text()), "ctr": ctr_cells(run_dir)})
             if not results:
                 continue
-            frame = pd.DataFrame([r["test"] for r in results])
+            frame = pd.DataFrame([{**r["test"], **r["ctr"]} for r in results])
             row = {"model": MODEL_LABELS.get(model, model), "features": method_of(name).label}
-            for c in ("recall@20", "ndcg@20", "recall@50", "ndcg@50"):
-                row[c] = f"{frame[c].mean():.4f}" + (f" ± {frame[c].std(ddof=0):.4f}" if len(frame) > 1 else "")
+            for c in ("recall@20", "ndcg@20", "recall@50", "ndcg@50", *CTR_COLUMNS):
+                values = frame[c].dropna() if c in frame else pd.Series(dtype=float)
+                row[CTR_COLUMNS.get(c, c)] = "–" if values.empty else (
+                    f"{values.mean():.4f}" + (f" ± {values.std(ddof=0):.4f}" if len(values) > 1 else ""))
             row["best epochs"] = ", ".join(str(r["best_epoch"]) for r in results)
             row["seeds"] = ", ".join(str(r["seed"]) for r in results)
             if provenance:
@@ -353,7 +369,10 @@ def main() -> int:
             f"seeds listed. Training overrides: `{' '.join(args.set)}`; backbone configs "
             f"`experiments/{args.dataset}/<model>.yaml`. Feature fusion for KAR/REKI rows: "
             f"`{' '.join(EXPERTS)}` (ID embedding + hybrid-expert adaptor output, trained jointly). "
-            "LLM calls, tokens and extraction seconds are those of building the features once (pre-stored).", "",
+            "LLM calls, tokens and extraction seconds are those of building the features once (pre-stored). "
+            "AUC and Logloss (the CTR protocol of KAR and REKI, `cikg evaluate --protocol ctr`): the test positives "
+            "against 1 or 4 unseen items per positive drawn once per dataset (the same pairs for every row); "
+            "Logloss of sigmoid(score), which BPR does not calibrate.", "",
             report(args, args.dataset, runs_root, features_root), "",
         ]
         if args.note:

@@ -56,7 +56,33 @@ def test_report_means_seeds_and_shows_the_extraction_cost(augment_script, tmp_pa
     assert "0.2100 ± 0.0100" in plain and "| 10, 11 " in plain and "| 0, 1 " in plain
     cells = [c.strip() for c in llm.split("|")]
     assert cells[3] == "0.3000" and "±" not in llm  # one seed: no spread shown
-    assert cells[9:12] == ["smollm2", "19", "4792"]  # a real LLM: no "(not an LLM)" label; calls, tokens
+    assert cells[7:10] == ["–", "–", "–"]  # no weights in these run directories: no CTR figures
+    assert cells[12:15] == ["smollm2", "19", "4792"]  # a real LLM: no "(not an LLM)" label; calls, tokens
+
+
+def test_report_gives_each_finished_run_its_ctr_figures_as_cikg_evaluate_does(augment_script, tmp_path, capsys):
+    from cikg.cli import main
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        assert main(["train", "-", "model.name=lightgcn", "model.dim=16", "data.dataset=synthetic",
+                     "data.synthetic_users=200", "data.synthetic_items=150", "train.epochs=3", "train.lr=0.02",
+                     "train.threads=1", "train.progress=false", f"train.seed={seed}",
+                     "--run-dir", str(runs / f"lightgcn-none-seed{seed}")]) == 0
+    args = argparse.Namespace(models=["lightgcn"], methods=["none"], seeds=[0, 1])
+    table = augment_script.report(args, "synthetic", runs, tmp_path / "features").splitlines()
+    header = [c.strip() for c in table[0].split("|")]
+    cells = dict(zip(header, [c.strip() for c in table[2].split("|")]))
+    kept = [json.loads((runs / f"lightgcn-none-seed{s}" / "ctr_metrics.json").read_text()) for s in (0, 1)]
+    for column, (ratio, metric) in {"AUC 1:1": ("1:1", "auc"), "AUC 1:4": ("1:4", "auc"),
+                                    "Logloss 1:4": ("1:4", "logloss")}.items():
+        values = [k[ratio][metric] for k in kept]
+        mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2
+        assert cells[column] == f"{mean:.4f} ± {std:.4f}"
+    assert 0.5 < kept[0]["1:4"]["auc"] < 1
+    capsys.readouterr()
+    assert main(["evaluate", str(runs / "lightgcn-none-seed0"), "--protocol", "ctr"]) == 0  # the same pairs, kept
+    assert f"{kept[0]['1:4']['auc']:.4f}" in capsys.readouterr().out
 
 
 def test_the_recorded_command_drops_the_note_and_the_steps(augment_script):
