@@ -16,6 +16,7 @@ its ``per_user/`` files, no training).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def collect(notes: str = "", root: Path = HERE) -> str:
         for title, path in parts:
             sections.append(f"### {title} (`experiments/{dataset}/{path.name}`)\n")
             body = path.read_text().split("\n", 1)[1] if path.read_text().startswith("# ") else path.read_text()
-            body = body.replace("](noise.png)", f"](../experiments/{dataset}/noise.png)")  # the plot beside noise.md
+            body = re.sub(r"\]\(([\w-]+\.png)\)", rf"](../experiments/{dataset}/\1)", body)  # plots beside the pages
             sections.append(demote(body, 2) + "\n")
     return "\n".join(sections)
 

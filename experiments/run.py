@@ -36,6 +36,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -56,7 +57,14 @@ MODELS = {"bprmf": "BPRMF", "lightgcn": "LightGCN", "lightgcn-cikg": "LightGCN-C
 KG, so ml1m has no ``kgin.yaml``)."""
 ABLATIONS = {"CIKGRec w/o UIR": ["model.use_uir=false"], "CIKGRec w/o CL": ["model.use_cl=false"],
              "CIKGRec w/o interests": ["model.use_interests=false"], "CIKGRec w/o KG": ["model.use_kg=false"],
-             "CIKGRec (view-1 = collaborative)": ["model.cl_anchor=collaborative"]}
+             "CIKGRec (view-1 = collaborative)": ["model.cl_anchor=collaborative"],
+             "CIKGRec (linear mask schedule)": ["model.increase_type=linear"],
+             "CIKGRec (constant mask rate)": ["model.increase_type=constant"],
+             **{f"CIKGRec (gcl_weight={w:g})": [f"model.gcl_weight={w:g}"] for w in (0.001, 0.003, 0.03, 0.1)}}
+"""Rows of ``--ablations`` beside the full CIKGRec (``--only`` picks some). The ``gcl_weight`` rows with the full
+model (the config's weight) make the CL-strength curve, ``ablations-gcl.png``."""
+GCL_PLOT = "ablations-gcl.png"
+GCL_ROW = re.compile(r"CIKGRec \(gcl_weight=([0-9.e-]+)\)")
 RUN_ONLY_KEYS = ("train.seed", "train.progress", "train.threads", "train.device")
 """Config keys that do not change a row's figures (the seed is the row's axis)."""
 COLUMNS = ["recall@20", "ndcg@20", "recall@50", "ndcg@50", "recall@100", "ndcg@100"]
@@ -352,6 +360,61 @@ def sparse_gain_page(dataset: str, pair, resamples: int) -> str:
     return "\n".join(lines)
 
 
+def gcl_curve(ledger: dict, dataset: str) -> pd.DataFrame:
+    """The CL-strength curve of an ablations ledger: one row per ``gcl_weight`` (the ``gcl_weight`` rows and the
+    full CIKGRec at its own weight) with test Recall@20 and NDCG@20 (mean, 95% half-width, seeds); empty
+    with fewer than two weights."""
+    rows = []
+    for label, row in ledger.items():
+        match = GCL_ROW.fullmatch(label)
+        if not match and label != PROPOSED:
+            continue
+        weight = float(match.group(1)) if match else float(recorded_settings(dataset, row)["model.gcl_weight"])
+        point = {"gcl_weight": weight, "label": label, "seeds": len(row["seeds"])}
+        for metric in TESTED:
+            ci = mean_ci([seed[metric] for seed in row["per_seed"]]) if "per_seed" in row else None
+            point[metric] = ci.mean if ci else row["mean"][metric]
+            point[f"{metric} ±"] = (ci.half_width if ci else None) or 0.0
+        rows.append(point)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("gcl_weight").reset_index(drop=True) if len(frame) >= 2 else pd.DataFrame()
+
+
+def plot_gcl_curve(curve: pd.DataFrame, path: Path, dataset: str) -> None:
+    """Test Recall@20 and NDCG@20 against ``gcl_weight`` (log scale), each point with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    for ax, metric in zip(axes, TESTED):
+        ax.errorbar(curve["gcl_weight"], curve[metric], yerr=curve[f"{metric} ±"], marker="o", capsize=3)
+        full = curve[curve["label"] == PROPOSED]
+        ax.scatter(full["gcl_weight"], full[metric], s=90, facecolors="none", edgecolors="C3", zorder=3,
+                   label="the config's weight (full CIKGRec)")
+        ax.set_xscale("log")
+        ax.set_xlabel("gcl_weight (CL strength)")
+        ax.set_ylabel(f"test {metric.replace('recall', 'Recall').replace('ndcg', 'NDCG')}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    seeds = sorted(set(curve["seeds"]))
+    fig.suptitle(f"{dataset}: CIKGRec against the strength of its contrastive term (mean ± 95% interval, "
+                 f"{'/'.join(map(str, seeds))} seeds)", fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def gcl_section(curve: pd.DataFrame, plot_name: str) -> list:
+    """The lines of the ablations page's CL-strength section (none without a curve)."""
+    if curve.empty:
+        return []
+    table = curve.assign(**{m: [f"{v:.4f} ± {h:.4f}" for v, h in zip(curve[m], curve[f"{m} ±"])] for m in TESTED})
+    return ["## CL strength: test metrics against gcl_weight", "",
+            table[["gcl_weight", "label", *TESTED, "seeds"]].to_markdown(index=False, disable_numparse=True), "",
+            f"![CIKGRec against gcl_weight]({plot_name})", ""]
+
+
 def groups_table(ledger: dict, metric: str = "recall@20") -> pd.DataFrame:
     table = pd.DataFrame({label: row["groups"][metric] for label, row in ledger.items()}).T
     return table.dropna(axis=1, how="all")  # groups no user falls in
@@ -393,6 +456,7 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
         "## Test NDCG@20 per user-activity group", "", groups_table(ledger, "ndcg@20").to_markdown(floatfmt=".4f"), "",
         "Training minutes (all seeds, 2-core CPU shared with other runs): "
         + ", ".join(f"{label} {row['minutes']:.1f}" for label, row in ledger.items()), "",
+        *(gcl_section(gcl_curve(ledger, dataset), GCL_PLOT) if ablations else []),
     ]
     return "\n".join(lines), sparse_gain_page(dataset, pair, resamples) if pair else ""
 
@@ -451,6 +515,9 @@ def main(argv: list = None) -> int:
         print(f"experiments/run.py: error: {ledger_path}: no ledger to render", file=sys.stderr)
         return 2
     page, gains = render(args.dataset, ledger, args.ablations, ledger_path.parent, args.resamples, args.tuned)
+    curve = gcl_curve(ledger, args.dataset) if args.ablations else pd.DataFrame()
+    if not curve.empty:
+        plot_gcl_curve(curve, target.with_name(GCL_PLOT), args.dataset)
     if gains:
         gains_path = target.with_name(f"{target.stem}-sparse-gain.md")
         write_text_atomic(gains_path, gains)

@@ -171,3 +171,31 @@ def test_docs_results_md_is_what_collect_writes_from_the_pages(experiment):
     expected = collect.collect((EXPERIMENTS / "NOTES.md").read_text())
     assert (EXPERIMENTS.parent / "docs" / "results.md").read_text() == expected, (
         "docs/results.md is stale: run `python experiments/collect.py`")
+
+
+def test_ablations_draw_the_cl_strength_curve_from_the_gcl_weight_rows(scripts, tmp_path):
+    run, _ = scripts
+    out = tmp_path / "runs"
+    rows = ["CIKGRec", "CIKGRec (gcl_weight=0.1)", "CIKGRec (gcl_weight=0.001)"]
+    assert run.main(["dbbook2014", "--ablations", "--only", *rows, "--seeds", "0", "1", "--out", str(out),
+                     "--set", *TINY, "model.use_transe=false"]) == 0
+    ledger = json.loads((out / "dbbook2014" / "ablations.json").read_text())
+    assert ledger["CIKGRec (gcl_weight=0.1)"]["settings"]["model.gcl_weight"] == 0.1
+    curve = run.gcl_curve(ledger, "dbbook2014")
+    assert list(curve["gcl_weight"]) == [0.001, 0.01, 0.1]  # the full model at the config's weight in between
+    assert list(curve["label"]) == ["CIKGRec (gcl_weight=0.001)", "CIKGRec", "CIKGRec (gcl_weight=0.1)"]
+    full = ledger["CIKGRec"]["per_seed"]
+    assert curve.loc[1, "recall@20"] == pytest.approx(sum(s["recall@20"] for s in full) / 2)
+    assert curve.loc[1, "recall@20 ±"] > 0  # two seeds: an interval
+    page = (out / "dbbook2014" / "ablations.md").read_text()
+    assert "## CL strength: test metrics against gcl_weight" in page and "](ablations-gcl.png)" in page
+    assert (out / "dbbook2014" / "ablations-gcl.png").stat().st_size > 10_000
+    assert run.gcl_curve({"CIKGRec": ledger["CIKGRec"]}, "dbbook2014").empty  # one point is no curve
+
+
+def test_every_mask_schedule_and_the_cl_strengths_are_ablation_rows(scripts):
+    run, _ = scripts
+    for schedule in ("linear", "constant"):
+        assert [f"model.increase_type={schedule}"] in run.ABLATIONS.values()
+    weights = sorted(float(run.GCL_ROW.fullmatch(label).group(1)) for label in run.ABLATIONS if run.GCL_ROW.fullmatch(label))
+    assert len(weights) >= 3 and weights[0] < 0.01 < weights[-1]  # around the published weight

@@ -134,6 +134,7 @@ def test_mask_rate_schedule_exp_linear_and_cap():
     assert mask_rate_schedule(30, 0.1, 0.5, 100, "linear") == pytest.approx(0.22)
     assert mask_rate_schedule(100, 0.1, 0.5, 100, "linear") == pytest.approx(0.5)
     assert mask_rate_schedule(250, 0.1, 0.5, 100, "linear") == 0.5
+    assert [mask_rate_schedule(t, 0.3, 0.75, 150, "constant") for t in (0, 75, 400)] == [0.3, 0.3, 0.3]
 
 
 def test_sce_loss_matches_hand_computation():

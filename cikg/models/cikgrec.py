@@ -68,6 +68,7 @@ class MaskSchedule(checks.Choice):
 
     EXP = "exp"
     LINEAR = "linear"
+    CONSTANT = "constant"  # min_mask_rate throughout: the ablation of the schedule
 
 
 class CLAnchor(checks.Choice):
@@ -106,7 +107,8 @@ class CIKGRecConfig:
         min_mask_rate: UIR mask rate at the first epoch.
         max_mask_rate: UIR mask rate reached at ``total_epoch``.
         total_epoch: epoch at which the mask-rate schedule reaches ``max_mask_rate``.
-        increase_type: shape of the mask-rate schedule, ``exp`` or ``linear``.
+        increase_type: shape of the mask-rate schedule, ``exp``, ``linear`` or ``constant`` (``min_mask_rate``
+            throughout).
         cl_anchor: graph of contrastive view 1: ``collaborative`` (the paper) or ``full`` (the released code).
         gcl_weight: weight of the contrastive (InfoNCE) loss.
         gcl_temp: temperature of the InfoNCE.
@@ -179,9 +181,12 @@ def mask_rate_schedule(epoch: int, min_rate: float, max_rate: float, total_epoch
                        increase_type: MaskSchedule = MaskSchedule.EXP) -> float:
     """UIR mask rate of ``epoch`` (0-based), capped at ``max_rate``.
 
-    ``exp``: :math:`p_{min} (p_{max}/p_{min})^{t/T}`; ``linear``: :math:`p_{min} + (p_{max}-p_{min}) t/T`.
+    ``exp``: :math:`p_{min} (p_{max}/p_{min})^{t/T}`; ``linear``: :math:`p_{min} + (p_{max}-p_{min}) t/T`;
+    ``constant``: :math:`p_{min}` at every epoch.
     """
     schedule = checks.parse_enum(MaskSchedule, increase_type, "increase_type")
+    if schedule is MaskSchedule.CONSTANT:
+        return min_rate
     if schedule is MaskSchedule.EXP:
         rate = min_rate * (max_rate / min_rate) ** (epoch / total_epoch)
     else:
