@@ -157,6 +157,18 @@ def test_each_start_has_its_own_log_and_an_explicit_log_is_appended(stand_in, tm
     assert runs[1].log_tail().count("cannot bind") == 1  # only this start's lines
 
 
+def test_a_temporary_log_goes_when_a_serving_server_stops_and_an_explicit_one_stays(stand_in, tmp_path):
+    server = ScriptServer(HTTP_CHILD, ServeConfig(port=free_port(), startup_timeout=60)).start()
+    log = server.log_path
+    assert server.ready and log.parent == tmp_path and "=== cikg: llama.cpp server" in log.read_text()
+    server.stop()
+    assert not log.exists() and server.process.poll() is not None
+    explicit = tmp_path / "logs" / "server.log"
+    server = ScriptServer(HTTP_CHILD, ServeConfig(port=free_port(), startup_timeout=60), log_path=explicit).start()
+    server.stop()
+    assert explicit.is_file()  # the caller's file is the caller's
+
+
 # ------------------------------------------------------------------------------------------- signals
 # `python -m cikg` with SIGINT raising KeyboardInterrupt and SIGTERM / SIGHUP at their defaults, as in a
 # terminal: a suite started in the background or under nohup hands them down ignored

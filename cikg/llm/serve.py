@@ -115,7 +115,8 @@ class LlamaServer:
     child in this process's process group (a terminal's Ctrl-C or hang-up reaches both) and waits until *that
     child* answers ``/v1/models`` with the alias and holds the port. The child's output is appended to
     ``log_path``; by default each start writes a new file ``cikg_llama_<port>_*.log`` in the temporary
-    directory, so no start truncates another server's log.
+    directory, so no start truncates another server's log, and :meth:`stop` removes that file when the server
+    served and stopped on request (a failed start or a crash keeps it, for its message to point to).
     """
 
     def __init__(self, config: ServeConfig = ServeConfig(), log_path: Optional[Path] = None):
@@ -125,6 +126,7 @@ class LlamaServer:
         self.process: Optional[subprocess.Popen] = None
         self.ready = False
         self._log_offset = 0  # where this start's output begins in log_path
+        self._temporary_log = False  # log_path is a file of ours in the temporary directory
 
     def __repr__(self) -> str:
         state = "running" if self.process and self.process.poll() is None else "stopped"
@@ -171,7 +173,7 @@ class LlamaServer:
         try:
             if self.log_path is None:
                 fd, name = tempfile.mkstemp(prefix=f"cikg_llama_{self.port}_", suffix=".log")
-                self.log_path = Path(name)
+                self.log_path, self._temporary_log = Path(name), True
                 out: BinaryIO = os.fdopen(fd, "ab")
             else:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,8 +232,9 @@ class LlamaServer:
         return lines[-1] if lines else "(the log is empty)"
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Terminate the child (SIGTERM), SIGKILL it after ``grace`` seconds, and reap it."""
-        self.ready = False
+        """Terminate the child (SIGTERM), SIGKILL it after ``grace`` seconds, and reap it; a server that was
+        serving leaves no temporary log behind."""
+        served, self.ready = self.ready, False
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
@@ -241,6 +244,8 @@ class LlamaServer:
             self.process.kill()
             self.process.wait()
         log.info("llama.cpp server at %s (PID %d) stopped", self.base_url, self.process.pid)
+        if served and self._temporary_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
 
 
 def _child_interpreter() -> list:
