@@ -22,7 +22,7 @@ the noisy interests in ``<out>/<dataset>/interests/``). Every finished run lands
 mode, rate and seed, with its settings and the perturbation's counts); a re-run skips the runs it holds and
 refuses, before training, a run of other settings (``--replace`` retrains it). Several processes may share a
 ledger (each record is merged under a file lock): ``--shard K/N`` gives process K of N every N-th (seed, rate)
-of the sweep, seed by seed, so that the seeds finished first are complete across rates. The page ``noise.md`` (mean ± std over
+of the sweep, seed by seed, so that the seeds finished first are complete across rates. The page ``noise.md`` (mean ± the 95% interval's half-width over
 the seeds of test Recall@20 and of the sparse users' (``train<=10``) Recall@20, per variant and rate) and the plot
 ``noise.png`` are rendered from all the ledger's records.
 
@@ -44,6 +44,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402  (experiments/run.py: how a run is trained, read back and its settings)
 
+from cikg.eval.stats import mean_ci  # noqa: E402
 from cikg.interests.perturb import PerturbMode, perturb_interests, write_perturbation  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
 from cikg.train.trainer import load_run_dataset  # noqa: E402
@@ -164,7 +165,8 @@ def record_of(metrics: dict, *, variant: str, mode: str, rate: float, seed: int,
 
 
 def summary_frame(ledger: dict, mode: str) -> pd.DataFrame:
-    """One row per (variant, rate) of ``mode`` (rate-0 runs included): mean, std and count over seeds."""
+    """One row per (variant, rate) of ``mode`` (rate-0 runs included): mean, the half-width of the 95% Student-t
+    interval (0 for one seed) and the seeds."""
     rows = [{"variant": r["variant"], "label": r["label"], "rate": r["rate"], "seed": r["seed"],
              "recall@20": r["test"]["recall@20"], "ndcg@20": r["test"]["ndcg@20"],
              "sparse_recall@20": r["sparse_recall@20"], "best_epoch": r["best_epoch"], "minutes": r["minutes"]}
@@ -173,11 +175,16 @@ def summary_frame(ledger: dict, mode: str) -> pd.DataFrame:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
     agg = frame.groupby(["variant", "label", "rate"]).agg(
-        recall=("recall@20", "mean"), recall_std=("recall@20", lambda s: s.std(ddof=0)),
-        ndcg=("ndcg@20", "mean"), ndcg_std=("ndcg@20", lambda s: s.std(ddof=0)), sparse=("sparse_recall@20", "mean"),
-        sparse_std=("sparse_recall@20", lambda s: s.std(ddof=0)), seeds=("seed", lambda s: sorted(s)),
+        recall=("recall@20", "mean"), recall_hw=("recall@20", half_width),
+        ndcg=("ndcg@20", "mean"), ndcg_hw=("ndcg@20", half_width), sparse=("sparse_recall@20", "mean"),
+        sparse_hw=("sparse_recall@20", half_width), seeds=("seed", lambda s: sorted(s)),
         epochs=("best_epoch", list), minutes=("minutes", "sum"))
     return agg.reset_index()
+
+
+def half_width(values: pd.Series) -> float:
+    """The half-width of the 95% Student-t interval of the mean of ``values`` (0 for a single value)."""
+    return mean_ci(list(values)).half_width or 0.0
 
 
 def _cells(frame: pd.DataFrame, mean: str, std: str) -> pd.DataFrame:
@@ -206,16 +213,17 @@ def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
     sparse_n = next((g for r in ledger.values() for g in r["groups"]["recall@20"] if g.startswith(SPARSE)), SPARSE)
     lines = [
         f"# {dataset}: noise robustness of CIKGRec ({mode} noise on the user-interest edges)", "",
-        f"Test split, each run at the epoch selected on the validation split; mean ± std (population) over the "
+        f"Test split, each run at the epoch selected on the validation split; mean ± the half-width of the 95% "
+        f"Student-t interval over the "
         f"seeds. At rate r, round(r × E) of the E user-interest edges of the authors' interests are perturbed "
         f"(`cikg interests perturb --mode {mode}`, drawn with the run's seed); 0% is the authors' file. "
         "Validation split: " + "; ".join(sorted({r["split"] for r in ledger.values()})) + ".", "",
         "Commands:", "", *[f"- `{c}`" for c in commands], "",
         f"Settings that differ from `experiments/{dataset}/cikgrec.yaml`:", "",
         *[f"- {label}: {changed[label]}" for label, _ in VARIANTS.values() if label in changed], "",
-        "## Test Recall@20", "", _cells(frame, "recall", "recall_std").to_markdown(), "",
-        f"## Sparse users: test Recall@20 of {sparse_n}", "", _cells(frame, "sparse", "sparse_std").to_markdown(), "",
-        "## Test NDCG@20", "", _cells(frame, "ndcg", "ndcg_std").to_markdown(), "",
+        "## Test Recall@20", "", _cells(frame, "recall", "recall_hw").to_markdown(), "",
+        f"## Sparse users: test Recall@20 of {sparse_n}", "", _cells(frame, "sparse", "sparse_hw").to_markdown(), "",
+        "## Test NDCG@20", "", _cells(frame, "ndcg", "ndcg_hw").to_markdown(), "",
         f"Seeds: {seeds}.", "", f"Best epochs: {epochs}.", "",
         "Training minutes (all seeds): " + ", ".join(f"{r.label} {r.rate:.0%} {r.minutes:.1f}"
                                                       for r in frame.itertuples()), "",
@@ -226,7 +234,7 @@ def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
 
 
 def plot(ledger: dict, mode: str, path: Path, dataset: str) -> None:
-    """Two panels, Recall@20 and sparse-user Recall@20 against the noise rate, one line per variant (± std)."""
+    """Two panels, Recall@20 and sparse-user Recall@20 against the noise rate, one line per variant (± 95% interval)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,8 +242,8 @@ def plot(ledger: dict, mode: str, path: Path, dataset: str) -> None:
 
     frame = summary_frame(ledger, mode)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, (mean, std, title) in zip(axes, [("recall", "recall_std", "all users"),
-                                             ("sparse", "sparse_std", f"sparse users ({SPARSE})")]):
+    for ax, (mean, std, title) in zip(axes, [("recall", "recall_hw", "all users"),
+                                             ("sparse", "sparse_hw", f"sparse users ({SPARSE})")]):
         for shift, (variant, (label, _)), style in zip((-0.8, 0.0, 0.8), VARIANTS.items(),
                                                        (("o", "-"), ("s", "--"), ("^", ":"))):
             part = frame[frame["variant"] == variant].sort_values("rate")
@@ -251,7 +259,7 @@ def plot(ledger: dict, mode: str, path: Path, dataset: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     seeds = sorted({s for part in frame["seeds"] for s in part})
-    over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
+    over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± 95% interval over seeds {', '.join(map(str, seeds))}"
     fig.suptitle(f"CIKGRec under interest noise ({over})", fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)

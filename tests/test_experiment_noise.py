@@ -89,3 +89,22 @@ def test_a_bad_shard_is_refused_naming_the_form(noise, bad, capsys):
     with pytest.raises(SystemExit) as stop:
         noise.parse_args(["dbbook2014", "--shard", bad])
     assert stop.value.code == 2 and "K/N" in capsys.readouterr().err
+
+
+def test_cells_are_the_mean_and_the_half_width_of_the_95_percent_interval(noise):
+    from cikg.eval.stats import mean_ci
+
+    def record(variant, rate, seed, recall):
+        return {"variant": variant, "label": noise.VARIANTS[variant][0], "mode": "replace" if rate else "none",
+                "rate": rate, "seed": seed, "test": {"recall@20": recall, "ndcg@20": recall / 2},
+                "sparse_recall@20": recall, "best_epoch": 10, "minutes": 1.0}
+
+    recalls = [0.25, 0.26, 0.28]
+    ledger = {f"k{s}": record("uir", 0.2, s, r) for s, r in enumerate(recalls)}
+    ledger["one"] = record("no-uir", 0.2, 0, 0.3)
+    frame = noise.summary_frame(ledger, "replace").set_index("variant")
+    assert frame.loc["uir", "recall_hw"] == pytest.approx(mean_ci(recalls).half_width)
+    assert frame.loc["no-uir", "recall_hw"] == 0.0
+    table = noise._cells(frame.reset_index(), "recall", "recall_hw")
+    assert table.loc["CIKGRec (UIR, exp schedule)", "20% noisy"] == mean_ci(recalls).cell()
+    assert table.loc["CIKGRec w/o UIR", "20% noisy"] == "0.3000"  # one seed: no interval
