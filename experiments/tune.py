@@ -18,15 +18,20 @@ The best trial's parameters then make the model's tuned config: ``<model>.yaml``
 parameters and no epoch cap (``train.epochs`` = :data:`NO_CAP`, early stopping with ``train.patience=10`` on the
 validation split), written with its study's summary as a comment to ``<out>/<dataset>/tuned/<model>.yaml``, or
 with ``--publish`` to ``experiments/<dataset>/tuned/<model>.yaml``, which ``run.py --tuned`` trains over the seeds.
-Each study lands in the ledger ``tuning.json`` beside (trials finished and pruned, the best valid value and
+With ``--publish`` each study's Optuna storage is also kept, after every trial, as ``tuned/<model>.study.db``
+beside the configs: committed, it lets a later session on another machine resume the study where it stopped
+(a trial cut off by the end of a session runs again from its start). Each study lands in the ledger
+``tuning.json`` beside (trials finished and pruned, the best valid value and
 parameters, the budget, the space file's SHA-256, the minutes and the command) and the page ``tuning.md`` is
 rendered from it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -113,6 +118,15 @@ def study_record(args: argparse.Namespace, model: str, result, command: str) -> 
             "space_sha256": sha256_of(space_of(args.dataset, model)), "command": command}
 
 
+def copy_study(source: Path, target: Path) -> None:
+    """A consistent copy of an Optuna SQLite storage (SQLite's online backup; Optuna may hold the source open)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".db.tmp")
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
+        src.backup(dst)
+    partial.replace(target)
+
+
 def header_of(record: dict, dataset: str, model: str) -> str:
     """The comment above a tuned config: where it comes from and how it trains."""
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["best_params"].items())
@@ -168,8 +182,15 @@ def main(argv: list = None) -> int:
     command = base.command_of("tune.py", argv)
     for model in models:
         study_dir = Path(args.out) / args.dataset / model / "study"
+        kept = folder / "tuned" / f"{model}.study.db"
+        if args.publish and kept.is_file() and not (study_dir / "study.db").is_file():
+            logging.info("%s: resuming the study kept in %s", model, kept)
+            copy_study(kept, study_dir / "study.db")
+        keep = [lambda study, trial, db=study_dir / "study.db", to=kept: copy_study(db, to)] if args.publish else []
         result = tune(HERE / args.dataset / f"{model}.yaml", space_of(args.dataset, model), args.trials, study_dir,
-                      overrides=[*args.set, *args.trial_set], seed=args.seed)
+                      overrides=[*args.set, *args.trial_set], seed=args.seed, callbacks=keep)
+        if args.publish:
+            copy_study(study_dir / "study.db", kept)
         record = study_record(args, model, result, command)
         write_text_atomic(folder / "tuned" / f"{model}.yaml",
                           header_of(record, args.dataset, model) + tuned_config(args, model, result.best_params))

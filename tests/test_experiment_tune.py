@@ -58,6 +58,12 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
     # a resumed sweep runs no trial again: the studies hold their 3 finished trials
     assert tune.main(argv) == 0
     assert json.loads((folder / "tuning.json").read_text()) == ledger
+    # ... nor on a fresh machine: the published copy of each study resumes it
+    assert (folder / "tuned" / "lightgcn.study.db").stat().st_size > 10_000
+    shutil.rmtree(tmp_path / "runs")
+    assert tune.main(argv) == 0
+    assert json.loads((folder / "tuning.json").read_text()) == ledger
+    assert not (tmp_path / "runs" / "dbbook2014" / "lightgcn" / "study" / "trials").exists()  # nothing trained
 
     # another budget may not join a published ledger
     capsys.readouterr()

@@ -25,7 +25,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -169,11 +169,12 @@ class TuneResult:
 def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, study_dir: PathLike,
          overrides: Sequence[str] = (), metric: Optional[str] = None, seed: int = 2024,
          prune_startup: int = 5, prune_warmup: int = 0, mlflow_uri: Optional[str] = None,
-         mlflow_experiment: str = "cikg-tune") -> TuneResult:
+         mlflow_experiment: str = "cikg-tune", callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> TuneResult:
     """Run (or resume) a study until it holds ``n_trials`` finished trials; see the module docstring.
 
     With ``mlflow_uri`` every trial is also an MLflow run (params, metrics per epoch, artifacts) of
-    ``mlflow_experiment``.
+    ``mlflow_experiment``. ``callbacks`` are called as ``callback(study, trial)`` after each trial ends (Optuna's
+    ``optimize`` callbacks), e.g. to keep a copy of ``study.db`` elsewhere.
     """
     import optuna
 
@@ -203,7 +204,7 @@ def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, s
             trackers = [*default_trackers(mlflow_uri, experiment=mlflow_experiment), OptunaPruning(trial, metric)]
             return _run_trial(trial, space, config_path, overrides, trackers, study_dir)
 
-        study.optimize(objective, n_trials=remaining, catch=(ConfigError,), callbacks=[_log_trial])
+        study.optimize(objective, n_trials=remaining, catch=(ConfigError,), callbacks=[_log_trial, *callbacks])
     return _write_outputs(study, config_path, overrides, metric, study_dir)
 
 
