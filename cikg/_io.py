@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -84,6 +85,15 @@ def remove_stale_temp_files(directory: PathLike) -> List[Path]:
     if removed:
         log.info("removed %d temporary file(s) a killed run left in %s", len(removed), directory)
     return removed
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ensure_dir(path: PathLike) -> Path:

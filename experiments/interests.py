@@ -46,9 +46,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402  (experiments/run.py: how a run is trained, read back and its settings)
 
+from cikg._io import sha256_file  # noqa: E402
 from cikg.cli import main as cikg_main  # noqa: E402
 from cikg.eval.stats import mean_ci  # noqa: E402
-from cikg.interests.perturb import sha256_of  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
 from cikg.train.trainer import load_run_dataset  # noqa: E402
 
@@ -124,7 +124,7 @@ def cikg(argv: list) -> None:
 
 def answers_digest(args: argparse.Namespace, source: str) -> str:
     """The SHA-256 of the recorded answers ``source`` replays (``""`` for a source that replays none)."""
-    return sha256_of(answers_file(args)) if source == "smollm2" else ""
+    return sha256_file(answers_file(args)) if source == "smollm2" else ""
 
 
 def prepare(args: argparse.Namespace, source: str, folder: Path) -> dict:

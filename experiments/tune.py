@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
 import sqlite3
 import sys
@@ -40,7 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402  (experiments/run.py: the ledger lock, refusals, recorded commands)
 
-from cikg._io import write_text_atomic  # noqa: E402
+from cikg._io import sha256_file, write_text_atomic  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
 from cikg.train.tune import overrides_for, tune  # noqa: E402
 
@@ -81,8 +80,10 @@ def space_of(dataset: str, model: str) -> Path:
 
 
 def budget_of(args: argparse.Namespace) -> dict:
-    """What every study of a published ledger must share."""
-    return {"trials": args.trials, "set": list(args.set), "trial_set": list(args.trial_set), "seed": args.seed}
+    """What every study of a published ledger must share (the run-only keys of ``--set``, threads or device,
+    aside)."""
+    kept = [o for o in args.set if o.split("=", 1)[0] not in base.RUN_ONLY_KEYS]
+    return {"trials": args.trials, "set": kept, "trial_set": list(args.trial_set), "seed": args.seed}
 
 
 def budget_problems(ledger: dict, budget: dict) -> list:
@@ -94,10 +95,6 @@ def budget_problems(ledger: dict, budget: dict) -> list:
         if differ:
             problems.append(f"{model} ({', '.join(differ)})")
     return problems
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tuned_config(args: argparse.Namespace, model: str, params: dict) -> str:
@@ -115,7 +112,7 @@ def study_record(args: argparse.Namespace, model: str, result, command: str) -> 
             "best_params": result.best_params, "trials": len(trials),
             "states": {str(k): int(v) for k, v in states.items()}, "minutes": round(float(seconds) / 60, 1),
             "budget": budget_of(args), "space": f"experiments/{args.dataset}/{model}.space.yaml",
-            "space_sha256": sha256_of(space_of(args.dataset, model)), "command": command}
+            "space_sha256": sha256_file(space_of(args.dataset, model)), "command": command}
 
 
 def copy_study(source: Path, target: Path) -> None:
@@ -127,9 +124,14 @@ def copy_study(source: Path, target: Path) -> None:
     partial.replace(target)
 
 
+def format_params(params: dict) -> list:
+    """``["train.lr=0.00123", "model.layers=3", ...]``: floats to four significant digits."""
+    return [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
+
+
 def header_of(record: dict, dataset: str, model: str) -> str:
     """The comment above a tuned config: where it comes from and how it trains."""
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["best_params"].items())
+    params = ", ".join(format_params(record["best_params"]))
     return (f"# {record['model']} on {dataset}, tuned: the best of {record['trials']} trials (valid {record['metric']} "
             f"{record['best_value']:.4f}; {params})\n"
             f"# search space {record['space']}; trial budget {' '.join(record['budget']['trial_set'])}; "
@@ -145,8 +147,7 @@ def render(dataset: str, ledger: dict) -> str:
     rows = [{"model": r["model"], "trials (finished, pruned)": f"{r['trials']} ({r['states'].get('COMPLETE', 0)}, "
                                                                 f"{r['states'].get('PRUNED', 0)})",
              f"best valid {r['metric']}": f"{r['best_value']:.4f}",
-             "best parameters": ", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`"
-                                          for k, v in r["best_params"].items()),
+             "best parameters": ", ".join(f"`{p}`" for p in format_params(r["best_params"])),
              "minutes": r["minutes"]} for r in ledger.values()]
     budgets = sorted({(r["budget"]["trials"], " ".join(r["budget"]["trial_set"]), " ".join(r["budget"]["set"]),
                        r["budget"]["seed"]) for r in ledger.values()})

@@ -40,7 +40,7 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
     assert set(ledger) == {"bprmf", "lightgcn"}
     for model, record in ledger.items():
         assert record["trials"] == 3 and sum(record["states"].values()) == 3
-        assert record["budget"] == {"trials": 3, "set": TINY, "trial_set": ["train.epochs=2"], "seed": 0}
+        assert record["budget"] == {"trials": 3, "set": TINY[2:], "trial_set": ["train.epochs=2"], "seed": 0}
         trials = (tmp_path / "runs" / "dbbook2014" / model / "study" / "trials.csv").read_text()
         assert f"{record['best_value']:.6g}"[:5] in trials  # the best value is one of the study's trials
         text = (folder / "tuned" / f"{model}.yaml").read_text()
@@ -65,7 +65,9 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
     assert json.loads((folder / "tuning.json").read_text()) == ledger
     assert not (tmp_path / "runs" / "dbbook2014" / "lightgcn" / "study" / "trials").exists()  # nothing trained
 
-    # another budget may not join a published ledger
+    # other threads are the same budget; other trials are not, and may not join a published ledger
+    threads = [a.replace("train.threads=1", "train.threads=2") for a in argv]
+    assert threads != argv and tune.main(threads) == 0
     capsys.readouterr()
     assert tune.main([*argv[:5], "5", *argv[6:]]) == 2
     err = capsys.readouterr().err

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cikg._io import sha256_file
 from cikg.cli import main
 from cikg.data import load_interests
 from cikg.errors import ConfigError, DatasetError
-from cikg.interests.perturb import kth_absent, perturb_interests, sha256_of
+from cikg.interests.perturb import kth_absent, perturb_interests
 
 # users 0..3, interests 10..14 (14 held by nobody); 6 edges
 HAND = np.array([[0, 10], [0, 11], [1, 10], [2, 12], [3, 11], [3, 12]])
@@ -151,7 +152,7 @@ def test_cli_writes_the_files_and_a_record_that_reads_back(small_synthetic, tmp_
     assert record["mode"] == "drop" and record["rate"] == 0.95 and record["seed"] == 5
     k = round(0.95 * e)
     assert record["edges_before"] == e and record["dropped"] == k and record["edges_after"] == e - k
-    assert record["source_sha256"] == sha256_of(src / "user_interest_clustered.txt")
+    assert record["source_sha256"] == sha256_file(src / "user_interest_clustered.txt")
     # interests that lost every edge stay nodes (interest_list.txt keeps the vocabulary): id space unchanged
     back = load_interests(small_synthetic, out)
     assert back.user_interest[1].unique().numel() < small_synthetic.n_interests

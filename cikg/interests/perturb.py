@@ -23,7 +23,6 @@ present is found by a binary search over the present codes (:func:`kth_absent`).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .._io import atomic_path, write_json_atomic, write_text_atomic
+from .._io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from ..checks import Choice
 from ..data import Dataset
 from ..errors import ConfigError, DatasetError
@@ -230,15 +229,6 @@ def _edge_table(source: Any, n_users: Optional[int], interest_ids: Optional[Sequ
     return users, dense.astype(np.int64), int(n_users), vocabulary
 
 
-def sha256_of(path: Union[str, Path]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_perturbation(result: Perturbation, out_dir: Union[str, Path], source: Optional[Union[str, Path]],
                        labels: Optional[Sequence[str]] = None) -> Dict[str, Path]:
     """Write ``user_interest_clustered.txt``, ``interest_list.txt`` and ``perturb.json`` into ``out_dir``.
@@ -258,5 +248,5 @@ def write_perturbation(result: Perturbation, out_dir: Union[str, Path], source: 
     header = "org_id remap_id" + ("" if labels is None else " label")
     write_text_atomic(paths[LABEL_FILE], "\n".join([header, *rows]) + "\n")
     write_json_atomic(paths[PERTURB_FILE], {**result.summary(), "source": None if source is None else str(source),
-                                            "source_sha256": None if source is None else sha256_of(source)})
+                                            "source_sha256": None if source is None else sha256_file(source)})
     return paths

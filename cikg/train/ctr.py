@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from .._io import write_json_atomic
+from .._io import sha256_file, write_json_atomic
 from ..eval.ctr import RATIOS, evaluate_ctr, load_or_sample_negatives
-from .rundir import sha256_file
 
 CTR_FILE = "ctr_metrics.json"
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from .._io import write_json_atomic
+from .._io import sha256_file, write_json_atomic
 from ..data import Dataset, load_dataset, resolve_dataset_path, save_dataset
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..graph import GraphViews
@@ -53,14 +53,6 @@ RUN_FOLDERS = ("tensorboard",)
 
 
 # ---------------------------------------------------------------------------------------------- hashes
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def directory_hashes(directory: Path) -> Dict[str, str]:
     """SHA-256 of each dataset file present in ``directory``."""
     return {name: sha256_file(directory / name) for name in DATASET_FILES if (directory / name).is_file()}
