@@ -196,6 +196,54 @@ def _cells(frame: pd.DataFrame, mean: str, std: str) -> pd.DataFrame:
     return table.fillna("")
 
 
+def seed_drops(ledger: dict, mode: str, metric: str) -> pd.DataFrame:
+    """Per (variant, seed): what the top noise rate that seed ran costs, ``value at 0% - value at that rate``
+    (``metric``: ``recall@20`` or ``sparse_recall@20``); the variants of one (rate, seed) share their noisy
+    interests, so drops pair by seed."""
+    rows = [{"variant": r["variant"], "rate": r["rate"], "seed": r["seed"],
+             "value": r["sparse_recall@20"] if metric == "sparse_recall@20" else r["test"][metric]}
+            for r in ledger.values() if r["mode"] in (mode, "none")]
+    frame = pd.DataFrame(rows)
+    if frame.empty or frame["rate"].nunique() < 2:
+        return pd.DataFrame()
+    top = frame["rate"].max()
+    clean = frame[frame["rate"] == 0].set_index(["variant", "seed"])["value"]
+    noisy = frame[frame["rate"] == top].set_index(["variant", "seed"])["value"]
+    drops = (clean - noisy).dropna().rename("drop").reset_index()
+    return drops.assign(rate=top)
+
+
+def reading(ledger: dict, mode: str) -> list:
+    """What the table shows, computed from the ledger: each variant's loss from 0% to the top noise rate
+    (mean ± 95% interval over seeds), and UIR's robustness: the loss without UIR minus the loss with it, paired
+    by seed (above 0: UIR loses less, the paper's claim)."""
+    lines = []
+    for metric, name in (("recall@20", "Recall@20"), ("sparse_recall@20", f"sparse-user ({SPARSE}) Recall@20")):
+        drops = seed_drops(ledger, mode, metric)
+        if drops.empty:
+            continue
+        top = drops["rate"].iloc[0]
+        by_variant = {v: part.set_index("seed")["drop"] for v, part in drops.groupby("variant")}
+        for variant, (label, _) in VARIANTS.items():
+            if variant in by_variant:
+                lines.append(f"- {label}, {name}: {top:.0%} noise costs {mean_ci(list(by_variant[variant])).cell()} "
+                             f"(seeds {', '.join(map(str, by_variant[variant].index))}).")
+        for variant in ("uir", "uir-linear"):
+            if variant not in by_variant or "no-uir" not in by_variant:
+                continue
+            gap = (by_variant["no-uir"] - by_variant[variant]).dropna()
+            if gap.empty:
+                continue
+            ci = mean_ci(list(gap))
+            verdict = ("one seed: no interval" if ci.half_width is None else
+                       "UIR loses less: the robustness claim holds" if ci.interval[0] > 0 else
+                       "UIR loses more: the claim is reversed" if ci.interval[1] < 0 else
+                       "the interval spans 0: no robustness shown")
+            lines.append(f"- {name}, robustness of {VARIANTS[variant][0]} (loss w/o UIR minus loss with it, paired "
+                         f"by seed): {ci.cell()}; {verdict}.")
+    return ["## What it shows", "", *lines, ""] if lines else []
+
+
 def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
     """The Markdown page: Recall@20 and sparse-user Recall@20 per variant (rows) and noise rate (columns)."""
     frame = summary_frame(ledger, mode)
@@ -230,6 +278,7 @@ def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
     ]
     if plot_name:
         lines += [f"![Recall@20 against the noise rate]({plot_name})", ""]
+    lines += reading(ledger, mode)
     return "\n".join(lines)
 
 

@@ -108,3 +108,29 @@ def test_cells_are_the_mean_and_the_half_width_of_the_95_percent_interval(noise)
     table = noise._cells(frame.reset_index(), "recall", "recall_hw")
     assert table.loc["CIKGRec (UIR, exp schedule)", "20% noisy"] == mean_ci(recalls).cell()
     assert table.loc["CIKGRec w/o UIR", "20% noisy"] == "0.3000"  # one seed: no interval
+
+
+def test_what_it_shows_pairs_the_losses_by_seed_and_judges_the_robustness_claim(noise):
+    from cikg.eval.stats import mean_ci
+
+    def record(variant, rate, seed, recall):
+        return {"variant": variant, "label": noise.VARIANTS[variant][0], "mode": "replace" if rate else "none",
+                "rate": rate, "seed": seed, "test": {"recall@20": recall, "ndcg@20": recall / 2},
+                "sparse_recall@20": recall - 0.01, "best_epoch": 10, "minutes": 1.0}
+
+    clean = {0: 0.290, 1: 0.288, 2: 0.292}
+    loss = {"uir": {0: 0.010, 1: 0.012, 2: 0.011}, "no-uir": {0: 0.020, 1: 0.023, 2: 0.021}}
+    ledger = {f"{v}{r}{s}": record(v, r, s, clean[s] - (loss[v][s] if r else 0.0))
+              for v in loss for r in (0.0, 0.6) for s in clean}
+    lines = noise.reading(ledger, "replace")
+    text = "\n".join(lines)
+    assert lines[0] == "## What it shows"
+    assert f"CIKGRec (UIR, exp schedule), Recall@20: 60% noise costs {mean_ci(list(loss['uir'].values())).cell()}" in text
+    gap = [loss["no-uir"][s] - loss["uir"][s] for s in clean]
+    assert f"robustness of CIKGRec (UIR, exp schedule) (loss w/o UIR minus loss with it, paired by seed): " \
+           f"{mean_ci(gap).cell()}; UIR loses less: the robustness claim holds." in text
+    loss["uir"] = {0: 0.021, 1: 0.022, 2: 0.020}
+    ledger = {f"{v}{r}{s}": record(v, r, s, clean[s] - (loss[v][s] if r else 0.0))
+              for v in loss for r in (0.0, 0.6) for s in clean}
+    assert "the interval spans 0: no robustness shown" in "\n".join(noise.reading(ledger, "replace"))
+    assert noise.reading({k: v for k, v in ledger.items() if v["rate"] == 0}, "replace") == []  # no noisy runs yet
