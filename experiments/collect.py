@@ -24,10 +24,12 @@ HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
 PARTS = (("results-tuned.md", "Models, tuned and converged"),
          ("results-tuned-sparse-gain.md", "Sparse users, tuned: CIKGRec over the best baseline"),
-         ("tuning.md", "Tuning (Optuna studies, one budget)"), ("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
+         ("tuning.md", "Tuning (Optuna studies, one budget)"), ("ablations-tuned.md", "CIKGRec ablations, tuned"),
+         ("results.md", "Models"), ("results-sparse-gain.md", "Sparse users: CIKGRec over the best baseline"),
          ("ablations.md", "CIKGRec ablations"), ("augment.md", "Knowledge augmentation"),
          ("interests.md", "Where interests come from"), ("noise.md", "Noise robustness"))
-LEDGERS = (("results-tuned.json", ["--tuned"]), ("results.json", []), ("ablations.json", ["--ablations"]))
+LEDGERS = (("results-tuned.json", ["--tuned"]), ("ablations-tuned.json", ["--ablations", "--tuned"]),
+           ("results.json", []), ("ablations.json", ["--ablations"]))
 """The ledgers ``run.py`` renders pages from, with the flag that selects each."""
 PREAMBLE = """# Results
 

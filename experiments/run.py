@@ -24,7 +24,7 @@ over users, pooled over the seeds; :mod:`cikg.eval.stats`) and writes CIKGRec's 
 per user-activity group (``<page>-sparse-gain.md``). ``--render-only`` re-renders both pages from the ledger
 without training.
 
-``--tuned`` trains the tuned configs ``experiments/<dataset>/tuned/<model>.yaml`` that ``experiments/tune.py``
+``--tuned`` (with ``--ablations``: the ablations of the tuned CIKGRec, ``ablations-tuned.md``) trains the tuned configs ``experiments/<dataset>/tuned/<model>.yaml`` that ``experiments/tune.py``
 writes (the best of each model's Optuna study under one budget, no epoch cap: early stopping on the validation
 split) into ``<out>/tuned/`` and the ledger ``results-tuned.json``; ``--publish`` then needs the seeds
 :data:`TUNED_SEEDS` and no ``--set`` but the run-only keys (the configs are the tuned ones as they are).
@@ -71,9 +71,9 @@ COLUMNS = ["recall@20", "ndcg@20", "recall@50", "ndcg@50", "recall@100", "ndcg@1
 TESTED = ("recall@20", "ndcg@20")
 """The metrics of the paired tests and of the sparse-user gains (kept per user in the ledger's ``per_user/``)."""
 PROTOCOL = ["train.epochs=60", "train.lr=0.005"]
+"""The budget of the published dbbook2014 / book-crossing tables (``experiments/NOTES.md``)."""
 TUNED_SEEDS = [0, 1, 2, 3, 4]
 """The seeds of a published tuned table (issue 17: five seeds, mean ± 95% interval)."""
-"""The budget of the published dbbook2014 / book-crossing tables (``experiments/NOTES.md``)."""
 PROPOSED = "CIKGRec"
 """The row tested against the strongest baseline (every other row of a results ledger is a baseline)."""
 
@@ -161,10 +161,10 @@ def parse_args(argv: list) -> argparse.Namespace:
 
 def jobs_of(args: argparse.Namespace) -> dict:
     """``{row label: (config name, overrides of the row)}`` of a sweep."""
-    if args.ablations:
-        return {label: ("cikgrec", extra) for label, extra in {"CIKGRec": [], **ABLATIONS}.items()
-                if not args.only or label in args.only}
     prefix = "tuned/" if args.tuned else ""
+    if args.ablations:
+        return {label: (prefix + "cikgrec", extra) for label, extra in {"CIKGRec": [], **ABLATIONS}.items()
+                if not args.only or label in args.only}
     return {MODELS[m]: (prefix + m, []) for m in args.models or models_of(args.dataset, args.tuned)}
 
 
@@ -435,7 +435,7 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
         commands.setdefault(row["command"], []).append(label)
     splits = sorted({row["split"] for row in ledger.values()})
     lines = [
-        f"# {dataset}: {'CIKGRec ablations' if ablations else 'results, tuned and converged' if tuned else 'results'}",
+        f"# {dataset}: {'CIKGRec ablations' if ablations else 'results'}{', tuned and converged' if tuned else ''}",
         "",
         "Test split, each model at the epoch selected on the validation split (Recall@20 + NDCG@20); "
         "mean ± the half-width of the 95% Student-t interval over the seeds in the last column (one seed: the mean "
@@ -446,7 +446,7 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
            f". Configs: `experiments/{dataset}/*.yaml`") + " with the overrides in each command below. CIKGRec's view-1 "
         "anchor is the full CIKG (as in the released code) unless the row says otherwise.", "",
         "Commands (each wrote the rows named after it, with `--publish`; `experiments/run.py` keeps the rows in "
-        f"`experiments/{dataset}/{'ablations' if ablations else 'results-tuned' if tuned else 'results'}.json` and "
+        f"`experiments/{dataset}/{'ablations' if ablations else 'results'}{'-tuned' if tuned else ''}.json` and "
         "adds to them):", "",
         *[f"- `{command}`: {', '.join(labels)}" for command, labels in commands.items()], "",
         mean_std_table(ledger, tests, best).to_markdown(disable_numparse=True), "",
@@ -479,8 +479,9 @@ def paired_section(ledger: dict, tests: dict, best: str, ablations: bool) -> lis
 
 def main(argv: list = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    missing = [m for m in args.models or [] if m not in models_of(args.dataset, args.tuned)]
-    if missing and not args.ablations:
+    missing = [m for m in args.models or (["cikgrec"] if args.ablations and args.tuned else [])
+               if m not in models_of(args.dataset, args.tuned)]
+    if missing and (args.tuned or not args.ablations):
         where = f"experiments/{args.dataset}/{'tuned/' if args.tuned else ''}"
         hint = "run experiments/tune.py first" if args.tuned else "KGIN needs an item KG"
         print(f"experiments/run.py: error: {where} has no config for {', '.join(missing)} ({hint}); its models: "
@@ -493,7 +494,7 @@ def main(argv: list = None) -> int:
     out = Path(args.out)
     jobs = jobs_of(args)
     command = command_of("run.py", sys.argv[1:] if argv is None else argv)
-    page_name = "ablations.md" if args.ablations else "results-tuned.md" if args.tuned else "results.md"
+    page_name = ("ablations" if args.ablations else "results") + ("-tuned" if args.tuned else "") + ".md"
     target = (Path(args.output) if args.output
               else (HERE if args.publish else out) / args.dataset / page_name)
     ledger_path = target.with_suffix(".json")

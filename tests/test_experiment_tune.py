@@ -101,3 +101,20 @@ def test_a_model_without_a_search_space_is_refused(tree, capsys):
     (folder / "bprmf.space.yaml").unlink()
     assert tune.main(["dbbook2014", "--models", "bprmf", "--trials", "1"]) == 2
     assert "no config or search space for bprmf" in capsys.readouterr().err
+
+
+def test_ablations_of_the_tuned_cikgrec_use_its_tuned_config(tree, tmp_path, capsys):
+    _, run, folder = tree
+    assert run.main(["dbbook2014", "--ablations", "--tuned", "--only", "CIKGRec w/o UIR"]) == 2
+    assert "tuned/ has no config for cikgrec (run experiments/tune.py first)" in capsys.readouterr().err
+    (folder / "tuned").mkdir()
+    shutil.copy(ROOT / "experiments" / "dbbook2014" / "cikgrec.yaml", folder / "tuned" / "cikgrec.yaml")
+    text = (folder / "tuned" / "cikgrec.yaml").read_text().replace("gcl_weight: 0.01", "gcl_weight: 0.02")
+    (folder / "tuned" / "cikgrec.yaml").write_text(text.replace("../../graphs", "../../../graphs"))
+    out = tmp_path / "runs"
+    assert run.main(["dbbook2014", "--ablations", "--tuned", "--only", "CIKGRec w/o UIR", "--seeds", "0",
+                     "--out", str(out), "--set", *TINY, "train.epochs=1", "model.use_transe=false"]) == 0
+    row = json.loads((out / "dbbook2014" / "ablations-tuned.json").read_text())["CIKGRec w/o UIR"]
+    assert row["settings"]["model.gcl_weight"] == 0.02 and row["settings"]["model.use_uir"] is False
+    page = (out / "dbbook2014" / "ablations-tuned.md").read_text()
+    assert page.startswith("# dbbook2014: CIKGRec ablations, tuned and converged")
