@@ -22,7 +22,8 @@ the noisy interests in ``<out>/<dataset>/interests/``). Every finished run lands
 mode, rate and seed, with its settings and the perturbation's counts); a re-run skips the runs it holds and
 refuses, before training, a run of other settings (``--replace`` retrains it). Several processes may share a
 ledger (each record is merged under a file lock): ``--shard K/N`` gives process K of N every N-th (seed, rate)
-of the sweep, seed by seed, so that the seeds finished first are complete across rates. The page ``noise.md`` (mean ± the 95% interval's half-width over
+of the sweep, seed by seed, so that the seeds finished first are complete across rates. The page ``noise.md`` (rendered again as each run lands, and by ``--render-only``; mean ± the 95% interval's
+half-width over
 the seeds of test Recall@20 and of the sparse users' (``train<=10``) Recall@20, per variant and rate) and the plot
 ``noise.png`` are rendered from all the ledger's records.
 
@@ -44,6 +45,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402  (experiments/run.py: how a run is trained, read back and its settings)
 
+from cikg._io import write_text_atomic  # noqa: E402
 from cikg.eval.stats import mean_ci  # noqa: E402
 from cikg.interests.perturb import PerturbMode, perturb_interests, write_perturbation  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
@@ -72,6 +74,8 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--publish", action="store_true",
                         help="write experiments/<dataset>/noise.md (.json, .png); full protocol only")
     parser.add_argument("--replace", action="store_true", help="retrain ledger runs of other settings")
+    parser.add_argument("--render-only", action="store_true",
+                        help="train nothing: render the page and plot from the ledger as it is")
     parser.add_argument("--shard", type=shard_of, default=(1, 1), metavar="K/N",
                         help="run only the K-th of every N (seed, rate) of the sweep (N processes share it)")
     args = parser.parse_args(argv)
@@ -329,10 +333,10 @@ def main(argv: list = None) -> int:
     settings = {v: settings_of(args, v) for v in args.variants}
     with base.locked_ledger(ledger_path) as ledger:
         conflicts = ledger_conflicts(ledger, args, settings)
-    if conflicts and not args.replace:
+    if conflicts and not args.replace and not args.render_only:
         return base.refuse("noise.py", f"{ledger_path}: runs of other settings ({'; '.join(conflicts[:4])}); "
                                        "nothing was run. Use another --out or pass --replace")
-    for seed, rate in sweep_cells(args):
+    for seed, rate in [] if args.render_only else sweep_cells(args):
         with base.locked_ledger(ledger_path) as ledger:
             todo = [v for v in args.variants
                     if ledger.get(run_key(v, args.mode, rate, seed), {}).get("settings") != settings[v]]
@@ -348,11 +352,21 @@ def main(argv: list = None) -> int:
                                settings=settings[variant], perturbation=perturbation, command=command)
             with base.locked_ledger(ledger_path) as ledger:
                 ledger[run_key(variant, args.mode, rate, seed)] = record
+            write_page(args, ledger_path, target, quiet=True)  # the page holds every run that has landed
+    write_page(args, ledger_path, target)
+    return 0
+
+
+def write_page(args: argparse.Namespace, ledger_path: Path, target: Path, quiet: bool = False) -> None:
+    """Render the page and the plot from the ledger as it is now (``quiet``: write them, print nothing)."""
     with base.locked_ledger(ledger_path) as ledger:
         page = render(args.dataset, ledger, args.mode, "noise.png")
-        plot(ledger, args.mode, target.with_suffix(".png"), args.dataset)
-    base.show_page(target, page, args.dataset, not args.publish)
-    return 0
+        if not summary_frame(ledger, args.mode).empty:
+            plot(ledger, args.mode, target.with_suffix(".png"), args.dataset)
+    if quiet:
+        write_text_atomic(target, page)
+    else:
+        base.show_page(target, page, args.dataset, not args.publish)
 
 
 if __name__ == "__main__":

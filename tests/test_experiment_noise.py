@@ -134,3 +134,22 @@ def test_what_it_shows_pairs_the_losses_by_seed_and_judges_the_robustness_claim(
               for v in loss for r in (0.0, 0.6) for s in clean}
     assert "the interval spans 0: no robustness shown" in "\n".join(noise.reading(ledger, "replace"))
     assert noise.reading({k: v for k, v in ledger.items() if v["rate"] == 0}, "replace") == []  # no noisy runs yet
+
+
+def test_render_only_draws_the_page_from_the_ledger_and_trains_nothing(noise, tmp_path, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("--render-only trained")
+
+    monkeypatch.setattr(noise.base, "run_one", no_training)
+    out = tmp_path / "runs"
+    assert noise.main(["dbbook2014", "--render-only", "--out", str(out), "--set", *TINY]) == 0
+    assert "No finished run yet." in (out / "dbbook2014" / "noise.md").read_text()
+    assert not (out / "dbbook2014" / "noise.png").exists()
+    ledger = json.loads((EXPERIMENTS / "dbbook2014" / "noise_ledger.json").read_text())  # the 8-epoch indication
+    (out / "dbbook2014" / "noise.json").write_text(json.dumps(ledger))
+    argv = ["dbbook2014", "--render-only", "--out", str(out), "--set", "train.epochs=8", "train.lr=0.005",
+            "train.threads=1", "train.progress=false"]
+    assert noise.main(argv) == 0
+    page = (out / "dbbook2014" / "noise.md").read_text()
+    assert "40% noisy" in page and "## What it shows" in page and "seeds 0, 1" in page
+    assert (out / "dbbook2014" / "noise.png").stat().st_size > 10_000
