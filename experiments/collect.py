@@ -1,7 +1,7 @@
 """Gather the experiment tables into ``docs/results.md``.
 
     python experiments/collect.py            # copy the pages as they are
-    python experiments/collect.py --render   # first re-render every results/ablations page from its ledger
+    python experiments/collect.py --render   # first re-render every page that has a ledger, from it
 
 Reads, for dbbook2014, book-crossing and ml1m, first the tuned table ``results-tuned.md`` (``run.py --tuned``),
 its sparse-gain page and ``tuning.md`` (``experiments/tune.py``) where they exist, then ``results.md`` (written by
@@ -9,16 +9,20 @@ its sparse-gain page and ``tuning.md`` (``experiments/tune.py``) where they exis
 ``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs), ``interests.md``
 (``experiments/interests.py --publish``) and ``noise.md`` (``experiments/noise.py --publish``) where they exist, and writes them one after the other under one heading per
 dataset; every table keeps the command that produced it.
-Nothing is recomputed unless ``--render`` is given: then each ledger (``results.json``, ``ablations.json``)
-is rendered again first (``run.py DATASET --render-only``: intervals, paired tests and gains from the ledger and
-its ``per_user/`` files, no training).
+Nothing is recomputed unless ``--render`` is given: then each ledger (``results[-tuned].json``,
+``ablations[-tuned].json``, ``noise.json``, ``interests.json``, ``tuning.json``) is rendered again first (intervals,
+paired tests and gains from the ledger and its ``per_user/`` files, no training). ``augment.md`` has no ledger: it
+is rendered from its run directories (``augment.py DATASET --steps report``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
+
+from cikg._io import write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("dbbook2014", "book-crossing", "ml1m")
@@ -48,21 +52,38 @@ def demote(markdown: str, levels: int = 2) -> str:
 
 
 def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
-    """Re-render ``root/<dataset>/results.md`` and ``ablations.md`` (and the sparse-gain page) from their
-    ledgers with ``run.py --render-only``; returns the pages written."""
+    """Re-render every page of ``root/<dataset>/`` that has a ledger: ``results.md`` and ``ablations.md`` (and
+    their sparse-gain pages and the CL-strength plot) with ``run.py --render-only``, then ``noise.md`` (and its
+    plot), ``interests.md`` and ``tuning.md`` with their scripts' renderers; returns the pages written."""
     sys.path.insert(0, str(HERE))
     try:
+        import interests
+        import noise
         import run
+        import tune
     finally:
         sys.path.remove(str(HERE))
     written = []
     for dataset in DATASETS:
+        folder = root / dataset
         for ledger, flags in LEDGERS:
-            if (root / dataset / ledger).is_file():
-                page = (root / dataset / ledger).with_suffix(".md")
+            if (folder / ledger).is_file():
+                page = (folder / ledger).with_suffix(".md")
                 if run.main([dataset, "--render-only", "--output", str(page), "--resamples", str(resamples), *flags]) != 0:
-                    raise SystemExit(f"collect.py: could not render {root / dataset / ledger}")
+                    raise SystemExit(f"collect.py: could not render {folder / ledger}")
                 written.append(page)
+        if (folder / "noise.json").is_file():
+            ledger = json.loads((folder / "noise.json").read_text())
+            mode = next((r["mode"] for r in ledger.values() if r["mode"] != "none"), "replace")
+            write_text_atomic(folder / "noise.md", noise.render(dataset, ledger, mode, "noise.png"))
+            if not noise.summary_frame(ledger, mode).empty:
+                noise.plot(ledger, mode, folder / "noise.png", dataset)
+            written.append(folder / "noise.md")
+        for name, script in (("interests", interests), ("tuning", tune)):
+            if (folder / f"{name}.json").is_file():
+                ledger = json.loads((folder / f"{name}.json").read_text())
+                write_text_atomic(folder / f"{name}.md", script.render(dataset, ledger))
+                written.append(folder / f"{name}.md")
     return written
 
 
@@ -84,7 +105,7 @@ def collect(notes: str = "", root: Path = HERE) -> str:
 def main(argv: list = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render", action="store_true",
-                        help="re-render every results/ablations page from its ledger first (no training)")
+                        help="re-render every page that has a ledger from it first (no training)")
     if parser.parse_args(argv).render:
         render_ledgers()
     notes_path = HERE / "NOTES.md"

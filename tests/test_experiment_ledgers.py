@@ -199,3 +199,24 @@ def test_every_mask_schedule_and_the_cl_strengths_are_ablation_rows(scripts):
         assert [f"model.increase_type={schedule}"] in run.ABLATIONS.values()
     weights = sorted(float(run.GCL_ROW.fullmatch(label).group(1)) for label in run.ABLATIONS if run.GCL_ROW.fullmatch(label))
     assert len(weights) >= 3 and weights[0] < 0.01 < weights[-1]  # around the published weight
+
+
+def test_collect_render_redraws_the_sweep_pages_from_their_ledgers(experiment, tmp_path):
+    """Every page with a ledger regenerates from it with one command (``collect.py --render``): the published
+    interest-source pages are exactly what their ledgers render, and a noise ledger gets its page and plot."""
+    import shutil
+
+    collect = experiment("collect")
+    root = tmp_path / "tree"
+    for dataset in ("dbbook2014", "book-crossing"):
+        (root / dataset).mkdir(parents=True)
+        shutil.copy(EXPERIMENTS / dataset / "interests.json", root / dataset / "interests.json")
+    shutil.copy(EXPERIMENTS / "dbbook2014" / "noise_ledger.json", root / "dbbook2014" / "noise.json")
+    written = collect.render_ledgers(root, resamples=200)
+    assert sorted(p.relative_to(root).as_posix() for p in written) == [
+        "book-crossing/interests.md", "dbbook2014/interests.md", "dbbook2014/noise.md"]
+    for dataset in ("dbbook2014", "book-crossing"):
+        assert (root / dataset / "interests.md").read_text() == (EXPERIMENTS / dataset / "interests.md").read_text()
+    assert "40% noisy" in (root / "dbbook2014" / "noise.md").read_text()
+    assert (root / "dbbook2014" / "noise.png").stat().st_size > 10_000
+    assert "](../experiments/dbbook2014/noise.png)" in collect.collect(root=root)
