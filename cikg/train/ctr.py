@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Union
 
 from .._io import sha256_file, write_json_atomic
 from ..eval.ctr import RATIOS, evaluate_ctr, load_or_sample_negatives
+from .trainer import load_run
 
 CTR_FILE = "ctr_metrics.json"
 
@@ -27,8 +28,6 @@ def run_ctr(run_dir: Union[str, Path], negatives_dir: Optional[Union[str, Path]]
     """``{"1:1": row, "1:4": row}`` (:meth:`cikg.eval.ctr.CTRResult.row` and ``weights_sha256``) of the run's
     selected model, read from ``RUN_DIR/ctr_metrics.json`` when it scored the same weights, else computed
     (reopening the run unless ``trainer``, a :func:`~cikg.train.load_run` of it, is given) and written there."""
-    from .trainer import load_run
-
     run_dir = Path(run_dir)
     weights = sha256_file(run_dir / "best_model.pt") if (run_dir / "best_model.pt").is_file() else ""
     path = run_dir / CTR_FILE
