@@ -75,9 +75,7 @@ def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
         if (folder / "noise.json").is_file():
             ledger = json.loads((folder / "noise.json").read_text())
             mode = next((r["mode"] for r in ledger.values() if r["mode"] != "none"), "replace")
-            write_text_atomic(folder / "noise.md", noise.render(dataset, ledger, mode, "noise.png"))
-            if not noise.summary_frame(ledger, mode).empty:
-                noise.plot(ledger, mode, folder / "noise.png", dataset)
+            write_text_atomic(folder / "noise.md", noise.render_files(dataset, ledger, mode, folder / "noise.png"))
             written.append(folder / "noise.md")
         for name, script in (("interests", interests), ("tuning", tune)):
             if (folder / f"{name}.json").is_file():

@@ -376,8 +376,9 @@ def main(argv: list = None) -> int:
     command = base.command_of("interests.py", argv)
     folders = {s: out / "interests" / f"{s}-k{args.kappa}" for s in args.sources}
     settings = {s: settings_of(args, s, folders[s]) for s in args.sources}
-    if "gpt35" in args.sources and args.reuse_published and published_problem(args, settings["gpt35"]):
-        return base.refuse("interests.py", published_problem(args, settings["gpt35"]))
+    reuse_problem = published_problem(args, settings["gpt35"]) if "gpt35" in args.sources and args.reuse_published else ""
+    if reuse_problem:
+        return base.refuse("interests.py", reuse_problem)
     with base.locked_ledger(ledger_path) as ledger:
         conflicts = ledger_conflicts(ledger, args, settings)
         stale = stale_answers(ledger, args)

@@ -357,12 +357,17 @@ def main(argv: list = None) -> int:
     return 0
 
 
+def render_files(dataset: str, ledger: dict, mode: str, plot_path: Path) -> str:
+    """The page of ``ledger`` (returned) and its plot (written to ``plot_path`` once a run has landed)."""
+    if not summary_frame(ledger, mode).empty:
+        plot(ledger, mode, plot_path, dataset)
+    return render(dataset, ledger, mode, plot_path.name)
+
+
 def write_page(args: argparse.Namespace, ledger_path: Path, target: Path, quiet: bool = False) -> None:
     """Render the page and the plot from the ledger as it is now (``quiet``: write them, print nothing)."""
     with base.locked_ledger(ledger_path) as ledger:
-        page = render(args.dataset, ledger, args.mode, "noise.png")
-        if not summary_frame(ledger, args.mode).empty:
-            plot(ledger, args.mode, target.with_suffix(".png"), args.dataset)
+        page = render_files(args.dataset, ledger, args.mode, target.with_suffix(".png"))
     if quiet:
         write_text_atomic(target, page)
     else:
