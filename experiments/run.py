@@ -174,12 +174,17 @@ def models_of(dataset: str, tuned: bool = False) -> list:
     return [m for m in MODELS if (folder / f"{m}.yaml").is_file()]
 
 
+def setting_overrides(overrides: list) -> list:
+    """The ``key=value`` overrides that change a row's figures (those of :data:`RUN_ONLY_KEYS` left out)."""
+    return [o for o in overrides if o.split("=", 1)[0] not in RUN_ONLY_KEYS]
+
+
 def tuned_problems(args: argparse.Namespace) -> list:
     """Why a ``--tuned --publish`` sweep is not the tuned protocol (empty: it is)."""
     problems = []
     if not set(TUNED_SEEDS) <= set(args.seeds):
         problems.append(f"seeds {args.seeds} lack {sorted(set(TUNED_SEEDS) - set(args.seeds))}")
-    changed = [o for o in args.set if o.split("=", 1)[0] not in RUN_ONLY_KEYS]
+    changed = setting_overrides(args.set)
     if changed:
         problems.append(f"--set {' '.join(changed)} changes the tuned configs (only {', '.join(RUN_ONLY_KEYS)} may be set)")
     return problems

@@ -82,8 +82,7 @@ def space_of(dataset: str, model: str) -> Path:
 def budget_of(args: argparse.Namespace) -> dict:
     """What every study of a published ledger must share (the run-only keys of ``--set``, threads or device,
     aside)."""
-    kept = [o for o in args.set if o.split("=", 1)[0] not in base.RUN_ONLY_KEYS]
-    return {"trials": args.trials, "set": kept, "trial_set": list(args.trial_set), "seed": args.seed}
+    return {"trials": args.trials, "set": base.setting_overrides(args.set), "trial_set": list(args.trial_set), "seed": args.seed}
 
 
 def budget_problems(ledger: dict, budget: dict) -> list:
