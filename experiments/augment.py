@@ -4,7 +4,8 @@
     python experiments/augment.py dbbook2014                                # features, training, report
     python experiments/augment.py dbbook2014 --steps features               # only extract/encode (no training)
     python experiments/augment.py dbbook2014 --steps train --device cuda    # only training (features present)
-    python experiments/augment.py dbbook2014 --steps report                 # only the table, from finished runs
+    python experiments/augment.py dbbook2014 --steps report                 # only record finished runs, render
+    python experiments/augment.py dbbook2014 --render-only --publish        # only render, from the ledger
     python experiments/augment.py book-crossing --methods none kar reki-col:50 --models lightgcn --seeds 0
 
 Methods are named on the command line; each names how its features are built and fused:
@@ -25,6 +26,11 @@ Artifacts: ``<out>/<dataset>/features/<method>/`` (``features.pt``, ``answers.js
 ``augment_summary.json``), runs ``<out>/<dataset>/<model>-<method>-seed<k>`` (resumed when re-run). The answers
 used are copied to ``experiments/<dataset>/augment_answers/<method>.jsonl`` (replay files), and the REKI call-count
 table is computed from the same requests. Test-split figures of the epoch selected on validation.
+
+The report records every finished run (test and CTR figures, the cost of its features, the command) in the ledger
+``augment.json`` beside the page, and renders the page from the ledger alone: runs recorded in an earlier session
+stay when their run directories are gone, and a later command adds rows or seeds. A ledger holds runs of one
+setting (training overrides, feature seed); other settings are refused unless ``--replace`` starts it afresh.
 """
 from __future__ import annotations
 
@@ -44,8 +50,9 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import run_one  # noqa: E402  (the sweep helpers of experiments/run.py)
+from run import locked_ledger, refuse, run_one, show_page  # noqa: E402  (the sweep helpers of experiments/run.py)
 
+from cikg.eval.stats import mean_ci  # noqa: E402
 from cikg.train.ctr import run_ctr  # noqa: E402
 
 EXPERTS = ["model.features.mode=add", "model.features.adaptor=experts", "model.features.n_shared=1",
@@ -225,43 +232,128 @@ def ctr_cells(run_dir: Path) -> dict:
     return {column: rows[column.split()[1]][column.split()[0]] for column in CTR_COLUMNS}
 
 
-def report(args: argparse.Namespace, dataset_name: str, runs_root: Path, features_root: Path) -> str:
-    rows = []
+LEDGER = "augment.json"
+"""The ledger beside the page: every finished run's figures, so the page re-renders without its run directories."""
+METRICS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+FEATURE_COST = ("llm_model", "not_an_llm", "n_calls", "prompt_tokens", "completion_tokens", "seconds",
+                "encode_seconds")
+"""What a row shows of its features' provenance (the cost of building them once)."""
+
+
+def run_key(model: str, name: str, seed: int) -> str:
+    return f"{model}|{name}|seed{seed}"
+
+
+def feature_cost(features_root: Path, name: str) -> dict:
+    """The cost of building row ``name``'s features (:data:`FEATURE_COST`); ``{}`` for the plain backbone."""
+    path = features_path(features_root, name) / "features.pt"
+    if method_of(name).build is None or not path.exists():
+        return {}
+    from cikg.augment import NodeFeatures
+
+    provenance = NodeFeatures.load(path).provenance
+    return {key: provenance[key] for key in FEATURE_COST if key in provenance}
+
+
+def record_runs(ledger: dict, args: argparse.Namespace, runs_root: Path, features_root: Path, command: str) -> int:
+    """Add every finished run of ``args.models`` x ``args.methods`` x ``args.seeds`` to ``ledger`` (test figures,
+    CTR figures, the cost of its features, the command); runs already there and not found stay. Returns how many
+    runs were read."""
+    runs, read = ledger.setdefault("runs", {}), 0
     for model in args.models:
         for name in args.methods:
-            provenance = {}
-            fpath = features_path(features_root, name) / "features.pt"
-            if method_of(name).build is not None and fpath.exists():
-                from cikg.augment import NodeFeatures
-
-                provenance = NodeFeatures.load(fpath).provenance
-            results = []
+            cost = feature_cost(features_root, name)
             for seed in args.seeds:
                 run_dir = runs_root / f"{run_dir_label(model, name)}-seed{seed}"
-                if (run_dir / "metrics.json").exists():
-                    results.append({**json.loads((run_dir / "metrics.json").read_text()), "ctr": ctr_cells(run_dir)})
-            if not results:
+                if not (run_dir / "metrics.json").is_file():
+                    continue
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                old = runs.get(run_key(model, name, seed), {})
+                runs[run_key(model, name, seed)] = {
+                    "model": model, "method": name, "seed": seed, "best_epoch": metrics["best_epoch"],
+                    "test": {c: metrics["test"][c] for c in METRICS},
+                    "ctr": ctr_cells(run_dir) or old.get("ctr", {}), "features": cost or old.get("features", {}),
+                    "command": command}
+                read += 1
+    ledger["runs"] = dict(sorted(runs.items()))
+    order = ledger.setdefault("order", {"models": [], "methods": []})
+    order["models"] = list(dict.fromkeys([*order["models"], *args.models]))
+    order["methods"] = list(dict.fromkeys([*order["methods"], *args.methods]))
+    return read
+
+
+def _cell(values: list) -> str:
+    return mean_ci(values).cell() if values else "–"
+
+
+def table(ledger: dict) -> str:
+    """The page's table: one row per model and method in the order first asked for, each over its seeds (mean ±
+    the 95% t half-width; one seed: the mean)."""
+    rows = []
+    for model in ledger["order"]["models"]:
+        for name in ledger["order"]["methods"]:
+            runs = sorted((r for r in ledger["runs"].values() if r["model"] == model and r["method"] == name),
+                          key=lambda r: r["seed"])
+            if not runs:
                 continue
-            frame = pd.DataFrame([{**r["test"], **r["ctr"]} for r in results])
             row = {"model": MODEL_LABELS.get(model, model), "features": method_of(name).label}
-            for c in ("recall@20", "ndcg@20", "recall@50", "ndcg@50", *CTR_COLUMNS):
-                values = frame[c].dropna() if c in frame else pd.Series(dtype=float)
-                row[CTR_COLUMNS.get(c, c)] = "–" if values.empty else (
-                    f"{values.mean():.4f}" + (f" ± {values.std(ddof=0):.4f}" if len(values) > 1 else ""))
-            row["best epochs"] = ", ".join(str(r["best_epoch"]) for r in results)
-            row["seeds"] = ", ".join(str(r["seed"]) for r in results)
-            if provenance:
-                label = " (not an LLM)" if provenance.get("not_an_llm") else ""
-                row["LLM / backend"] = f"{provenance.get('llm_model')}{label}"
-                row["LLM calls"] = provenance.get("n_calls")
-                row["tokens"] = provenance.get("prompt_tokens", 0) + provenance.get("completion_tokens", 0)
-                row["extraction s"] = round(float(provenance.get("seconds", 0.0)), 1)
-                row["encoding s"] = round(float(provenance.get("encode_seconds", 0.0)), 1)
-            else:
-                row.update({"LLM / backend": "–", "LLM calls": 0, "tokens": 0, "extraction s": 0.0, "encoding s": 0.0})
+            row.update({c: _cell([r["test"][c] for r in runs]) for c in METRICS})
+            for column in CTR_COLUMNS:
+                having = [r for r in runs if column in r["ctr"]]
+                row[CTR_COLUMNS[column]] = _cell([r["ctr"][column] for r in having]) + (
+                    f" (seeds {', '.join(str(r['seed']) for r in having)})" if having and len(having) < len(runs)
+                    else "")
+            row["best epochs"] = ", ".join(str(r["best_epoch"]) for r in runs)
+            row["seeds"] = ", ".join(str(r["seed"]) for r in runs)
+            cost = runs[0]["features"]
+            row["LLM / backend"] = (f"{cost.get('llm_model')}{' (not an LLM)' if cost.get('not_an_llm') else ''}"
+                                    if cost else "–")
+            row["LLM calls"] = cost.get("n_calls", 0)
+            row["tokens"] = cost.get("prompt_tokens", 0) + cost.get("completion_tokens", 0)
+            row["extraction s"] = round(float(cost.get("seconds", 0.0)), 1)
+            row["encoding s"] = round(float(cost.get("encode_seconds", 0.0)), 1)
             rows.append(row)
-    table = pd.DataFrame(rows)
-    return table.to_markdown(index=False) if len(table) else "(no finished runs)"
+    frame = pd.DataFrame(rows)
+    return frame.to_markdown(index=False) if len(frame) else "(no finished runs)"
+
+
+def call_counts_table(records: list) -> pd.DataFrame:
+    """The REKI call-count table of :func:`cikg.augment.reki.call_counts` (individual extraction has no groups)."""
+    frame = pd.DataFrame(records)
+    groups = frame["groups"].astype("Int64")
+    frame["groups"] = groups.astype(object).where(groups.notna(), None)  # shown as the missing value
+    return frame
+
+
+def render(dataset: str, ledger: dict) -> str:
+    """The page of an augmentation ledger (its table, note and REKI call counts), without the run directories."""
+    methods = [m for m in ledger["order"]["methods"] if any(r["method"] == m for r in ledger["runs"].values())]
+    families = dict.fromkeys(method_of(m).label.split(" (")[0].split(",")[0] for m in methods if m != "none")
+    commands = list(dict.fromkeys(r["command"] for r in ledger["runs"].values()))
+    settings = ledger["settings"]
+    lines = [
+        f"# {dataset}: knowledge augmentation" + (f" ({', '.join(families)})" if families else ""), "",
+        *(f"Command: `{c}`" + ("  " if i < len(commands) - 1 else "") for i, c in enumerate(commands)), "",
+        "Test split at the epoch selected on validation (Recall@20 + NDCG@20); mean ± the half-width of the 95% "
+        "Student-t interval over the seeds listed (one seed: its figure). Training overrides: "
+        f"`{' '.join(settings['overrides'])}`; backbone configs `experiments/{dataset}/<model>.yaml`; features "
+        f"built with `--feature-seed {settings['feature_seed']}`. Feature fusion for KAR/REKI rows: "
+        f"`{' '.join(EXPERTS)}` (ID embedding + hybrid-expert adaptor output, trained jointly). "
+        "LLM calls, tokens and extraction seconds are those of building the features once (pre-stored). "
+        "AUC and Logloss (the CTR protocol of KAR and REKI, `cikg evaluate --protocol ctr`): the test positives "
+        "against 1 or 4 unseen items per positive drawn once per dataset (the same pairs for every row); "
+        "Logloss of sigmoid(score), which BPR does not calibrate. The page re-renders from "
+        f"`experiments/{dataset}/{LEDGER}` (`python experiments/augment.py {dataset} --render-only --publish`).", "",
+        table(ledger), "",
+    ]
+    if ledger.get("note"):
+        lines += [ledger["note"], ""]
+    if ledger.get("call_counts"):
+        lines += ["## LLM calls: individual vs collective extraction (REKI)", "",
+                  "Prompts each extraction sends for this dataset (computed from the requests a run builds; "
+                  "collective: one per user group plus one per item group).", "",
+                  call_counts_table(ledger["call_counts"]).to_markdown(index=False, floatfmt=".4f", missingval="–"), ""]
+    return "\n".join(lines)
 
 
 def recorded_argv(argv: List[str]) -> List[str]:
@@ -285,18 +377,51 @@ def recorded_argv(argv: List[str]) -> List[str]:
     return out
 
 
-def other_overrides(page: Path, overrides: List[str]) -> Optional[str]:
-    """Why this report may not replace ``page``: its rows were trained with other ``--set`` overrides."""
+def ledger_settings(args: argparse.Namespace) -> dict:
+    """What every run of one ledger shares (runs trained or built otherwise are not comparable rows)."""
+    return {"overrides": list(args.set), "feature_seed": args.feature_seed}
+
+
+def other_settings(ledger_path: Path, page: Path, settings: dict) -> Optional[str]:
+    """Why this report may not add to the ledger at ``ledger_path`` (or, without one, replace ``page``, a page
+    rendered before pages had ledgers): its runs were trained or their features built with other settings."""
+    if ledger_path.is_file():
+        recorded = json.loads(ledger_path.read_text()).get("settings", {})
+        differ = [f"{k}: {recorded.get(k)!r} -> {settings[k]!r}" for k in settings if recorded.get(k) != settings[k]]
+        return f"its runs were produced with other settings ({', '.join(differ)})" if differ else None
     if not page.is_file():
         return None
     found = re.search(r"Training overrides: `([^`]*)`", page.read_text())
     recorded = found.group(1).split() if found else None
-    if recorded is not None and sorted(recorded) != sorted(overrides):
-        return f"its rows were trained with overrides {' '.join(recorded)!r}, these with {' '.join(overrides)!r}"
+    if recorded is not None and sorted(recorded) != sorted(settings["overrides"]):
+        return (f"its rows were trained with overrides {' '.join(recorded)!r}, these with "
+                f"{' '.join(settings['overrides'])!r}")
     return None
 
 
-def main() -> int:
+def write_report(args: argparse.Namespace, target: Path, runs_root: Path, features_root: Path, dataset) -> int:
+    """Record the finished runs in the ledger beside ``target`` and render ``target`` from it."""
+    from cikg.augment.kar import KARConfig
+    from cikg.augment.reki import call_counts
+
+    ledger_path = target.with_name(LEDGER)
+    settings = ledger_settings(args)
+    with locked_ledger(ledger_path) as ledger:
+        if other_settings(ledger_path, target, settings):  # only with --replace (main refuses before running)
+            ledger.clear()  # replaced deliberately: the runs of the other settings go with it
+        read = record_runs(ledger, args, runs_root, features_root, args.command)
+        ledger["settings"] = settings
+        counts = call_counts(dataset, args.call_counts, KARConfig(history_len=20))
+        ledger["call_counts"] = json.loads(counts.to_json(orient="records"))  # the individual row's groups: null
+        if args.note:
+            ledger["note"] = args.note
+    logging.info("%d finished run(s) recorded in %s", read, ledger_path)
+    ledger = json.loads(ledger_path.read_text())
+    show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["dbbook2014", "book-crossing", "ml1m"])
     parser.add_argument("--methods", nargs="+", default=["none", "kar", "reki-col:50", "reki-both:50"])
@@ -322,8 +447,13 @@ def main() -> int:
     parser.add_argument("--publish", action="store_true", help="write the tracked table experiments/<dataset>/augment.md")
     parser.add_argument("--replace", action="store_true",
                         help="with --publish: replace a table produced with other training overrides (deliberately)")
-    parser.add_argument("--note", default="", help="a line added under the table (e.g. where the runs ran)")
-    args = parser.parse_args()
+    parser.add_argument("--note", default="", help="a line added under the table (e.g. where the runs ran); kept "
+                                                   "in the ledger for later renders")
+    parser.add_argument("--render-only", action="store_true",
+                        help="read no runs: re-render the page from its ledger (augment.json beside it)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in recorded_argv(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
@@ -333,6 +463,17 @@ def main() -> int:
     for name in args.methods:
         method_of(name)
     out = Path(args.out)
+    target = Path(args.output) if args.output else (HERE if args.publish else out) / args.dataset / "augment.md"
+    if args.render_only:
+        if not target.with_name(LEDGER).is_file():
+            return refuse("augment.py", f"{target.with_name(LEDGER)}: no ledger to render (run --steps report)")
+        ledger = json.loads(target.with_name(LEDGER).read_text())
+        show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
+        return 0
+    refusal = "report" in args.steps and other_settings(target.with_name(LEDGER), target, ledger_settings(args))
+    if refusal and not args.replace:
+        return refuse("augment.py", f"{target}: {refusal}; nothing was run (leave --publish out, write to "
+                                    "--output, or pass --replace)")
     features_root = out / args.dataset / "features"
     runs_root = out / args.dataset
     dataset = load_run_dataset(load_run_config(HERE / args.dataset / "lightgcn.yaml"))
@@ -356,40 +497,7 @@ def main() -> int:
                 for seed in args.seeds:
                     run_one(args.dataset, model, seed, [*overrides, *extra], out, run_dir_label(model, name))
     if "report" in args.steps:
-        from cikg.augment.kar import KARConfig
-        from cikg.augment.reki import call_counts
-
-        command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in recorded_argv(sys.argv[1:]))
-        counts = call_counts(dataset, args.call_counts, KARConfig(history_len=20))
-        families = dict.fromkeys(method_of(m).label.split(" (")[0].split(",")[0] for m in args.methods if m != "none")
-        lines = [
-            f"# {args.dataset}: knowledge augmentation ({', '.join(families)})", "",
-            f"Command: `{command}`", "",
-            "Test split at the epoch selected on validation (Recall@20 + NDCG@20); mean ± std (population) over the "
-            f"seeds listed. Training overrides: `{' '.join(args.set)}`; backbone configs "
-            f"`experiments/{args.dataset}/<model>.yaml`. Feature fusion for KAR/REKI rows: "
-            f"`{' '.join(EXPERTS)}` (ID embedding + hybrid-expert adaptor output, trained jointly). "
-            "LLM calls, tokens and extraction seconds are those of building the features once (pre-stored). "
-            "AUC and Logloss (the CTR protocol of KAR and REKI, `cikg evaluate --protocol ctr`): the test positives "
-            "against 1 or 4 unseen items per positive drawn once per dataset (the same pairs for every row); "
-            "Logloss of sigmoid(score), which BPR does not calibrate.", "",
-            report(args, args.dataset, runs_root, features_root), "",
-        ]
-        if args.note:
-            lines += [args.note, ""]
-        lines += ["## LLM calls: individual vs collective extraction (REKI)", "",
-                  "Prompts each extraction sends for this dataset (computed from the requests a run builds; "
-                  "collective: one per user group plus one per item group).", "",
-                  counts.to_markdown(index=False, floatfmt=".4f"), ""]
-        target = Path(args.output) if args.output else (HERE if args.publish else out) / args.dataset / "augment.md"
-        refusal = other_overrides(target, args.set)
-        if refusal and not args.replace:
-            print(f"experiments/augment.py: error: {target}: {refusal}; the table was not written (leave --publish "
-                  "out, write to --output, or pass --replace)", file=sys.stderr)
-            return 2
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("\n".join(lines))
-        print("\n".join(lines))
+        return write_report(args, target, runs_root, features_root, dataset)
     return 0
 
 

@@ -10,9 +10,9 @@ its sparse-gain page and ``tuning.md`` (``experiments/tune.py``) where they exis
 (``experiments/interests.py --publish``) and ``noise.md`` (``experiments/noise.py --publish``) where they exist, and writes them one after the other under one heading per
 dataset; every table keeps the command that produced it.
 Nothing is recomputed unless ``--render`` is given: then each ledger (``results[-tuned].json``,
-``ablations[-tuned].json``, ``noise.json``, ``interests.json``, ``tuning.json``) is rendered again first (intervals,
-paired tests and gains from the ledger and its ``per_user/`` files, no training). ``augment.md`` has no ledger: it
-is rendered from its run directories (``augment.py DATASET --steps report``).
+``ablations[-tuned].json``, ``noise.json``, ``interests.json``, ``tuning.json``, ``augment.json``) is rendered again
+first (intervals, paired tests and gains from the ledger and its ``per_user/`` files, no training). An ``augment.md``
+published before augment.py kept a ledger is copied as it is.
 """
 from __future__ import annotations
 
@@ -54,9 +54,11 @@ def demote(markdown: str, levels: int = 2) -> str:
 def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
     """Re-render every page of ``root/<dataset>/`` that has a ledger: ``results.md`` and ``ablations.md`` (and
     their sparse-gain pages and the CL-strength plot) with ``run.py --render-only``, then ``noise.md`` (and its
-    plot), ``interests.md`` and ``tuning.md`` with their scripts' renderers; returns the pages written."""
+    plot), ``interests.md``, ``tuning.md`` and ``augment.md`` with their scripts' renderers; returns the pages
+    written."""
     sys.path.insert(0, str(HERE))
     try:
+        import augment
         import interests
         import noise
         import run
@@ -77,7 +79,7 @@ def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
             mode = next((r["mode"] for r in ledger.values() if r["mode"] != "none"), "replace")
             write_text_atomic(folder / "noise.md", noise.render_files(dataset, ledger, mode, folder / "noise.png"))
             written.append(folder / "noise.md")
-        for name, script in (("interests", interests), ("tuning", tune)):
+        for name, script in (("interests", interests), ("tuning", tune), ("augment", augment)):
             if (folder / f"{name}.json").is_file():
                 ledger = json.loads((folder / f"{name}.json").read_text())
                 write_text_atomic(folder / f"{name}.md", script.render(dataset, ledger))

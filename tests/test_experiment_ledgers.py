@@ -69,12 +69,17 @@ def test_published_rows_without_recorded_settings_are_resolved_from_their_comman
 
 
 def test_augment_table_refuses_other_training_overrides(scripts, tmp_path):
+    """Before augment.json existed, the published page was the record of its overrides; a ledger records both."""
     _, augment = scripts
-    page = EXPERIMENTS / "dbbook2014" / "augment.md"
-    assert augment.other_overrides(page, ["train.epochs=60", "train.lr=0.005", "train.progress=false"]) is None
-    refusal = augment.other_overrides(page, ["train.epochs=1"])
+    page, absent = EXPERIMENTS / "dbbook2014" / "augment.md", tmp_path / "augment.json"
+    published = {"overrides": ["train.epochs=60", "train.lr=0.005", "train.progress=false"], "feature_seed": 2024}
+    assert augment.other_settings(absent, page, published) is None
+    refusal = augment.other_settings(absent, page, {**published, "overrides": ["train.epochs=1"]})
     assert "train.epochs=60 train.lr=0.005" in refusal and "'train.epochs=1'" in refusal
-    assert augment.other_overrides(tmp_path / "absent.md", ["train.epochs=1"]) is None
+    assert augment.other_settings(absent, tmp_path / "absent.md", {"overrides": ["train.epochs=1"]}) is None
+    absent.write_text(json.dumps({"settings": published, "runs": {}}))
+    assert augment.other_settings(absent, page, published) is None
+    assert "feature_seed: 2024 -> 7" in augment.other_settings(absent, page, {**published, "feature_seed": 7})
     assert augment.recorded_argv(["dbbook2014", "--publish", "--methods", "kar", "--replace"]) == [
         "dbbook2014", "--methods", "kar"]
 
