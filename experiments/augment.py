@@ -50,7 +50,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import locked_ledger, refuse, run_one, show_page  # noqa: E402  (the sweep helpers of experiments/run.py)
+import run as base  # noqa: E402  (experiments/run.py: training a run, the ledger lock, refusals, pages)
 
 from cikg.eval.stats import mean_ci  # noqa: E402
 from cikg.train.ctr import run_ctr  # noqa: E402
@@ -271,6 +271,7 @@ def record_runs(ledger: dict, args: argparse.Namespace, runs_root: Path, feature
                 old = runs.get(run_key(model, name, seed), {})
                 runs[run_key(model, name, seed)] = {
                     "model": model, "method": name, "seed": seed, "best_epoch": metrics["best_epoch"],
+                    "hardware": metrics.get("hardware"),
                     "test": {c: metrics["test"][c] for c in METRICS},
                     "ctr": ctr_cells(run_dir) or old.get("ctr", {}), "features": cost or old.get("features", {}),
                     "command": command}
@@ -346,6 +347,10 @@ def render(dataset: str, ledger: dict) -> str:
         f"`experiments/{dataset}/{LEDGER}` (`python experiments/augment.py {dataset} --render-only --publish`).", "",
         table(ledger), "",
     ]
+    machines: dict = {}
+    for r in ledger["runs"].values():
+        machines.setdefault(f"{MODEL_LABELS.get(r['model'], r['model'])} {r['method']}", []).append(r.get("hardware"))
+    lines += base.hardware_lines(machines)
     if ledger.get("note"):
         lines += [ledger["note"], ""]
     if ledger.get("call_counts"):
@@ -406,7 +411,7 @@ def write_report(args: argparse.Namespace, target: Path, runs_root: Path, featur
 
     ledger_path = target.with_name(LEDGER)
     settings = ledger_settings(args)
-    with locked_ledger(ledger_path) as ledger:
+    with base.locked_ledger(ledger_path) as ledger:
         if other_settings(ledger_path, target, settings):  # only with --replace (main refuses before running)
             ledger.clear()  # replaced deliberately: the runs of the other settings go with it
         read = record_runs(ledger, args, runs_root, features_root, args.command)
@@ -417,7 +422,7 @@ def write_report(args: argparse.Namespace, target: Path, runs_root: Path, featur
             ledger["note"] = args.note
     logging.info("%d finished run(s) recorded in %s", read, ledger_path)
     ledger = json.loads(ledger_path.read_text())
-    show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
+    base.show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
     return 0
 
 
@@ -466,13 +471,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     target = Path(args.output) if args.output else (HERE if args.publish else out) / args.dataset / "augment.md"
     if args.render_only:
         if not target.with_name(LEDGER).is_file():
-            return refuse("augment.py", f"{target.with_name(LEDGER)}: no ledger to render (run --steps report)")
+            return base.refuse("augment.py", f"{target.with_name(LEDGER)}: no ledger to render (run --steps report)")
         ledger = json.loads(target.with_name(LEDGER).read_text())
-        show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
+        base.show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
         return 0
     refusal = "report" in args.steps and other_settings(target.with_name(LEDGER), target, ledger_settings(args))
     if refusal and not args.replace:
-        return refuse("augment.py", f"{target}: {refusal}; nothing was run (leave --publish out, write to "
+        return base.refuse("augment.py", f"{target}: {refusal}; nothing was run (leave --publish out, write to "
                                     "--output, or pass --replace)")
     features_root = out / args.dataset / "features"
     runs_root = out / args.dataset
@@ -495,7 +500,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         raise SystemExit(f"{path}/features.pt missing: run --steps features first")
                     extra.append(f"data.features={path}")
                 for seed in args.seeds:
-                    run_one(args.dataset, model, seed, [*overrides, *extra], out, run_dir_label(model, name))
+                    base.run_one(args.dataset, model, seed, [*overrides, *extra], out, run_dir_label(model, name))
     if "report" in args.steps:
         return write_report(args, target, runs_root, features_root, dataset)
     return 0

@@ -186,7 +186,8 @@ def record_of(metrics: dict, *, source: str, seed: int, settings: dict, command:
     groups = pd.DataFrame(metrics["groups"]).set_index("group")
     return {"source": source, "seed": seed, "test": {m: metrics["test"][m] for m in base.COLUMNS},
             "sparse_recall@20": float(groups.loc[SPARSE, "recall@20"]), "best_epoch": metrics["best_epoch"],
-            "minutes": metrics["minutes"], "split": str(metrics["split"]), "settings": settings, "command": command}
+            "minutes": metrics["minutes"], "split": str(metrics["split"]), "hardware": metrics.get("hardware"),
+            "settings": settings, "command": command}
 
 
 def ledger_conflicts(ledger: dict, args: argparse.Namespace, settings: dict) -> list:
@@ -219,6 +220,7 @@ def published_row(args: argparse.Namespace, settings: dict) -> dict:
     sparse = next(v for k, v in row["groups"]["recall@20"].items() if k.startswith(SPARSE))
     return {"source": "gpt35", "from": f"experiments/{args.dataset}/results.json", "seeds": row["seeds"],
             "best_epochs": row["best_epochs"], "minutes": row["minutes"], "split": row["split"],
+            "hardware": row.get("hardware", [None]),
             "mean": {"recall@20": row["mean"]["recall@20"], "ndcg@20": row["mean"]["ndcg@20"], "sparse": sparse},
             "std": {"recall@20": row["std"]["recall@20"], "ndcg@20": row["std"]["ndcg@20"]},
             "settings": settings, "command": row["command"]}
@@ -329,8 +331,10 @@ def render(dataset: str, ledger: dict) -> str:
                       f"{SOURCES[s]} AUC {v['popularity_auc']:.3f}, Recall@20 {v['popularity_recall']:.3f}"
                       for s, v in scored.items()) + "." if scored else "")
     minutes = {p["source"]: p["minutes"] for p in published}
+    machines = {SOURCES[p["source"]]: list(p.get("hardware", [None])) for p in published}
     for r in runs:
         minutes[r["source"]] = minutes.get(r["source"], 0.0) + r["minutes"]
+        machines.setdefault(SOURCES[r["source"]], []).append(r.get("hardware"))
     lines = [
         f"# {dataset}: where interests come from and what they buy", "",
         "CIKGRec (`experiments/{0}/cikgrec.yaml`) trained on the user-interest edges of each source; test split, "
@@ -346,8 +350,8 @@ def render(dataset: str, ledger: dict) -> str:
             f"{SOURCES[s]}: kappa {p['kappa']}, {p['report']['kept_interests']} interests kept, users covered by a "
             f"phrase {p['report']['users_covered']:.1%}" for s, p in ledger.get("prepared", {}).items()
             if p["kappa"] is not None) + ".", "",
-        "Training minutes (all seeds; 2-core CPU, one torch thread per run, shared with other runs): "
-        + ", ".join(f"{SOURCES[s]} {m:.1f}" for s, m in minutes.items()), "",
+        *base.hardware_lines(machines),
+        "Training minutes (all seeds): " + ", ".join(f"{SOURCES[s]} {m:.1f}" for s, m in minutes.items()), "",
     ]
     lines += [f"† {SOURCES[p['source']]}: the CIKGRec row of `{p['from']}` (the same runs: seeds "
               f"{', '.join(map(str, p['seeds']))}, the same settings), mean ± population std and the seeds' mean "

@@ -162,7 +162,7 @@ def record_of(metrics: dict, *, variant: str, mode: str, rate: float, seed: int,
     header = {g: base.group_header(g, groups.loc[g]) for g in groups.index}
     return {"variant": variant, "label": VARIANTS[variant][0], "mode": mode if rate else "none", "rate": rate,
             "seed": seed, "test": {m: metrics["test"][m] for m in METRICS}, "best_epoch": metrics["best_epoch"],
-            "minutes": metrics["minutes"], "split": str(metrics["split"]),
+            "minutes": metrics["minutes"], "split": str(metrics["split"]), "hardware": metrics.get("hardware"),
             "groups": {m: {header[g]: float(groups.loc[g, m]) for g in groups.index} for m in ("recall@20", "ndcg@20")},
             "sparse_recall@20": float(groups.loc[SPARSE, "recall@20"]), "perturbation": perturbation,
             "settings": settings, "command": command}
@@ -248,6 +248,15 @@ def reading(ledger: dict, mode: str) -> list:
     return ["## What it shows", "", *lines, ""] if lines else []
 
 
+def machines_of_cells(ledger: dict, mode: str) -> dict:
+    """``{"<variant> <rate>": [the hardware each of its runs recorded]}`` (for :func:`run.hardware_lines`)."""
+    machines: dict = {}
+    for record in ledger.values():
+        if record["mode"] in (mode, "none"):
+            machines.setdefault(f"{record['label']} {record['rate']:.0%}", []).append(record.get("hardware"))
+    return machines
+
+
 def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
     """The Markdown page: Recall@20 and sparse-user Recall@20 per variant (rows) and noise rate (columns)."""
     frame = summary_frame(ledger, mode)
@@ -277,6 +286,7 @@ def render(dataset: str, ledger: dict, mode: str, plot_name: str = "") -> str:
         f"## Sparse users: test Recall@20 of {sparse_n}", "", _cells(frame, "sparse", "sparse_hw").to_markdown(), "",
         "## Test NDCG@20", "", _cells(frame, "ndcg", "ndcg_hw").to_markdown(), "",
         f"Seeds: {seeds}.", "", f"Best epochs: {epochs}.", "",
+        *base.hardware_lines(machines_of_cells(ledger, mode)),
         "Training minutes (all seeds): " + ", ".join(f"{r.label} {r.rate:.0%} {r.minutes:.1f}"
                                                       for r in frame.itertuples()), "",
     ]

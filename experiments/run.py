@@ -274,9 +274,27 @@ def summarise(label: str, runs: list, command: str, settings: dict, per_user_dir
     return {"label": label, "command": command, "seeds": [r["seed"] for r in runs],
             "best_epochs": [r["best_epoch"] for r in runs], "minutes": sum(r["minutes"] for r in runs),
             "split": str(runs[0]["split"]), "per_seed": [{c: r["test"][c] for c in COLUMNS} for r in runs],
+            "hardware": [r.get("hardware") for r in runs],
             "mean": frame.mean().to_dict(), "std": frame.std(ddof=0).to_dict(), "groups": groups,
             "settings": settings,
             "per_user": keep_per_user(label, runs, per_user_dir) if per_user_dir is not None else ""}
+
+
+UNRECORDED_HARDWARE = ("not recorded (runs from before `metrics.json` kept it; `experiments/NOTES.md`: the 2-core "
+                      "CPU, one torch thread per run)")
+
+
+def hardware_lines(machines_of: dict) -> list:
+    """A page's hardware paragraph from ``{row: [hardware each of its runs recorded (None: not recorded)]}``: each
+    machine with the rows that trained on it (training minutes are wall time on it, often shared with other runs)."""
+    rows_on: dict = {}
+    for label, machines in machines_of.items():
+        for machine in dict.fromkeys(m or UNRECORDED_HARDWARE for m in machines):
+            rows_on.setdefault(machine, []).append(label)
+    if len(rows_on) == 1:
+        return [f"Hardware (every row): {next(iter(rows_on))}.", ""]
+    return ["Hardware, as each run recorded it:", "",
+            *[f"- {machine}: {', '.join(labels)}" for machine, labels in rows_on.items()], ""]
 
 
 def cell(row: dict, column: str) -> str:
@@ -459,8 +477,9 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
         "## Sparse users: test Recall@20 per user-activity group (mean over seeds)", "",
         groups_table(ledger).to_markdown(floatfmt=".4f"), "",
         "## Test NDCG@20 per user-activity group", "", groups_table(ledger, "ndcg@20").to_markdown(floatfmt=".4f"), "",
-        "Training minutes (all seeds, 2-core CPU shared with other runs): "
-        + ", ".join(f"{label} {row['minutes']:.1f}" for label, row in ledger.items()), "",
+        *hardware_lines({label: row.get("hardware", [None]) for label, row in ledger.items()}),
+        "Training minutes (all seeds): " + ", ".join(f"{label} {row['minutes']:.1f}" for label, row in ledger.items()),
+        "",
         *(gcl_section(gcl_curve(ledger, dataset), GCL_PLOT) if ablations else []),
     ]
     return "\n".join(lines), sparse_gain_page(dataset, pair, resamples) if pair else ""

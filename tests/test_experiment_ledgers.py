@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = ["train.epochs=1", "train.progress=false", "data.dataset=synthetic", "data.synthetic_users=80",
@@ -131,6 +132,12 @@ def test_tables_show_intervals_and_the_paired_test_of_cikgrec_against_the_best_b
     assert "vs best baseline (p, Wilcoxon: R@20 / N@20)" in page and f"against the best baseline ({best}" in page
     assert "best baseline" in [c.strip() for c in [x for x in page.splitlines() if x.startswith(f"| {best} ")][0].split("|")]
 
+    from cikg.train.hardware import describe_hardware
+
+    here = describe_hardware(torch.device("cpu"))  # each run records where it trained; the page says it per row
+    assert ledger["CIKGRec"]["hardware"] == [here, here] and f"Hardware (every row): {here}." in page
+    assert "2-core CPU shared" not in page  # no longer a claim written into the page by hand
+
     gains_page = (folder / "results-sparse-gain.md").read_text()
     whole = group_gains(frames("CIKGRec"), frames(best), "recall@20", resamples=500)[0]
     assert whole.group == "all" and whole.n_users == len(read_per_user(folder / "CIKGRec-seed0")) > 0
@@ -225,3 +232,11 @@ def test_collect_render_redraws_the_sweep_pages_from_their_ledgers(experiment, t
     assert "40% noisy" in (root / "dbbook2014" / "noise.md").read_text()
     assert (root / "dbbook2014" / "noise.png").stat().st_size > 10_000
     assert "](../experiments/dbbook2014/noise.png)" in collect.collect(root=root)
+
+
+def test_the_hardware_paragraph_names_each_machine_with_its_rows(scripts):
+    run, _ = scripts
+    cpu, gpu = "CPU: AMD EPYC (2 cores, 1 torch thread)", "GPU: NVIDIA H100 80GB HBM3"
+    assert run.hardware_lines({"BPRMF": [cpu, cpu], "LightGCN": [cpu]}) == [f"Hardware (every row): {cpu}.", ""]
+    lines = run.hardware_lines({"BPRMF": [cpu, None], "CIKGRec": [gpu, gpu], "KGAT": [None]})
+    assert lines[2:5] == [f"- {cpu}: BPRMF", f"- {run.UNRECORDED_HARDWARE}: BPRMF, KGAT", f"- {gpu}: CIKGRec"]

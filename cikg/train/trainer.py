@@ -44,6 +44,7 @@ from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
 from ..models.registry import build_model
 from .config import DataConfig, RunConfig, TrainConfig, load_run_config, run_config_from_dict
+from .hardware import describe_hardware
 from .progress import epoch_bar, epoch_postfix
 from .sampling import BPRSampler
 from .tracking import Tracker, Trackers, default_trackers
@@ -451,7 +452,7 @@ class Trainer:
             payload = {**result.to_dict(), "model": self.config.model_name, "dataset": self.dataset.name,
                        "seed": self.config.train.seed, "split": self.dataset.meta.get("split", {}),
                        "selected_on": "valid (" + " + ".join(self.config.train.select) + ")",
-                       "n_test_users": test.n_users}
+                       "n_test_users": test.n_users, "hardware": describe_hardware(self.device, self.world_size)}
             write_json_atomic(self.run_dir / "metrics.json", payload)
             write_text_atomic(self.run_dir / "groups.csv", groups.to_csv(index=False))
             self.write_per_user(test)
