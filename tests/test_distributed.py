@@ -118,6 +118,7 @@ def test_train_distributed_outside_torchrun_is_a_config_error(tmp_path, monkeypa
 
 
 # ------------------------------------------------------------------------------------------- 2 ranks
+@pytest.mark.slow  # ~25 s: two gloo ranks and a single-process run
 def test_two_gloo_ranks_converge_to_single_process_metrics(tmp_path):
     """torchrun, 2 CPU ranks x batch 1024 vs one process x batch 2048 on dbbook2014 (real): LightGCN, 6 epochs."""
     command, env = _torchrun([*LIGHTGCN, "train.batch_size=1024", "--run-dir", str(tmp_path / "ddp")])
@@ -135,6 +136,7 @@ def test_two_gloo_ranks_converge_to_single_process_metrics(tmp_path):
     assert ddp["test"]["recall@20"] > 0.12  # far above an untrained model (about 0.01)
 
 
+@pytest.mark.slow  # ~10 s each: two ranks with TransE / TransR
 @pytest.mark.parametrize("model, aux", [
     (["model.name=cikgrec", "model.dim=16", "model.layers=2", "model.transe_batch_size=256"], "transe"),
     (["model.name=kgat"], "transr"),

@@ -399,6 +399,7 @@ def _short(value) -> str:
 
 
 # ------------------------------------------------------------------------------------------- datasets
+@pytest.mark.slow  # ~22 s: 300 mutated datasets; every mutation kind once stays in the default suite
 @profile(300)
 @given(data=st.data())
 def test_mutated_dataset_files_load_exactly_or_fail_naming_the_file(base, data):

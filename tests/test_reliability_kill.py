@@ -156,6 +156,7 @@ def _inference_kill_loop(tmp_path: Path, signals: List[int], seed: int) -> None:
     assert summary["parse"]["ok"] == N_USERS and summary["failed"] == 0
 
 
+@pytest.mark.slow  # ~35 s: two real inference processes killed and resumed
 def test_inference_sigkill_then_sigint_resumes_to_the_same_artifact(tmp_path):
     _inference_kill_loop(tmp_path, [signal.SIGKILL, signal.SIGINT], seed=1)
 
