@@ -164,3 +164,19 @@ def test_file_store_uris_are_made_absolute(tmp_path, monkeypatch):
     assert absolute_store_uri(expected) == expected
     assert absolute_store_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert absolute_store_uri("http://host:5000") == "http://host:5000"
+
+
+def test_a_resumed_writer_starts_a_later_second_than_the_killed_one(tmp_path):
+    """Event files of one second and one process sort by their counter as text ("10" before "9"): a resumed
+    writer waits for the next second, so its file sorts after the killed run's whatever the counters."""
+    import time
+
+    from cikg.train.tracking import wait_for_a_later_second
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.host.1.9").write_bytes(b"")
+    wait_for_a_later_second(tmp_path)
+    assert time.time() >= now + 1
+    started = time.time()
+    wait_for_a_later_second(tmp_path / "absent")  # nothing written yet: no wait
+    assert time.time() - started < 0.1

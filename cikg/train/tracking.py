@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
@@ -79,6 +80,18 @@ def final_scalars(result: "FitResult") -> Dict[str, float]:
     return out
 
 
+def wait_for_a_later_second(log_dir: Path) -> None:
+    """Sleep (under a second) until the clock is past the newest event file's timestamp in ``log_dir``.
+
+    Readers order event files by name (``events.out.tfevents.<seconds>.<host>.<pid>.<n>``): two files of one
+    second and one process compare by the counter ``n`` as text (``"10"`` before ``"9"``), and a resumed run's
+    file read before the killed one would have its purge undone."""
+    stamps = [int(p.name.split(".")[3]) for p in log_dir.glob("events.out.tfevents.*")
+              if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
+    while stamps and time.time() < max(stamps) + 1:
+        time.sleep(max(stamps) + 1 - time.time())
+
+
 class TensorBoardTracker(Tracker):
     """TensorBoard event files through :class:`torch.utils.tensorboard.SummaryWriter`.
 
@@ -99,6 +112,7 @@ class TensorBoardTracker(Tracker):
 
         self.start_epoch = trainer.epoch
         log_dir = self.log_dir or trainer.run_dir / "tensorboard"
+        wait_for_a_later_second(Path(log_dir))
         # purge_step: readers discard events at steps >= it from earlier files (an epoch logged, then killed)
         self.writer = SummaryWriter(str(log_dir), purge_step=trainer.epoch + 1 if trainer.epoch else None)
 
