@@ -38,7 +38,6 @@ import argparse
 import json
 import logging
 import re
-import shlex
 import shutil
 import sys
 import time
@@ -421,7 +420,6 @@ def write_report(args: argparse.Namespace, target: Path, runs_root: Path, featur
         if args.note:
             ledger["note"] = args.note
     logging.info("%d finished run(s) recorded in %s", read, ledger_path)
-    ledger = json.loads(ledger_path.read_text())
     base.show_page(target, render(args.dataset, ledger), args.dataset, hint=not args.publish and not args.output)
     return 0
 
@@ -458,7 +456,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="read no runs: re-render the page from its ledger (augment.json beside it)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args.command = "python experiments/augment.py " + " ".join(shlex.quote(a) for a in recorded_argv(argv))
+    args.command = base.command_of("augment.py", recorded_argv(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 

@@ -67,7 +67,7 @@ def _resolve_dataset_path(path: Path, root: Optional[PathLike]) -> Path:
     bare = len(path.parts) == 1
     # a bare name names the dataset, unless the local folder of that name is itself a dataset (experiments/ holds
     # config folders named like the datasets)
-    local_dataset = path.is_dir() and (path / "train.txt").is_file()
+    local_dataset = (path / "train.txt").is_file()
     shadows_named_dataset = bare and (data_dir(root) / path).is_dir()
     if path.is_dir() and (local_dataset or not shadows_named_dataset):
         return path

@@ -86,10 +86,10 @@ def wait_for_a_later_second(log_dir: Path) -> None:
     Readers order event files by name (``events.out.tfevents.<seconds>.<host>.<pid>.<n>``): two files of one
     second and one process compare by the counter ``n`` as text (``"10"`` before ``"9"``), and a resumed run's
     file read before the killed one would have its purge undone."""
-    stamps = [int(p.name.split(".")[3]) for p in log_dir.glob("events.out.tfevents.*")
-              if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
-    while stamps and time.time() < max(stamps) + 1:
-        time.sleep(max(stamps) + 1 - time.time())
+    stamps = [p.name.split(".")[3] for p in log_dir.glob("events.out.tfevents.*")]
+    later = max((int(s) for s in stamps if s.isdigit()), default=-1) + 1
+    while time.time() < later:
+        time.sleep(later - time.time())
 
 
 class TensorBoardTracker(Tracker):
