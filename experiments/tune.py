@@ -139,15 +139,36 @@ def header_of(record: dict, dataset: str, model: str) -> str:
             f"python experiments/run.py {dataset} --tuned --models {model}\n")
 
 
+def kept_trials(study_db: Path) -> int:
+    """The finished (complete or pruned) trials of a kept Optuna storage; 0 when there is none."""
+    if not study_db.is_file():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{study_db}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+
+
+def pending_line(dataset: str, ledger: dict) -> str:
+    """Which models with a search space have no finished study yet, and how far each kept study got."""
+    pending = [m for m in base.models_of(dataset) if space_of(dataset, m).is_file() and m not in ledger]
+    if not pending:
+        return ""
+    kept = {m: kept_trials(HERE / dataset / "tuned" / f"{m}.study.db") for m in pending}
+    states = [f"{base.MODELS[m]} ({n} trial{'s' * (n != 1)} kept)" if n else f"{base.MODELS[m]} (no trial yet)"
+              for m, n in kept.items()]
+    return (f"Not tuned yet: {', '.join(states)}. Each study's trials are kept in `tuned/<model>.study.db`; "
+            "running the command below again (with the models' names) resumes them where they stopped.")
+
+
 def render(dataset: str, ledger: dict) -> str:
     """The Markdown page of the studies."""
     if not ledger:
-        return f"# {dataset}: tuning\n\nNo finished study yet.\n"
+        return f"# {dataset}: tuning\n\nNo finished study yet. {pending_line(dataset, ledger)}\n"
     rows = [{"model": r["model"], "trials (finished, pruned)": f"{r['trials']} ({r['states'].get('COMPLETE', 0)}, "
                                                                 f"{r['states'].get('PRUNED', 0)})",
              f"best valid {r['metric']}": f"{r['best_value']:.4f}",
              "best parameters": ", ".join(f"`{p}`" for p in format_params(r["best_params"])),
              "minutes": r["minutes"]} for r in ledger.values()]
+    pending = pending_line(dataset, ledger)
     budgets = sorted({(r["budget"]["trials"], " ".join(r["budget"]["trial_set"]), " ".join(r["budget"]["set"]),
                        r["budget"]["seed"]) for r in ledger.values()})
     lines = [f"# {dataset}: tuning (Optuna, selection on the validation split)", "",
@@ -158,6 +179,7 @@ def render(dataset: str, ledger: dict) -> str:
              pd.DataFrame(rows).set_index("model").to_markdown(), "",
              f"Each best configuration is `experiments/{dataset}/tuned/<model>.yaml` (no epoch cap: early stopping "
              f"on valid), trained over the seeds by `python experiments/run.py {dataset} --tuned`.", "",
+             *([pending, ""] if pending else []),
              "Commands:", "", *[f"- `{c}`" for c in sorted({r['command'] for r in ledger.values()})], ""]
     return "\n".join(lines)
 

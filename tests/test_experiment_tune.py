@@ -32,7 +32,7 @@ def tree(experiment, tmp_path, monkeypatch):
 
 def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, tracked):
     tune, run, folder = tree
-    before = tracked("tun*")
+    before = {**tracked("tun*"), **tracked("tuned/*")}  # the published studies and configs, if any
     argv = ["dbbook2014", "--models", "bprmf", "lightgcn", "--trials", "3", "--trial-set", "train.epochs=2",
             "--set", *TINY, "--out", str(tmp_path / "runs"), "--publish"]
     assert tune.main(argv) == 0
@@ -53,7 +53,7 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
             assert config[section][name] == pytest.approx(value)
     page = (folder / "tuning.md").read_text()
     assert "| BPRMF " in page and "| LightGCN " in page and "3 trials; `train.epochs=2`" in page
-    assert tracked("tun*") == before and not (ROOT / "experiments" / "dbbook2014" / "tuned").exists()
+    assert {**tracked("tun*"), **tracked("tuned/*")} == before
 
     # a resumed sweep runs no trial again: the studies hold their 3 finished trials
     assert tune.main(argv) == 0
@@ -118,3 +118,21 @@ def test_ablations_of_the_tuned_cikgrec_use_its_tuned_config(tree, tmp_path, cap
     assert row["settings"]["model.gcl_weight"] == 0.02 and row["settings"]["model.use_uir"] is False
     page = (out / "dbbook2014" / "ablations-tuned.md").read_text()
     assert page.startswith("# dbbook2014: CIKGRec ablations, tuned and converged")
+
+
+def test_the_page_names_the_studies_still_to_run_and_how_far_each_got(tree):
+    import optuna
+
+    tune, _, folder = tree
+    (folder / "tuned").mkdir()
+    storage = f"sqlite:///{folder / 'tuned' / 'lightgcn.study.db'}"
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=2)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))  # not a finished trial
+    page = tune.render("dbbook2014", {})
+    assert "Not tuned yet: BPRMF (no trial yet), LightGCN (2 trials kept)." in page
+    record = {"model": "LightGCN", "metric": "recall@20", "best_value": 0.2, "best_params": {"train.lr": 0.001},
+              "trials": 2, "states": {"COMPLETE": 2}, "minutes": 0.1, "command": "python experiments/tune.py",
+              "budget": {"trials": 2, "trial_set": ["train.epochs=2"], "set": [], "seed": 0}}
+    assert "Not tuned yet: BPRMF (no trial yet)." in tune.render("dbbook2014", {"lightgcn": record})
+    assert "Not tuned yet" not in tune.render("dbbook2014", {"lightgcn": record, "bprmf": {**record, "model": "BPRMF"}})
