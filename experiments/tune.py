@@ -6,7 +6,8 @@
 
 For each model with a config and a search space in ``experiments/<dataset>/`` (``<model>.yaml``,
 ``<model>.space.yaml``; ``--models`` picks some), ``cikg tune`` (:func:`cikg.train.tune.tune`: TPE sampler, median
-pruning, selection on the validation split, never on test) runs a study of ``--trials`` trials into
+pruning after ``--prune-warmup`` epochs, selection on the validation split, never on test) runs a study of
+``--trials`` trials into
 ``<out>/<dataset>/<model>/study`` (Optuna's SQLite storage: a killed sweep resumes where it stopped, and a
 later session adds the trials a study lacks). Every trial trains under the same budget: the model's config with
 ``--set`` (kept in the tuned config, e.g. a larger ``train.batch_size`` on ml1m) and ``--trial-set`` (the trial
@@ -49,6 +50,9 @@ NO_CAP = 1000
 CONVERGE = [f"train.epochs={NO_CAP}", "train.patience=10"]
 TRIAL_BUDGET = ["train.epochs=40", "train.patience=5"]
 STUDY_SEED = 0
+PRUNE_WARMUP = 10
+"""Epochs of each trial never pruned: a trial's first epochs say little about where it ends (a lower learning rate
+starts slower), and pruning on them favours the fastest starters."""
 
 
 def parse_args(argv: list) -> argparse.Namespace:
@@ -61,6 +65,8 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--trial-set", nargs="*", default=TRIAL_BUDGET,
                         help=f"the trial budget, not kept in the tuned config (default {' '.join(TRIAL_BUDGET)})")
     parser.add_argument("--seed", type=int, default=STUDY_SEED, help="the studies' sampler seed (default 0)")
+    parser.add_argument("--prune-warmup", type=int, default=PRUNE_WARMUP,
+                        help=f"epochs of each trial never pruned (default {PRUNE_WARMUP})")
     parser.add_argument("--out", default="runs/tune")
     parser.add_argument("--publish", action="store_true",
                         help="write experiments/<dataset>/tuned/ and tuning.md (.json): one budget for every model")
@@ -82,7 +88,8 @@ def space_of(dataset: str, model: str) -> Path:
 def budget_of(args: argparse.Namespace) -> dict:
     """What every study of a published ledger must share (the run-only keys of ``--set``, threads or device,
     aside)."""
-    return {"trials": args.trials, "set": base.setting_overrides(args.set), "trial_set": list(args.trial_set), "seed": args.seed}
+    return {"trials": args.trials, "set": base.setting_overrides(args.set), "trial_set": list(args.trial_set),
+            "seed": args.seed, "prune_warmup": args.prune_warmup}
 
 
 def budget_problems(ledger: dict, budget: dict) -> list:
@@ -170,12 +177,14 @@ def render(dataset: str, ledger: dict) -> str:
              "minutes": r["minutes"]} for r in ledger.values()]
     pending = pending_line(dataset, ledger)
     budgets = sorted({(r["budget"]["trials"], " ".join(r["budget"]["trial_set"]), " ".join(r["budget"]["set"]),
-                       r["budget"]["seed"]) for r in ledger.values()})
+                       r["budget"]["seed"], r["budget"]["prune_warmup"]) for r in ledger.values()})
     lines = [f"# {dataset}: tuning (Optuna, selection on the validation split)", "",
-             "One study per model: TPE sampler, median pruning on the validation metric after every epoch; the "
-             "search spaces are the `<model>.space.yaml` files beside the configs. Budget (trials; trial budget; "
-             "overrides kept in the tuned config; study seed): " + "; ".join(
-                 f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}" for t, tb, s, seed in budgets) + ".", "",
+             "One study per model: TPE sampler, median pruning on the validation metric after every epoch (the "
+             "first 5 trials run in full, and no trial is pruned before its warm-up epochs); the search spaces are "
+             "the `<model>.space.yaml` files beside the configs. Budget (trials; trial budget; overrides kept in the "
+             "tuned config; study seed; warm-up epochs): " + "; ".join(
+                 f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}; {warmup} warm-up epochs"
+                 for t, tb, s, seed, warmup in budgets) + ".", "",
              pd.DataFrame(rows).set_index("model").to_markdown(), "",
              f"Each best configuration is `experiments/{dataset}/tuned/<model>.yaml` (no epoch cap: early stopping "
              f"on valid), trained over the seeds by `python experiments/run.py {dataset} --tuned`.", "",
@@ -210,7 +219,8 @@ def main(argv: list = None) -> int:
             copy_study(kept, study_dir / "study.db")
         keep = [lambda study, trial, db=study_dir / "study.db", to=kept: copy_study(db, to)] if args.publish else []
         result = tune(HERE / args.dataset / f"{model}.yaml", space_of(args.dataset, model), args.trials, study_dir,
-                      overrides=[*args.set, *args.trial_set], seed=args.seed, callbacks=keep)
+                      overrides=[*args.set, *args.trial_set], seed=args.seed, prune_warmup=args.prune_warmup,
+                      callbacks=keep)
         if args.publish:
             copy_study(study_dir / "study.db", kept)
         record = study_record(args, model, result, command)

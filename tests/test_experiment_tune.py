@@ -40,7 +40,8 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
     assert set(ledger) == {"bprmf", "lightgcn"}
     for model, record in ledger.items():
         assert record["trials"] == 3 and sum(record["states"].values()) == 3
-        assert record["budget"] == {"trials": 3, "set": TINY[2:], "trial_set": ["train.epochs=2"], "seed": 0}
+        assert record["budget"] == {"trials": 3, "set": TINY[2:], "trial_set": ["train.epochs=2"], "seed": 0,
+                                    "prune_warmup": tune.PRUNE_WARMUP}
         trials = (tmp_path / "runs" / "dbbook2014" / model / "study" / "trials.csv").read_text()
         assert f"{record['best_value']:.6g}"[:5] in trials  # the best value is one of the study's trials
         text = (folder / "tuned" / f"{model}.yaml").read_text()
@@ -72,6 +73,8 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
     assert tune.main([*argv[:5], "5", *argv[6:]]) == 2
     err = capsys.readouterr().err
     assert "studies under another budget" in err and "trials: 3 instead of 5" in err
+    assert tune.main([*argv, "--prune-warmup", "3"]) == 2
+    assert f"prune_warmup: {tune.PRUNE_WARMUP} instead of 3" in capsys.readouterr().err
 
     # run.py --tuned trains the tuned configs over the seeds into results-tuned.json
     out = tmp_path / "runs-tuned"
@@ -133,6 +136,6 @@ def test_the_page_names_the_studies_still_to_run_and_how_far_each_got(tree):
     assert "Not tuned yet: BPRMF (no trial yet), LightGCN (2 trials kept)." in page
     record = {"model": "LightGCN", "metric": "recall@20", "best_value": 0.2, "best_params": {"train.lr": 0.001},
               "trials": 2, "states": {"COMPLETE": 2}, "minutes": 0.1, "command": "python experiments/tune.py",
-              "budget": {"trials": 2, "trial_set": ["train.epochs=2"], "set": [], "seed": 0}}
+              "budget": {"trials": 2, "trial_set": ["train.epochs=2"], "set": [], "seed": 0, "prune_warmup": 10}}
     assert "Not tuned yet: BPRMF (no trial yet)." in tune.render("dbbook2014", {"lightgcn": record})
     assert "Not tuned yet" not in tune.render("dbbook2014", {"lightgcn": record, "bprmf": {**record, "model": "BPRMF"}})
