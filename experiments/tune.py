@@ -185,7 +185,7 @@ def render(dataset: str, ledger: dict) -> str:
              "tuned config; study seed; warm-up epochs): " + "; ".join(
                  f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}; {warmup} warm-up epochs"
                  for t, tb, s, seed, warmup in budgets) + ".", "",
-             pd.DataFrame(rows).set_index("model").to_markdown(), "",
+             pd.DataFrame(rows).set_index("model").to_markdown(disable_numparse=True), "",
              f"Each best configuration is `experiments/{dataset}/tuned/<model>.yaml` (no epoch cap: early stopping "
              f"on valid), trained over the seeds by `python experiments/run.py {dataset} --tuned`.", "",
              *([pending, ""] if pending else []),
