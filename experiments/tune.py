@@ -78,7 +78,12 @@ def parse_args(argv: list) -> argparse.Namespace:
 
 def models_of(args: argparse.Namespace) -> list:
     """The models to tune: those asked for, else every model with a config and a search space."""
-    return args.models or [m for m in base.models_of(args.dataset) if space_of(args.dataset, m).is_file()]
+    return args.models or spaced_models(args.dataset)
+
+
+def spaced_models(dataset: str) -> list:
+    """The models with a config and a search space in ``experiments/<dataset>/``."""
+    return [m for m in base.models_of(dataset) if space_of(dataset, m).is_file()]
 
 
 def space_of(dataset: str, model: str) -> Path:
@@ -156,7 +161,7 @@ def kept_trials(study_db: Path) -> int:
 
 def pending_line(dataset: str, ledger: dict) -> str:
     """Which models with a search space have no finished study yet, and how far each kept study got."""
-    pending = [m for m in base.models_of(dataset) if space_of(dataset, m).is_file() and m not in ledger]
+    pending = [m for m in spaced_models(dataset) if m not in ledger]
     if not pending:
         return ""
     kept = {m: kept_trials(HERE / dataset / "tuned" / f"{m}.study.db") for m in pending}
@@ -169,7 +174,7 @@ def pending_line(dataset: str, ledger: dict) -> str:
 def render(dataset: str, ledger: dict) -> str:
     """The Markdown page of the studies."""
     if not ledger:
-        return f"# {dataset}: tuning\n\nNo finished study yet. {pending_line(dataset, ledger)}\n"
+        return f"# {dataset}: tuning\n\nNo finished study yet. {pending_line(dataset, ledger)}".rstrip() + "\n"
     rows = [{"model": r["model"], "trials (finished, pruned)": f"{r['trials']} ({r['states'].get('COMPLETE', 0)}, "
                                                                 f"{r['states'].get('PRUNED', 0)})",
              f"best valid {r['metric']}": f"{r['best_value']:.4f}",
