@@ -15,11 +15,14 @@ from cikg.models import KGIN, MODEL_CONFIGS, BPRBatch, KGINConfig
 from cikg.models.kgin import (
     build,
     distance_correlation,
+    group_mean_matrix,
+    grouped_relational_aggregation,
     independence_loss,
     intent_aggregation,
     kgin_graph,
     relational_aggregation,
 )
+from cikg.models.propagation import SparseMatrix
 from cikg.train import run_config_from_dict
 
 
@@ -111,12 +114,62 @@ def test_relational_aggregation_equals_dense_matrices(tiny, data):
         assert torch.allclose(got, total / degree.unsqueeze(1), atol=1e-12)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_grouped_aggregation_agrees_with_the_per_edge_form_in_values_and_gradients(tiny, data, rate):
+    for dataset in (tiny, data):
+        model = build(views_of(dataset), KGINConfig(dim=6))
+        s = model.sample_structure(rate, torch.Generator().manual_seed(2))
+        n = dataset.n_entities
+        torch.manual_seed(0)
+        entity = torch.randn(n, 6, dtype=torch.float64, requires_grad=True)
+        relation = torch.randn(model.n_relations, 6, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(n, 6, dtype=torch.float64)
+        group_mean = group_mean_matrix(s.heads, s.tails, s.groups, model.group_heads.numel(), n, torch.float64)
+        grouped = grouped_relational_aggregation(entity, relation, group_mean, model.group_heads,
+                                                 model.group_relations)
+        grads = torch.autograd.grad((grouped * weight).sum(), (entity, relation))
+        per_edge = relational_aggregation(entity, relation, s.heads, s.relations, s.tails)
+        expected = torch.autograd.grad((per_edge * weight).sum(), (entity, relation))
+        assert torch.allclose(grouped, per_edge, atol=1e-12)
+        for got, want in zip(grads, expected):
+            assert torch.allclose(got, want, atol=1e-12), (got - want).abs().max()
+    assert model.group_heads.numel() < model.n_triples  # groups share a head and a relation
+
+
+def test_each_group_is_one_head_and_one_relation(data):
+    model = build(views_of(data))
+    assert torch.equal(model.group_heads[model.kg_groups], model.kg_heads)
+    assert torch.equal(model.group_relations[model.kg_groups], model.kg_relations)
+    keys = model.group_heads * model.n_relations + model.group_relations
+    assert torch.unique(keys).numel() == keys.numel()
+
+
+def test_sparse_matrix_products_equal_dense_ones_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    rows, cols = torch.tensor([2, 0, 2, 1, 4]), torch.tensor([1, 3, 0, 1, 2])
+    values = torch.rand(5, generator=g, dtype=torch.float64)
+    matrix = SparseMatrix(rows, cols, values, 5, 4)
+    dense = torch.zeros(5, 4, dtype=torch.float64)
+    dense[rows, cols] = values
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = matrix @ x
+    assert y.shape == (5, 3) and torch.allclose(y, dense @ x)
+    (grad,) = torch.autograd.grad(y.pow(2).sum(), x)
+    assert torch.allclose(grad, dense.t() @ (2 * (dense @ x)))
+    with torch.no_grad():
+        assert torch.allclose(matrix @ x, dense @ x)
+    assert torch.allclose(matrix @ x.detach().float(), (dense @ x).float())  # values follow x's dtype
+    with pytest.raises(ValueError, match=r"\[5, 4\] sparse matrix by \[3, 3\]"):
+        matrix @ torch.zeros(3, 3)
+
+
 def test_user_aggregation_equals_dense_mean_matrix(data):
     model = build(views_of(data), KGINConfig(dim=8, node_dropout=0.0, message_dropout=0.0))
     s = model.full_structure()
     torch.manual_seed(1)
     user, item, intents = torch.randn(400, 8), torch.randn(120, 8), torch.randn(4, 8)
-    got = intent_aggregation(user, item, intents, s.users, s.items, s.weights)
+    interaction_mean = SparseMatrix(s.users, s.items, s.weights, 400, 120)
+    got = intent_aggregation(user, item, intents, interaction_mean)
     interactions = torch.zeros(400, 120)
     interactions[data.train[0], data.train[1]] = 1.0
     mean = (interactions / interactions.sum(1, keepdim=True).clamp_min(1.0)) @ item
@@ -124,7 +177,7 @@ def test_user_aggregation_equals_dense_mean_matrix(data):
     beta = beta / beta.sum(1, keepdim=True)
     expected = mean * sum(beta[:, p: p + 1] * intents[p] for p in range(4))
     assert torch.allclose(got, expected, atol=1e-5)
-    residual = intent_aggregation(user, item, intents, s.users, s.items, s.weights, residual=True)
+    residual = intent_aggregation(user, item, intents, interaction_mean, residual=True)
     assert torch.allclose(residual, expected + mean, atol=1e-5)
 
 

@@ -44,12 +44,14 @@ VIEW_PARTS = {
 }
 
 
-def sparse_csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """A square sparse CSR ``[n_nodes, n_nodes]`` from valid parts (invariants not re-checked; torch's beta
-    warning silenced): the one constructor every adjacency in cikg goes through."""
+def sparse_csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_nodes: int,
+               n_cols: Optional[int] = None) -> torch.Tensor:
+    """A sparse CSR ``[n_nodes, n_cols]`` (square by default) from valid parts (invariants not re-checked;
+    torch's beta warning silenced): the one constructor every sparse matrix in cikg goes through."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, values, (n_nodes, n_nodes), check_invariants=False)
+        shape = (n_nodes, n_nodes if n_cols is None else n_cols)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
 def csr_from_entries(rows: torch.Tensor, cols: torch.Tensor, n_nodes: int,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import csr_from_entries
+from ..graph import csr_from_entries, sparse_csr
 from .rng import uniform_random
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +67,46 @@ def spmm(adj: Tensor, x: Tensor, adj_t: Optional[Tensor] = None) -> Tensor:
     if x.requires_grad and torch.is_grad_enabled():
         return SparseMM.apply(adj, adj if adj_t is None else adj_t, x)
     return torch.sparse.mm(adj, x)
+
+
+def _csr_of_entries(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_cols: int) -> Tensor:
+    """CSR ``[n_rows, n_cols]`` holding ``values`` at the distinct positions ``(rows, cols)``, in any order."""
+    order = torch.argsort(rows, stable=True)
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
+    return sparse_csr(crow, cols[order], values[order], n_rows, n_cols)
+
+
+class SparseMatrix:
+    """A sparse ``M`` ``[n_rows, n_cols]`` with ``M[rows[e], cols[e]] = values[e]``, built once from its
+    entries (which may change per batch, e.g. under node dropout) and applied as ``M @ x``:
+    ``Y[r] = sum_e values[e] * x[cols[e]]`` over the entries ``e`` of row ``r``.
+
+    The same sum as ``zeros.index_add(0, rows, values[:, None] * x[cols])`` without the ``[n_entries, d]``
+    messages: one CSR SpMM forward and one with the transpose (built alongside) backward
+    (:class:`SparseMM`). No gradient flows to ``values``.
+
+    Shapes:
+        ``rows``, ``cols``, ``values``: ``[n_entries]``; ``x``: ``[n_cols, d]``; ``M @ x``: ``[n_rows, d]``.
+    """
+
+    def __init__(self, rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_cols: int):
+        self.shape = (n_rows, n_cols)
+        self.matrix = _csr_of_entries(rows, cols, values, n_rows, n_cols)
+        self.transpose = _csr_of_entries(cols, rows, values, n_cols, n_rows)
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        if x.size(0) != self.shape[1]:
+            raise ValueError(f"cannot multiply a {list(self.shape)} sparse matrix by {list(x.shape)}")
+        matrix, transpose = self.matrix, self.transpose
+        if matrix.dtype != x.dtype:
+            matrix, transpose = matrix.to(x.dtype), transpose.to(x.dtype)
+        if x.requires_grad and torch.is_grad_enabled():
+            return SparseMM.apply(matrix, transpose, x)
+        return torch.sparse.mm(matrix, x)
+
+    def __repr__(self) -> str:
+        return f"SparseMatrix(shape={list(self.shape)}, entries={int(self.matrix.values().numel())})"
 
 
 def simgcl_noise(eps: float, generator: Optional[torch.Generator] = None) -> PerturbHook:
