@@ -289,14 +289,14 @@ class KGAT(Recommender):
     def project(self, nodes: Tensor, relations: Tensor) -> Tensor:
         """:math:`W_{r_j}^\\top e_{n_j}` for each pair ``(nodes[j], relations[j])``: ``[len(nodes), k]``.
 
-        Rows are grouped by relation (one matmul per relation present, never a loop over rows).
+        Rows are grouped by relation (one matmul per relation present, never a loop over rows) and gathered
+        with one index, so the backward scatters into the node table once rather than once per relation.
         """
-        embedding = self.node_embedding
         order = torch.argsort(relations)
         present, counts = torch.unique_consecutive(relations[order], return_counts=True)
-        groups = zip(present.tolist(), torch.split(nodes[order], counts.tolist()), strict=True)
-        chunks = [embedding[idx] @ self.relation_projection[r] for r, idx in groups]
-        projected = torch.cat(chunks) if chunks else embedding.new_zeros(0, self.config.relation_dim)
+        rows = torch.split(self.node_embedding[nodes[order]], counts.tolist())
+        chunks = [part @ self.relation_projection[r] for r, part in zip(present.tolist(), rows, strict=True)]
+        projected = torch.cat(chunks) if chunks else self.node_embedding.new_zeros(0, self.config.relation_dim)
         return projected[torch.argsort(order)]
 
     @torch.no_grad()
