@@ -171,12 +171,17 @@ def pending_line(dataset: str, ledger: dict) -> str:
             "running the command below again (with the models' names) resumes them where they stopped.")
 
 
+def trial_counts(record: dict) -> str:
+    """``total (finished, pruned, stopped)``; a stopped trial was cut by a process's end and does not count."""
+    finished, pruned = record["states"].get("COMPLETE", 0), record["states"].get("PRUNED", 0)
+    return f"{record['trials']} ({finished}, {pruned}, {record['trials'] - finished - pruned})"
+
+
 def render(dataset: str, ledger: dict) -> str:
     """The Markdown page of the studies."""
     if not ledger:
         return f"# {dataset}: tuning\n\nNo finished study yet. {pending_line(dataset, ledger)}".rstrip() + "\n"
-    rows = [{"model": r["model"], "trials (finished, pruned)": f"{r['trials']} ({r['states'].get('COMPLETE', 0)}, "
-                                                                f"{r['states'].get('PRUNED', 0)})",
+    rows = [{"model": r["model"], "trials (finished, pruned, stopped)": trial_counts(r),
              f"best valid {r['metric']}": f"{r['best_value']:.4f}",
              "best parameters": ", ".join(f"`{p}`" for p in format_params(r["best_params"])),
              "minutes": r["minutes"]} for r in ledger.values()]
@@ -185,7 +190,9 @@ def render(dataset: str, ledger: dict) -> str:
                        r["budget"]["seed"], r["budget"]["prune_warmup"]) for r in ledger.values()})
     lines = [f"# {dataset}: tuning (Optuna, selection on the validation split)", "",
              "One study per model: TPE sampler, median pruning on the validation metric after every epoch (the "
-             "first 5 trials run in full, and no trial is pruned before its warm-up epochs); the search spaces are "
+             "first 5 trials run in full, and no trial is pruned before its warm-up epochs; a trial stopped by the end of "
+             "its process is kept but not counted, and the study runs until the budget's trials have finished or "
+             "been pruned); the search spaces are "
              "the `<model>.space.yaml` files beside the configs. Budget (trials; trial budget; overrides kept in the "
              "tuned config; study seed; warm-up epochs): " + "; ".join(
                  f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}; {warmup} warm-up epochs"
