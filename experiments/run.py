@@ -284,12 +284,13 @@ UNRECORDED_HARDWARE = ("not recorded (runs from before `metrics.json` kept it; `
                       "CPU, one torch thread per run)")
 
 
-def hardware_lines(machines_of: dict) -> list:
+def hardware_lines(machines_of: dict, unrecorded: str = UNRECORDED_HARDWARE) -> list:
     """A page's hardware paragraph from ``{row: [hardware each of its runs recorded (None: not recorded)]}``: each
-    machine with the rows that trained on it (training minutes are wall time on it, often shared with other runs)."""
+    machine with the rows that trained on it (training minutes are wall time on it, often shared with other runs);
+    ``unrecorded`` stands for a ``None``."""
     rows_on: dict = {}
     for label, machines in machines_of.items():
-        for machine in dict.fromkeys(m or UNRECORDED_HARDWARE for m in machines):
+        for machine in dict.fromkeys(m or unrecorded for m in machines):
             rows_on.setdefault(machine, []).append(label)
     if len(rows_on) == 1:
         return [f"Hardware (every row): {next(iter(rows_on))}.", ""]

@@ -23,7 +23,7 @@ With ``--publish`` each study's Optuna storage is also kept, after every trial, 
 beside the configs: committed, it lets a later session on another machine resume the study where it stopped
 (a trial cut off by the end of a session runs again from its start). Each study lands in the ledger
 ``tuning.json`` beside (trials finished and pruned, the best valid value and
-parameters, the budget, the space file's SHA-256, the minutes and the command) and the page ``tuning.md`` is
+parameters, the budget, the space file's SHA-256, the minutes, the hardware and the command) and the page ``tuning.md`` is
 rendered from it.
 """
 from __future__ import annotations
@@ -42,6 +42,8 @@ import run as base  # noqa: E402  (experiments/run.py: the ledger lock, refusals
 
 from cikg._io import sha256_file, write_text_atomic  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
+from cikg.train.hardware import describe_hardware  # noqa: E402
+from cikg.train.trainer import resolve_device  # noqa: E402
 from cikg.train.tune import overrides_for, tune  # noqa: E402
 
 HERE = base.HERE
@@ -114,6 +116,16 @@ def tuned_config(args: argparse.Namespace, model: str, params: dict) -> str:
     return load_run_config(HERE / args.dataset / f"{model}.yaml", overrides).to_yaml()
 
 
+UNRECORDED_HARDWARE = ("not recorded (studies finished before `tuning.json` kept it: the 2-core CPU of "
+                       "`experiments/NOTES.md`, one torch thread per trial)")
+
+
+def study_hardware(args: argparse.Namespace, model: str) -> str:
+    """The machine that finished ``model``'s study, with the device and torch threads its trials were given."""
+    train = load_run_config(HERE / args.dataset / f"{model}.yaml", args.set).train
+    return describe_hardware(resolve_device(train.device), threads=train.threads)
+
+
 def study_record(args: argparse.Namespace, model: str, result, command: str) -> dict:
     """One ledger record of a finished study (a :class:`cikg.train.tune.TuneResult`)."""
     trials = result.trials
@@ -123,7 +135,8 @@ def study_record(args: argparse.Namespace, model: str, result, command: str) -> 
             "best_params": result.best_params, "trials": len(trials),
             "states": {str(k): int(v) for k, v in states.items()}, "minutes": round(float(seconds) / 60, 1),
             "budget": budget_of(args), "space": f"experiments/{args.dataset}/{model}.space.yaml",
-            "space_sha256": sha256_file(space_of(args.dataset, model)), "command": command}
+            "space_sha256": sha256_file(space_of(args.dataset, model)), "hardware": study_hardware(args, model),
+            "command": command}
 
 
 def copy_study(source: Path, target: Path) -> None:
@@ -198,6 +211,7 @@ def render(dataset: str, ledger: dict) -> str:
                  f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}; {warmup} warm-up epochs"
                  for t, tb, s, seed, warmup in budgets) + ".", "",
              pd.DataFrame(rows).set_index("model").to_markdown(disable_numparse=True), "",
+             *base.hardware_lines({r["model"]: [r.get("hardware")] for r in ledger.values()}, UNRECORDED_HARDWARE),
              f"Each best configuration is `experiments/{dataset}/tuned/<model>.yaml` (no epoch cap: early stopping "
              f"on valid), trained over the seeds by `python experiments/run.py {dataset} --tuned`.", "",
              *([pending, ""] if pending else []),

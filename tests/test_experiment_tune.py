@@ -40,6 +40,7 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
     assert set(ledger) == {"bprmf", "lightgcn"}
     for model, record in ledger.items():
         assert record["trials"] == 3 and sum(record["states"].values()) == 3
+        assert record["hardware"].startswith("CPU: ") and record["hardware"].endswith(", 1 torch thread)")
         assert record["budget"] == {"trials": 3, "set": TINY[2:], "trial_set": ["train.epochs=2"], "seed": 0,
                                     "prune_warmup": tune.PRUNE_WARMUP}
         trials = (tmp_path / "runs" / "dbbook2014" / model / "study" / "trials.csv").read_text()
@@ -54,6 +55,7 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
             assert config[section][name] == pytest.approx(value)
     page = (folder / "tuning.md").read_text()
     assert "| BPRMF " in page and "| LightGCN " in page and "3 trials; `train.epochs=2`" in page
+    assert f"Hardware (every row): {ledger['bprmf']['hardware']}." in page
     assert {**tracked("tun*"), **tracked("tuned/*")} == before
 
     # a resumed sweep runs no trial again: the studies hold their 3 finished trials

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -26,13 +27,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def describe_hardware(device: torch.device, world_size: int = 1) -> str:
+def describe_hardware(device: torch.device, world_size: int = 1, threads: Optional[int] = None) -> str:
     """``"CPU: AMD EPYC 9R14 (2 cores, 1 torch thread)"`` or ``"GPU: NVIDIA H100 80GB HBM3"``, prefixed with
-    ``"4 x "`` for a run over ``world_size`` processes."""
+    ``"4 x "`` for a run over ``world_size`` processes; ``threads`` (default: this process's torch threads) is
+    the intra-op thread count the work ran with."""
     if device.type == "cuda":
         where = f"GPU: {torch.cuda.get_device_name(device)}"
     else:
-        threads = torch.get_num_threads()
+        threads = threads or torch.get_num_threads()
         where = (f"CPU: {cpu_name()} ({usable_cores()} cores, {threads} torch thread{'s' if threads > 1 else ''})"
                  if device.type == "cpu" else device.type)
     return f"{world_size} x {where}" if world_size > 1 else where
