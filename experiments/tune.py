@@ -111,8 +111,9 @@ def budget_problems(ledger: dict, budget: dict) -> list:
 
 
 def tuned_config(args: argparse.Namespace, model: str, params: dict) -> str:
-    """The YAML of ``model``'s tuned config: its published config, ``--set``, the best parameters, no epoch cap."""
-    overrides = [*args.set, *overrides_for(params), *CONVERGE]
+    """The YAML of ``model``'s tuned config: its published config, ``--set`` (but the run-only keys: a study run
+    on a GPU or with one thread does not pin its tuned config there), the best parameters, no epoch cap."""
+    overrides = [*base.setting_overrides(args.set), *overrides_for(params), *CONVERGE]
     return load_run_config(HERE / args.dataset / f"{model}.yaml", overrides).to_yaml()
 
 

@@ -50,6 +50,7 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
         config = yaml.safe_load(text)
         assert config["train"]["epochs"] == tune.NO_CAP and config["train"]["patience"] == 10
         assert config["data"]["dataset"] == "synthetic" and config["data"]["synthetic_users"] == 80  # --set is kept
+        assert config["train"]["threads"] is None and config["train"]["progress"] is True  # but its run-only keys
         for key, value in record["best_params"].items():
             section, name = key.split(".")
             assert config[section][name] == pytest.approx(value)
