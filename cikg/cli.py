@@ -526,9 +526,21 @@ def _configure_logging(verbose: int) -> None:
         logging.getLogger("cikg.data.io").setLevel(logging.ERROR)  # load warnings are printed by the commands
 
 
+def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """Parse ``argv``, letting ``key=value`` overrides follow options (``cikg train CONFIG --run-dir D k=v``):
+    argparse ends a ``nargs="*"`` positional at the first option, so overrides after one come back unparsed."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in token and not token.startswith("-") for token in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = _parse(parser, list(argv) if argv is not None else sys.argv[1:])
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -123,3 +123,24 @@ def test_the_command_line_starts_without_the_heavy_optional_libraries():
     code = f"import sys, cikg.cli; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded
+
+
+@pytest.mark.parametrize("command", [["train", "c.yaml", "--run-dir", "runs/x"],
+                                     ["tune", "c.yaml", "--space", "s.yaml", "--trials", "3"]])
+def test_overrides_may_follow_options(command):
+    """argparse ends ``overrides`` at the first option; the ones after it still count, in their order."""
+    from cikg.cli import _parse
+
+    args = _parse(build_parser(), [command[0], command[1], "train.lr=1e-3", *command[2:], "model.dim=8",
+                                   "train.epochs=2"])
+    assert args.config == "c.yaml" and args.overrides == ["train.lr=1e-3", "model.dim=8", "train.epochs=2"]
+
+
+def test_a_stray_argument_after_the_options_is_still_refused(capsys):
+    from cikg.cli import _parse
+
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(build_parser(), ["train", "c.yaml", "--run-dir", "runs/x", "train.lr=1e-3", "oops"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: train.lr=1e-3 oops" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides takes no key=value either
+        _parse(build_parser(), ["data", "stats", "dbbook2014", "train.lr=1e-3"])
