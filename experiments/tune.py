@@ -262,4 +262,8 @@ def main(argv: list = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("tune.py: interrupted; the studies resume from their last finished trial", file=sys.stderr)
+        raise SystemExit(130)
