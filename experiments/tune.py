@@ -55,6 +55,8 @@ STUDY_SEED = 0
 PRUNE_WARMUP = 10
 """Epochs of each trial never pruned: a trial's first epochs say little about where it ends (a lower learning rate
 starts slower), and pruning on them favours the fastest starters."""
+PRUNE_STARTUP = 5
+"""Trials of every study that are never pruned (the median pruner's start)."""
 
 
 def parse_args(argv: list) -> argparse.Namespace:
@@ -204,9 +206,9 @@ def render(dataset: str, ledger: dict) -> str:
                        r["budget"]["seed"], r["budget"]["prune_warmup"]) for r in ledger.values()})
     lines = [f"# {dataset}: tuning (Optuna, selection on the validation split)", "",
              "One study per model: TPE sampler, median pruning on the validation metric after every epoch (the "
-             "first 5 trials run in full, and no trial is pruned before its warm-up epochs; a trial stopped by the end of "
-             "its process is kept but not counted, and the study runs until the budget's trials have finished or "
-             "been pruned); the search spaces are "
+             f"first {PRUNE_STARTUP} trials run in full, and no trial is pruned before its warm-up epochs; a trial "
+             "stopped by the end of its process is kept but not counted, and the study runs until the budget's trials "
+             "have finished or been pruned); the search spaces are "
              "the `<model>.space.yaml` files beside the configs. Budget (trials; trial budget; overrides kept in the "
              "tuned config; study seed; warm-up epochs): " + "; ".join(
                  f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}; {warmup} warm-up epochs"
@@ -246,8 +248,8 @@ def main(argv: list = None) -> int:
             copy_study(kept, study_dir / "study.db")
         keep = [lambda study, trial, db=study_dir / "study.db", to=kept: copy_study(db, to)] if args.publish else []
         result = tune(HERE / args.dataset / f"{model}.yaml", space_of(args.dataset, model), args.trials, study_dir,
-                      overrides=[*args.set, *args.trial_set], seed=args.seed, prune_warmup=args.prune_warmup,
-                      callbacks=keep)
+                      overrides=[*args.set, *args.trial_set], seed=args.seed, prune_startup=PRUNE_STARTUP,
+                      prune_warmup=args.prune_warmup, callbacks=keep)
         if args.publish:
             copy_study(study_dir / "study.db", kept)
         record = study_record(args, model, result, command)
@@ -266,4 +268,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except KeyboardInterrupt:
         print("tune.py: interrupted; the studies resume from their last finished trial", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
