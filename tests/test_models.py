@@ -158,6 +158,32 @@ def test_info_nce_matches_hand_computation():
     assert float(info_nce(anchor, candidates, positive, tau)) == pytest.approx((l0 + l1) / 2, rel=1e-6)
 
 
+@pytest.mark.parametrize("tau", [0.2, 0.01])  # shifted by the norm bound / by the row maximum (1/tau > 40)
+def test_info_nce_matches_torch_cross_entropy_value_and_gradients(tau):
+    g = torch.Generator().manual_seed(3)
+    anchor = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    anchor[4] = 0.0  # a zero row: every logit 0
+    anchor.requires_grad_()
+    candidates = torch.randn(23, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    positive = torch.tensor([0, 3, 3, 22, 12, 0, 7, 7, 1])
+    reference = torch.nn.functional.cross_entropy(
+        torch.nn.functional.normalize(anchor, dim=-1) @ torch.nn.functional.normalize(candidates, dim=-1).t() / tau,
+        positive)
+    fused = info_nce(anchor, candidates, positive, tau)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-12)
+    for got, want in zip(torch.autograd.grad(fused, (anchor, candidates)),
+                         torch.autograd.grad(reference, (anchor, candidates))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_info_nce_refuses_a_second_backward_through_one_graph():
+    anchor, candidates = torch.randn(4, 3, requires_grad=True), torch.randn(6, 3)
+    loss = info_nce(anchor, candidates, torch.tensor([0, 1, 2, 3]), 0.5)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()
+
+
 @pytest.mark.parametrize("max_logits", [1, 7 * 5, 7 * 13, 7 * 40])  # one candidate per block ... all but one block
 def test_blocked_info_nce_matches_dense_value_and_gradients(max_logits):
     g = torch.Generator().manual_seed(max_logits)

@@ -218,9 +218,50 @@ def info_nce(anchor: Tensor, candidates: Tensor, positive: Tensor, temperature: 
     """
     a, c = F.normalize(anchor, dim=-1) / temperature, F.normalize(candidates, dim=-1)
     if max_logits is None or a.shape[0] * c.shape[0] <= max_logits:
-        return F.cross_entropy(a @ c.t(), positive)  # fused log-softmax: fewer passes over [B, M] than logsumexp
+        return _DenseInfoNCE.apply(a, c, positive)
     block = max(1, max_logits // max(1, a.shape[0]))
     return _BlockedInfoNCE.apply(a, c, positive, block)
+
+
+class _DenseInfoNCE(torch.autograd.Function):
+    """``cross_entropy(a @ c.T, positive)`` for unit-norm (or zero) candidate rows ``c``, in fewer passes over the
+    ``[B, M]`` logits than torch's log-softmax (1.8x faster forward + backward on CPU, ``docs/benchmarks.md``).
+
+    Since :math:`|a_b \cdot c_m| \le \lVert a_b \rVert`, the logits are shifted by :math:`\lVert a_b \rVert`
+    instead of their row maximum: one GEMM with the shift as its bias, one ``exp`` and one sum; the backward
+    scales the saved exponentials into ``softmax * grad / B`` in place. Above a shift of
+    :data:`MAX_SHIFT` (temperature below 1/40) an exponential could underflow, and the row maximum is used.
+    """
+
+    MAX_SHIFT = 40.0  # exp(-2 * 40) is still a normal float32
+
+    @staticmethod
+    def forward(ctx, a: Tensor, c: Tensor, positive: Tensor) -> Tensor:  # type: ignore[override]
+        shift = a.norm(dim=1, keepdim=True)
+        if float(shift.max()) <= _DenseInfoNCE.MAX_SHIFT:
+            exps = torch.addmm(-shift, a, c.t()).exp_()
+        else:
+            logits = a @ c.t()
+            shift = logits.amax(dim=1, keepdim=True)
+            exps = logits.sub_(shift).exp_()
+        total = exps.sum(dim=1, keepdim=True)
+        loss = (total.log() + shift).squeeze(1) - (a * c[positive]).sum(-1)
+        ctx.save_for_backward(a, c, positive, exps, total)
+        ctx.consumed = False
+        return loss.mean()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        if ctx.consumed:
+            raise RuntimeError("info_nce's backward runs once (it scales its saved softmax in place)")
+        ctx.consumed = True
+        a, c, positive, exps, total = ctx.saved_tensors
+        scale = grad_out / a.shape[0]
+        weights = exps.mul_(scale / total)  # softmax * scale, [B, M]
+        grad_a, grad_c = weights @ c, weights.t() @ a
+        grad_a -= c[positive] * scale  # the one-hot part of softmax - onehot
+        grad_c.index_add_(0, positive, -a * scale)
+        return grad_a, grad_c, None
 
 
 class _BlockedInfoNCE(torch.autograd.Function):
