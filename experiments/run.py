@@ -79,15 +79,17 @@ PROPOSED = "CIKGRec"
 
 
 @contextlib.contextmanager
-def locked_ledger(path: Path) -> Iterator[dict]:
-    """The ledger, read and written back under an exclusive lock (several sweeps may share it)."""
+def locked_ledger(path: Path, sort: bool = True) -> Iterator[dict]:
+    """The ledger, read and written back under an exclusive lock (several sweeps may share it); ``sort=False``
+    keeps its rows in the order they were added (a results page shows them in that order)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ledger = json.loads(path.read_text()) if path.is_file() else {}
         yield ledger
+        rows = dict(sorted(ledger.items())) if sort else ledger
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dict(sorted(ledger.items())), indent=1, ensure_ascii=False) + "\n")
+        tmp.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
         tmp.replace(path)
 
 
@@ -535,8 +537,9 @@ def main(argv: list = None) -> int:
     for label, (name, extra) in ({} if args.render_only else jobs).items():
         runs = [run_one(args.dataset, name, seed, [*args.set, *extra], out / ("tuned" if args.tuned else ""), label,
                         args.replace) for seed in args.seeds]
-        ledger[label] = summarise(label, runs, command, settings[label], ledger_path.parent / "per_user")
-        ledger_path.write_text(json.dumps(ledger, indent=1, ensure_ascii=False) + "\n")  # a row lands as it ends
+        row = summarise(label, runs, command, settings[label], ledger_path.parent / "per_user")
+        with locked_ledger(ledger_path, sort=False) as ledger:  # a row lands as it ends, beside other sweeps' rows
+            ledger[label] = row
     if not ledger:
         print(f"experiments/run.py: error: {ledger_path}: no ledger to render", file=sys.stderr)
         return 2

@@ -59,6 +59,25 @@ def test_a_sweep_writes_its_own_ledger_unless_published(scripts, tmp_path, capsy
     assert replaced["settings"]["train.lr"] == 0.01 and replaced["seeds"] == [0]
 
 
+def test_a_row_written_by_another_sweep_meanwhile_is_kept(scripts, tmp_path, monkeypatch):
+    """Two sweeps may share a ledger (one per core): each row is added under the ledger's lock, to the ledger as
+    it is then, not as it was when the sweep started."""
+    run, _ = scripts
+    out = tmp_path / "runs"
+    ledger_path = out / "dbbook2014" / "results.json"
+    real_run_one = run.run_one
+
+    def run_one_while_another_sweep_lands_a_row(*args, **kwargs):
+        with run.locked_ledger(ledger_path, sort=False) as ledger:
+            ledger["Other sweep's row"] = {"label": "Other sweep's row"}
+        return real_run_one(*args, **kwargs)
+
+    monkeypatch.setattr(run, "run_one", run_one_while_another_sweep_lands_a_row)
+    monkeypatch.setattr(run, "render", lambda *args, **kwargs: ("page", ""))  # the foreign row has no figures
+    assert run.main(["dbbook2014", "--models", "lightgcn", "bprmf", "--seeds", "0", "--out", str(out),
+                     "--set", *TINY]) == 0
+    assert list(json.loads(ledger_path.read_text())) == ["Other sweep's row", "LightGCN", "BPRMF"]
+
 def test_published_rows_without_recorded_settings_are_resolved_from_their_command(scripts):
     run, _ = scripts
     ledger = json.loads((EXPERIMENTS / "dbbook2014" / "results.json").read_text())
