@@ -158,6 +158,9 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--render-only", action="store_true",
                         help="train nothing: re-render the page (and its sparse-gain page) from the ledger")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of the paired tests")
+    parser.add_argument("--missing", action="store_true",
+                        help="train only the rows the ledger lacks: a row it holds with these settings and at least "
+                             "these seeds is kept as it is (a sweep resumed on a machine without its run dirs)")
     return parser.parse_args(argv)
 
 
@@ -216,6 +219,12 @@ def replacement_conflicts(dataset: str, ledger: dict, rows: dict, seeds: list) -
         elif not set(ledger[label]["seeds"]) <= set(seeds):
             problems.append(f"row {label!r} has seeds {ledger[label]['seeds']}, this sweep only {seeds}")
     return problems
+
+
+def already_in(ledger: dict, label: str, settings: dict, dataset: str, seeds: list) -> bool:
+    """The ledger holds ``label``'s row with ``settings`` and at least ``seeds`` (``--missing`` skips it)."""
+    return (label in ledger and set(seeds) <= set(ledger[label].get("seeds", []))
+            and recorded_settings(dataset, ledger[label]) == settings)
 
 
 def superseded(run_dir: Path, config) -> bool:
@@ -527,6 +536,12 @@ def main(argv: list = None) -> int:
     ledger_path = target.with_suffix(".json")
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     settings = {label: row_settings(args.dataset, name, [*args.set, *extra]) for label, (name, extra) in jobs.items()}
+    if args.missing:
+        done = [label for label in jobs if already_in(ledger, label, settings[label], args.dataset, args.seeds)]
+        if done:
+            logging.info("--missing: %s already in %s", ", ".join(done), ledger_path)
+        jobs = {label: job for label, job in jobs.items() if label not in done}
+        settings = {label: settings[label] for label in jobs}
     conflicts = replacement_conflicts(args.dataset, ledger, settings, args.seeds)
     if conflicts and not args.replace and not args.render_only:
         print(f"experiments/run.py: error: {ledger_path}: {'; '.join(conflicts)}; nothing was run. Write to "

@@ -78,6 +78,21 @@ def test_a_row_written_by_another_sweep_meanwhile_is_kept(scripts, tmp_path, mon
                      "--set", *TINY]) == 0
     assert list(json.loads(ledger_path.read_text())) == ["Other sweep's row", "LightGCN", "BPRMF"]
 
+def test_missing_trains_only_the_rows_the_ledger_lacks(scripts, tmp_path, monkeypatch):
+    run, _ = scripts
+    out = tmp_path / "runs"
+    argv = ["dbbook2014", "--models", "bprmf", "lightgcn", "--seeds", "0", "--out", str(out), "--set", *TINY]
+    assert run.main(argv[:3] + argv[4:]) == 0  # BPRMF alone
+    trained = []
+    real_run_one = run.run_one
+    monkeypatch.setattr(run, "run_one", lambda *a, **k: trained.append((a[1], a[2])) or real_run_one(*a, **k))
+    assert run.main([*argv, "--missing"]) == 0
+    assert trained == [("lightgcn", 0)]
+    assert list(json.loads((out / "dbbook2014" / "results.json").read_text())) == ["BPRMF", "LightGCN"]
+    trained.clear()  # more seeds, or other settings, are not "already in"
+    assert run.main([*argv[:5], "0", "1", *argv[6:], "--missing"]) == 0
+    assert trained == [("bprmf", 0), ("bprmf", 1), ("lightgcn", 0), ("lightgcn", 1)]
+
 def test_published_rows_without_recorded_settings_are_resolved_from_their_command(scripts):
     run, _ = scripts
     ledger = json.loads((EXPERIMENTS / "dbbook2014" / "results.json").read_text())

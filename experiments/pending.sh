@@ -1,0 +1,38 @@
+#!/bin/bash
+# Issue 17's compute still pending on the CPU, as two lanes for a 2-core machine (one torch thread each).
+# Every step resumes: a study from its committed tuned/<model>.study.db, a sweep with --missing skips the rows
+# its ledger already holds (a row lands when all its seeds end; a seed's run dir resumes on the same machine).
+# Re-run it in each session from the repository root; commit the ledgers, pages and study DBs as they land
+# (experiments/NOTES.md, "Tuned protocol"); stop it with Ctrl-C or SIGTERM (both lanes end with it).
+#   bash experiments/pending.sh            # both lanes, logs in runs/pending/
+#   LANES=2 bash experiments/pending.sh    # one lane only
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+SEEDS="0 1 2 3 4"
+RUN="--set train.threads=1 train.progress=false --publish"
+mkdir -p runs/pending
+
+lane1() {  # the tuned dbbook2014 rows of the models without an item-KG encoder, then the ablations
+  $PY experiments/run.py dbbook2014 --tuned --models bprmf lightgcn lightgcn-cikg simgcl cikgrec \
+    --seeds $SEEDS --missing $RUN &&
+  $PY experiments/run.py dbbook2014 --tuned --ablations --seeds $SEEDS --missing $RUN
+}
+
+lane2() {  # the KG models on dbbook2014, then book-crossing: studies, tuned rows, ablations
+  $PY experiments/tune.py dbbook2014 --models kgat --trials 20 $RUN &&
+  $PY experiments/run.py dbbook2014 --tuned --models kgin kgat --seeds $SEEDS --missing $RUN &&
+  $PY experiments/tune.py book-crossing --trials 20 $RUN &&
+  $PY experiments/run.py book-crossing --tuned --seeds $SEEDS --missing $RUN &&
+  $PY experiments/run.py book-crossing --tuned --ablations --seeds $SEEDS --missing $RUN
+}
+
+stop() {  # each lane's running step, then the lane itself
+  for lane in $(jobs -p); do pkill -TERM -P "$lane"; kill -TERM "$lane" 2>/dev/null; done
+  wait; exit 130
+}
+trap stop INT TERM
+for lane in ${LANES:-1 2}; do
+  lane$lane > "runs/pending/lane$lane.log" 2>&1 &
+done
+wait
