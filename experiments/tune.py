@@ -200,7 +200,7 @@ def render(dataset: str, ledger: dict) -> str:
     rows = [{"model": r["model"], "trials (finished, pruned, stopped)": trial_counts(r),
              f"best valid {r['metric']}": f"{r['best_value']:.4f}",
              "best parameters": ", ".join(f"`{p}`" for p in format_params(r["best_params"])),
-             "minutes": r["minutes"]} for r in ledger.values()]
+             "trial minutes (sum)": r["minutes"]} for r in ledger.values()]
     pending = pending_line(dataset, ledger)
     budgets = sorted({(r["budget"]["trials"], " ".join(r["budget"]["trial_set"]), " ".join(r["budget"]["set"]),
                        r["budget"]["seed"], r["budget"]["prune_warmup"]) for r in ledger.values()})
