@@ -13,10 +13,16 @@ SEEDS="0 1 2 3 4"
 RUN="--set train.threads=1 train.progress=false --publish"
 mkdir -p runs/pending
 
-lane1() {  # the tuned dbbook2014 rows of the models without an item-KG encoder, then the ablations
+lane1() {  # the tuned dbbook2014 rows of the models without an item-KG encoder, the ablations, then the
+  # augmentation tables again with a ledger (their CTR columns; the same commands as the published pages)
   $PY experiments/run.py dbbook2014 --tuned --models bprmf lightgcn lightgcn-cikg simgcl cikgrec \
     --seeds $SEEDS --missing $RUN &&
-  $PY experiments/run.py dbbook2014 --tuned --ablations --seeds $SEEDS --missing $RUN
+  $PY experiments/run.py dbbook2014 --tuned --ablations --seeds $SEEDS --missing $RUN &&
+  $PY experiments/augment.py dbbook2014 --methods none kar kar+gate reki-col:10 reki-col:50 reki-col:50+gate \
+    reki-col:200 reki-both:50 reki-col-llm:10 reki-col-llm:50 llmcf coco --models lightgcn cikgrec --seeds 0 1 2 \
+    --threads 1 --publish &&
+  $PY experiments/augment.py book-crossing --methods none kar kar+gate reki-col:50 reki-col:50+gate reki-both:50 \
+    reki-col-llm:50 llmcf coco --models lightgcn cikgrec --seeds 0 1 2 --threads 1 --publish
 }
 
 lane2() {  # the KG models on dbbook2014, then book-crossing: studies, tuned rows, ablations
