@@ -3,7 +3,8 @@
     python experiments/collect.py            # copy the pages as they are
     python experiments/collect.py --render   # first re-render every page that has a ledger, from it
 
-Reads, for dbbook2014, book-crossing and ml1m, first the tuned table ``results-tuned.md`` (``run.py --tuned``),
+Opens with a headline table drawn from the results ledgers (:func:`headline`: every model on every dataset, its
+tuned row where it has one). Then reads, for dbbook2014, book-crossing and ml1m, first the tuned table ``results-tuned.md`` (``run.py --tuned``),
 its sparse-gain page and ``tuning.md`` (``experiments/tune.py``) where they exist, then ``results.md`` (written by
 ``experiments/run.py``), its ``results-sparse-gain.md`` (CIKGRec's gain over the best baseline per user group),
 ``ablations.md`` (``run.py --ablations``), ``augment.md`` (augmentation runs), ``interests.md``
@@ -22,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from cikg._io import write_text_atomic
 
 HERE = Path(__file__).resolve().parent
@@ -37,13 +40,101 @@ LEDGERS = (("results-tuned.json", ["--tuned"]), ("ablations-tuned.json", ["--abl
 """The ledgers ``run.py`` renders pages from, with the flag that selects each."""
 PREAMBLE = """# Results
 
-Reproduced on the CIKGRec paper's three datasets (`../shared/data`), CPU only (2 cores). Every table below
-is copied by `python experiments/collect.py` from `experiments/<dataset>/*.md`, which the command written
-above each table produced; figures are test-split metrics at the epoch selected on the validation split
-carved from train (never on test), averaged over the seeds named in the table; each table says what its ±
-is (pages rendered since issue 17: the half-width of the 95% Student-t interval, with CIKGRec's paired test
-against the strongest baseline where per-user files exist; pages rendered before: the population std).
+Reproduced on the CIKGRec paper's three datasets (`../shared/data`), CPU only (2 cores). The headline table is
+drawn by `python experiments/collect.py` from the ledgers `experiments/<dataset>/results[-tuned].json`; every
+other table is copied by it from `experiments/<dataset>/*.md`, which the command written above each table
+produced; figures are test-split metrics at the epoch selected on the validation split carved from train
+(never on test), averaged over the seeds named in the table; each table says what its ± is (pages rendered
+since issue 17: the half-width of the 95% Student-t interval, with CIKGRec's paired test against the strongest
+baseline where per-user files exist; pages rendered before: the population std).
 """
+
+
+HEADLINE_METRICS = {"recall@20": "R@20", "ndcg@20": "N@20"}
+UNTUNED = "°"
+"""Marks a headline cell taken from the untuned table (``results.md``): the model has no tuned row there yet."""
+
+
+def run_script():
+    """``experiments/run.py`` as a module (its ledger cells and model names)."""
+    sys.path.insert(0, str(HERE))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(HERE))
+    return run
+
+
+def read_ledger(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def headline_order() -> list:
+    """The models' labels, the baselines in :data:`run.MODELS` order, then the proposed model."""
+    run = run_script()
+    return [label for label in run.MODELS.values() if label != run.PROPOSED] + [run.PROPOSED]
+
+
+def headline_rows(dataset: str, root: Path = HERE) -> dict:
+    """``{label: (row, tuned)}`` of ``dataset``: each model's tuned row where it has one, else its untuned row."""
+    tuned = read_ledger(root / dataset / "results-tuned.json")
+    untuned = read_ledger(root / dataset / "results.json")
+    rows = {}
+    for label in headline_order():
+        if label in tuned:
+            rows[label] = (tuned[label], True)
+        elif label in untuned:
+            rows[label] = (untuned[label], False)
+    return rows
+
+
+def headline_table(root: Path = HERE) -> pd.DataFrame:
+    """Models x (dataset, metric): test Recall@20 and NDCG@20, tuned where tuned (:func:`headline_rows`); the best
+    mean of a column in bold, among the tuned rows where the dataset has any; ``n/a`` where the model has no
+    config for the dataset (KGIN needs an item KG), ``not run`` where it has one but no row yet."""
+    run = run_script()
+    order = headline_order()
+    table = pd.DataFrame(index=order)
+    for dataset in DATASETS:
+        rows = headline_rows(dataset, root)
+        has_tuned = any(tuned for _, tuned in rows.values())
+        for metric, short in HEADLINE_METRICS.items():
+            rivals = {label: row["mean"][metric] for label, (row, tuned) in rows.items() if tuned or not has_tuned}
+            best = max(rivals, key=rivals.get) if rivals else None
+            column = []
+            for label in order:
+                key = next(k for k, v in run.MODELS.items() if v == label)
+                if label in rows:
+                    row, tuned = rows[label]
+                    value = run.cell(row, metric) + ("" if tuned else UNTUNED)
+                    column.append(f"**{value}**" if label == best else value)
+                else:
+                    column.append("not run" if (root / dataset / f"{key}.yaml").is_file() else "n/a")
+            table[f"{dataset} {short}"] = column
+    return table
+
+
+def headline(root: Path = HERE) -> str:
+    """The section ``docs/results.md`` opens with: :func:`headline_table` and what each dataset's cells are."""
+    lines = ["## Headline: every model on every dataset", "",
+             "Test Recall@20 and NDCG@20, mean ± the half-width of the 95% Student-t interval over the row's seeds "
+             "(± std† for rows recorded before their per-seed figures were kept). Unmarked cells are tuned and "
+             "converged (`results-tuned.md`: one Optuna study per model under one budget, no epoch cap); "
+             f"{UNTUNED} marks the untuned published budget (`results.md`, lr 5e-3 and an epoch cap) where the "
+             "model has no tuned row yet. Bold: the best of a column among its tuned rows (among all where none "
+             "is tuned). n/a: the model does not apply (KGIN needs an item KG; ml1m has none). Each dataset's "
+             "section below has the full table, its commands and CIKGRec's paired test.", "",
+             headline_table(root).to_markdown(), ""]
+    for dataset in DATASETS:
+        rows = headline_rows(dataset, root)
+        parts = []
+        for tuned, name in ((True, "tuned and converged"), (False, f"untuned{UNTUNED}")):
+            labels = [label for label, (_, t) in rows.items() if t == tuned]
+            seeds = sorted({tuple(row["seeds"]) for label, (row, t) in rows.items() if t == tuned})
+            if labels:
+                parts.append(f"{name} {', '.join(labels)} (seeds {' / '.join(', '.join(map(str, s)) for s in seeds)})")
+        lines.append(f"- {dataset}: {'; '.join(parts) if parts else 'no rows yet'}.")
+    return "\n".join(lines) + "\n"
 
 
 def demote(markdown: str, levels: int = 2) -> str:
@@ -88,7 +179,7 @@ def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
 
 
 def collect(notes: str = "", root: Path = HERE) -> str:
-    sections = [PREAMBLE, notes] if notes else [PREAMBLE]
+    sections = [PREAMBLE, headline(root), notes] if notes else [PREAMBLE, headline(root)]
     for dataset in DATASETS:
         parts = [(title, root / dataset / name) for name, title in PARTS if (root / dataset / name).is_file()]
         sections.append(f"## {dataset}\n")

@@ -210,6 +210,36 @@ def test_rows_without_per_user_files_show_no_p_values(scripts):
     assert f"{row['mean']['recall@20']:.4f} ± {row['std']['recall@20']:.4f}†" in page  # legacy row: std, marked
 
 
+def test_the_headline_takes_each_models_tuned_row_where_it_has_one(experiment, tmp_path):
+    """docs/results.md opens with every model on every dataset: the tuned row where the model has one, else its
+    untuned row marked, the best tuned mean of a column in bold, and n/a where the model has no config."""
+    collect = experiment("collect")
+    from cikg.eval.stats import mean_ci
+
+    def row(*recalls):
+        seeds = [{"recall@20": r, "ndcg@20": r / 2} for r in recalls]
+        return {"seeds": list(range(len(recalls))), "per_seed": seeds,
+                "mean": {m: sum(s[m] for s in seeds) / len(seeds) for m in ("recall@20", "ndcg@20")}}
+
+    folder = tmp_path / "dbbook2014"
+    folder.mkdir()
+    for model in ("bprmf", "lightgcn", "cikgrec", "simgcl"):  # KGAT, KGIN and LightGCN-CIKG have no config here
+        (folder / f"{model}.yaml").write_text("")
+    (folder / "results-tuned.json").write_text(json.dumps({"LightGCN": row(0.30, 0.32), "CIKGRec": row(0.29, 0.30)}))
+    (folder / "results.json").write_text(json.dumps({"LightGCN": row(0.1, 0.1), "BPRMF": row(0.40, 0.42)}))
+    table = collect.headline_table(tmp_path)
+    assert list(table.index)[-1] == "CIKGRec" and "KGIN" in table.index
+    assert table.loc["LightGCN", "dbbook2014 R@20"] == f"**{mean_ci([0.30, 0.32]).cell()}**"  # tuned beats untuned
+    assert table.loc["CIKGRec", "dbbook2014 R@20"] == mean_ci([0.29, 0.30]).cell()
+    # the untuned BPR-MF row is shown, marked, and never bold though its mean is the highest
+    assert table.loc["BPRMF", "dbbook2014 R@20"] == mean_ci([0.40, 0.42]).cell() + collect.UNTUNED
+    assert table.loc["SimGCL", "dbbook2014 N@20"] == "not run" and table.loc["KGIN", "dbbook2014 N@20"] == "n/a"
+    assert (table["ml1m R@20"] == "n/a").all()  # nothing configured for it in this tree
+    page = collect.headline(tmp_path)
+    assert "- dbbook2014: tuned and converged LightGCN, CIKGRec (seeds 0, 1); untuned° BPRMF (seeds 0, 1)." in page
+    assert collect.collect(root=tmp_path).index("## Headline") < collect.collect(root=tmp_path).index("## dbbook2014")
+
+
 def test_docs_results_md_is_what_collect_writes_from_the_pages(experiment):
     """docs/results.md is only ever written by experiments/collect.py: no figure there is missing from (or
     differs from) the experiment pages and notes."""
