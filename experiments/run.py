@@ -324,17 +324,23 @@ def best_baseline(ledger: dict) -> str:
     return max(baselines, key=baselines.get) if baselines else ""
 
 
+def row_per_user(ledger: dict, ledger_dir: Path, label: str):
+    """The per-user test metrics of a ledger row (all its seeds), or ``None`` where the row kept none (rows from
+    before per-user files were kept)."""
+    path = ledger[label].get("per_user")
+    if not path or not (ledger_dir / path).is_file():
+        return None
+    return pd.read_csv(ledger_dir / path, dtype={"user": str})
+
+
 def per_user_pair(ledger: dict, ledger_dir: Path):
     """``(best baseline, CIKGRec's per-user frame, the baseline's)``, or ``None`` where either row lacks its
     per-user file (rows from before they were kept) or there is no CIKGRec row or baseline."""
     best = best_baseline(ledger)
     if PROPOSED not in ledger or not best:
         return None
-    paths = [ledger[label].get("per_user") for label in (PROPOSED, best)]
-    if not all(paths) or not all((ledger_dir / p).is_file() for p in paths):
-        return None
-    frames = [pd.read_csv(ledger_dir / p, dtype={"user": str}) for p in paths]
-    return best, frames[0], frames[1]
+    frames = [row_per_user(ledger, ledger_dir, label) for label in (PROPOSED, best)]
+    return None if any(f is None for f in frames) else (best, *frames)
 
 
 def paired_tests(pair, resamples: int) -> dict:
@@ -343,15 +349,36 @@ def paired_tests(pair, resamples: int) -> dict:
     return {metric: compare_models(proposed, baseline, metric, resamples=resamples) for metric in TESTED}
 
 
-def mean_std_table(ledger: dict, tests: dict = None, best: str = "") -> pd.DataFrame:
-    """The main table; with ``tests`` (:func:`paired_tests`) a column of CIKGRec's paired p-values."""
+def ablation_tests(ledger: dict, ledger_dir: Path, resamples: int) -> dict:
+    """``{label: {metric: (wilcoxon, bootstrap)}}``: each ablation row against the full CIKGRec, paired over
+    users like :func:`paired_tests`, for the rows that kept per-user files (none without the full row's)."""
+    full = row_per_user(ledger, ledger_dir, PROPOSED) if ledger_dir is not None and PROPOSED in ledger else None
+    if full is None:
+        return {}
+    tests = {}
+    for label in ledger:
+        frame = None if label == PROPOSED else row_per_user(ledger, ledger_dir, label)
+        if frame is not None:
+            tests[label] = {metric: compare_models(frame, full, metric, resamples=resamples) for metric in TESTED}
+    return tests
+
+
+def p_cell(tests: dict) -> str:
+    """``"0.041 / 2.0e-06"``: the Wilcoxon p-values of ``{metric: (wilcoxon, bootstrap)}`` for :data:`TESTED`."""
+    return " / ".join(format_p(tests[m][0].p_value) for m in TESTED)
+
+
+ABLATION_P = "vs full CIKGRec (p, Wilcoxon: R@20 / N@20)"
+BASELINE_P = "vs best baseline (p, Wilcoxon: R@20 / N@20)"
+
+
+def mean_std_table(ledger: dict, p_cells: dict = None, p_title: str = BASELINE_P) -> pd.DataFrame:
+    """The main table; with ``p_cells`` (``{label: text}``) a ``p_title`` column of paired p-values."""
     table = {}
     for label, row in ledger.items():
         table[label] = {c: cell(row, c) for c in COLUMNS}
-        if tests:
-            table[label]["vs best baseline (p, Wilcoxon: R@20 / N@20)"] = (
-                " / ".join(format_p(tests[m][0].p_value) for m in TESTED) if label == PROPOSED
-                else "best baseline" if label == best else "")
+        if p_cells:
+            table[label][p_title] = p_cells.get(label, "")
         table[label]["best epochs"] = ", ".join(map(str, row["best_epochs"]))
         table[label]["seeds"] = ", ".join(map(str, row["seeds"]))
     return pd.DataFrame(table).T
@@ -465,6 +492,12 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
     pair = None if ablations or ledger_dir is None else per_user_pair(ledger, ledger_dir)
     tests = paired_tests(pair, resamples) if pair else {}
     best = pair[0] if pair else ""
+    against_full = ablation_tests(ledger, ledger_dir, resamples) if ablations else {}
+    if against_full:
+        table = mean_std_table(ledger, {PROPOSED: "full model", **{k: p_cell(v) for k, v in against_full.items()}},
+                               ABLATION_P)
+    else:
+        table = mean_std_table(ledger, {PROPOSED: p_cell(tests), best: "best baseline"} if tests else None)
     commands = {}
     for label, row in ledger.items():
         commands.setdefault(row["command"], []).append(label)
@@ -484,8 +517,8 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
         f"`experiments/{dataset}/{'ablations' if ablations else 'results'}{'-tuned' if tuned else ''}.json` and "
         "adds to them):", "",
         *[f"- `{command}`: {', '.join(labels)}" for command, labels in commands.items()], "",
-        mean_std_table(ledger, tests, best).to_markdown(disable_numparse=True), "",
-        *paired_section(ledger, tests, best, ablations),
+        table.to_markdown(disable_numparse=True), "",
+        *paired_section(ledger, tests, best, ablations), *ablation_section(against_full, resamples),
         "## Sparse users: test Recall@20 per user-activity group (mean over seeds)", "",
         groups_table(ledger).to_markdown(floatfmt=".4f"), "",
         "## Test NDCG@20 per user-activity group", "", groups_table(ledger, "ndcg@20").to_markdown(floatfmt=".4f"), "",
@@ -511,6 +544,19 @@ def paired_section(ledger: dict, tests: dict, best: str, ablations: bool) -> lis
             f"and a paired bootstrap over users ({next(iter(tests.values()))[1].resamples} resamples, seeded; "
             "percentile interval of the mean difference, two-sided p).", "",
             tests_table(tests).to_markdown(disable_numparse=True), ""]
+
+
+def ablation_section(tests: dict, resamples: int) -> list:
+    """The lines saying what the ablations' p-value column is, and each row's difference with its interval."""
+    if not tests:
+        return []
+    rows = {label: {f"{metric} difference [95% CI]": f"{boot.mean_diff:+.4f} [{boot.ci[0]:+.4f}, {boot.ci[1]:+.4f}]"
+                    for metric, (_, boot) in by_metric.items()} for label, by_metric in tests.items()}
+    return [f"## Each ablation against the full {PROPOSED}", "",
+            "Paired over users as on the results page: each test user's metric averaged over the seeds both rows "
+            "ran, the Wilcoxon signed-rank p in the table above, and here the mean difference (ablation minus full "
+            f"model) with its paired-bootstrap 95% interval ({resamples} resamples, seeded).", "",
+            pd.DataFrame(rows).T.to_markdown(disable_numparse=True), ""]
 
 
 def main(argv: list = None) -> int:
