@@ -18,6 +18,7 @@ published before augment.py kept a ledger is copied as it is.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -55,32 +56,32 @@ UNTUNED = "°"
 """Marks a headline cell taken from the untuned table (``results.md``): the model has no tuned row there yet."""
 
 
-def run_script():
-    """``experiments/run.py`` as a module (its ledger cells and model names)."""
+def experiment_scripts(*names: str) -> list:
+    """The scripts ``experiments/<name>.py`` as modules, in the order named."""
     sys.path.insert(0, str(HERE))
     try:
-        import run
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.remove(str(HERE))
-    return run
 
 
 def read_ledger(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def headline_order() -> list:
-    """The models' labels, the baselines in :data:`run.MODELS` order, then the proposed model."""
-    run = run_script()
-    return [label for label in run.MODELS.values() if label != run.PROPOSED] + [run.PROPOSED]
+def headline_models(run) -> dict:
+    """``{config key: label}`` of :data:`run.MODELS`, the baselines in its order, then the proposed model."""
+    baselines = {key: label for key, label in run.MODELS.items() if label != run.PROPOSED}
+    proposed = {key: label for key, label in run.MODELS.items() if label == run.PROPOSED}
+    return {**baselines, **proposed}
 
 
-def headline_rows(dataset: str, root: Path = HERE) -> dict:
+def headline_rows(dataset: str, labels, root: Path = HERE) -> dict:
     """``{label: (row, tuned)}`` of ``dataset``: each model's tuned row where it has one, else its untuned row."""
     tuned = read_ledger(root / dataset / "results-tuned.json")
     untuned = read_ledger(root / dataset / "results.json")
     rows = {}
-    for label in headline_order():
+    for label in labels:
         if label in tuned:
             rows[label] = (tuned[label], True)
         elif label in untuned:
@@ -88,22 +89,27 @@ def headline_rows(dataset: str, root: Path = HERE) -> dict:
     return rows
 
 
-def headline_table(root: Path = HERE) -> pd.DataFrame:
-    """Models x (dataset, metric): test Recall@20 and NDCG@20, tuned where tuned (:func:`headline_rows`); the best
-    mean of a column in bold, among the tuned rows where the dataset has any; ``n/a`` where the model has no
-    config for the dataset (KGIN needs an item KG), ``not run`` where it has one but no row yet."""
-    run = run_script()
-    order = headline_order()
-    table = pd.DataFrame(index=order)
+def rows_by_dataset(run, root: Path = HERE) -> dict:
+    """``{dataset: headline_rows(...)}`` for every dataset, each ledger read once."""
+    labels = list(headline_models(run).values())
+    return {dataset: headline_rows(dataset, labels, root) for dataset in DATASETS}
+
+
+def headline_table(rows_of: dict, run, root: Path = HERE) -> pd.DataFrame:
+    """Models x (dataset, metric) from ``rows_of`` (:func:`rows_by_dataset`): test Recall@20 and NDCG@20,
+    tuned where tuned; the best mean of a column in bold, among the tuned rows where the dataset has any; ``n/a``
+    where the model has no config for the dataset (KGIN needs an item KG), ``not run`` where it has one but no row
+    yet."""
+    models = headline_models(run)
+    table = pd.DataFrame(index=list(models.values()))
     for dataset in DATASETS:
-        rows = headline_rows(dataset, root)
+        rows = rows_of[dataset]
         has_tuned = any(tuned for _, tuned in rows.values())
         for metric, short in HEADLINE_METRICS.items():
             rivals = {label: row["mean"][metric] for label, (row, tuned) in rows.items() if tuned or not has_tuned}
             best = max(rivals, key=rivals.get) if rivals else None
             column = []
-            for label in order:
-                key = next(k for k, v in run.MODELS.items() if v == label)
+            for key, label in models.items():
                 if label in rows:
                     row, tuned = rows[label]
                     value = run.cell(row, metric) + ("" if tuned else UNTUNED)
@@ -114,8 +120,21 @@ def headline_table(root: Path = HERE) -> pd.DataFrame:
     return table
 
 
+def seeds_line(dataset: str, rows: dict) -> str:
+    """Which of ``dataset``'s headline cells are tuned and which untuned, with the seeds their rows ran."""
+    parts = []
+    for tuned, name in ((True, "tuned and converged"), (False, f"untuned{UNTUNED}")):
+        labels = [label for label, (_, t) in rows.items() if t == tuned]
+        seeds = sorted({tuple(row["seeds"]) for row, t in rows.values() if t == tuned})
+        if labels:
+            parts.append(f"{name} {', '.join(labels)} (seeds {' / '.join(', '.join(map(str, s)) for s in seeds)})")
+    return f"- {dataset}: {'; '.join(parts) if parts else 'no rows yet'}."
+
+
 def headline(root: Path = HERE) -> str:
     """The section ``docs/results.md`` opens with: :func:`headline_table` and what each dataset's cells are."""
+    (run,) = experiment_scripts("run")
+    rows_of = rows_by_dataset(run, root)
     lines = ["## Headline: every model on every dataset", "",
              "Test Recall@20 and NDCG@20, mean ± the half-width of the 95% Student-t interval over the row's seeds "
              "(± std† for rows recorded before their per-seed figures were kept). Unmarked cells are tuned and "
@@ -124,16 +143,8 @@ def headline(root: Path = HERE) -> str:
              "model has no tuned row yet. Bold: the best of a column among its tuned rows (among all where none "
              "is tuned). n/a: the model does not apply (KGIN needs an item KG; ml1m has none). Each dataset's "
              "section below has the full table, its commands and CIKGRec's paired test.", "",
-             headline_table(root).to_markdown(), ""]
-    for dataset in DATASETS:
-        rows = headline_rows(dataset, root)
-        parts = []
-        for tuned, name in ((True, "tuned and converged"), (False, f"untuned{UNTUNED}")):
-            labels = [label for label, (_, t) in rows.items() if t == tuned]
-            seeds = sorted({tuple(row["seeds"]) for label, (row, t) in rows.items() if t == tuned})
-            if labels:
-                parts.append(f"{name} {', '.join(labels)} (seeds {' / '.join(', '.join(map(str, s)) for s in seeds)})")
-        lines.append(f"- {dataset}: {'; '.join(parts) if parts else 'no rows yet'}.")
+             headline_table(rows_of, run, root).to_markdown(), ""]
+    lines += [seeds_line(dataset, rows) for dataset, rows in rows_of.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -147,15 +158,7 @@ def render_ledgers(root: Path = HERE, resamples: int = 10_000) -> list:
     their sparse-gain pages and the CL-strength plot) with ``run.py --render-only``, then ``noise.md`` (and its
     plot), ``interests.md``, ``tuning.md`` and ``augment.md`` with their scripts' renderers; returns the pages
     written."""
-    sys.path.insert(0, str(HERE))
-    try:
-        import augment
-        import interests
-        import noise
-        import run
-        import tune
-    finally:
-        sys.path.remove(str(HERE))
+    augment, interests, noise, run, tune = experiment_scripts("augment", "interests", "noise", "run", "tune")
     written = []
     for dataset in DATASETS:
         folder = root / dataset

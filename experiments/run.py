@@ -384,12 +384,17 @@ def mean_std_table(ledger: dict, p_cells: dict = None, p_title: str = BASELINE_P
     return pd.DataFrame(table).T
 
 
+def difference_cell(boot) -> str:
+    """A paired bootstrap's mean difference with its 95% interval, e.g. ``+0.0039 [+0.0007, +0.0070]``."""
+    return f"{boot.mean_diff:+.4f} [{boot.ci[0]:+.4f}, {boot.ci[1]:+.4f}]"
+
+
 def tests_table(tests: dict) -> pd.DataFrame:
     """One row per tested metric: both means, the difference with its bootstrap interval, both p-values."""
     rows = {}
     for metric, (wilcoxon, boot) in tests.items():
         rows[metric] = {"CIKGRec": f"{boot.mean_a:.4f}", "baseline": f"{boot.mean_b:.4f}",
-                        "difference [95% CI]": f"{boot.mean_diff:+.4f} [{boot.ci[0]:+.4f}, {boot.ci[1]:+.4f}]",
+                        "difference [95% CI]": difference_cell(boot),
                         "p (bootstrap)": format_p(boot.p_value), "p (Wilcoxon)": format_p(wilcoxon.p_value),
                         "users": boot.n, "users with no difference": boot.n_zero}
     return pd.DataFrame(rows).T
@@ -550,7 +555,7 @@ def ablation_section(tests: dict, resamples: int) -> list:
     """The lines saying what the ablations' p-value column is, and each row's difference with its interval."""
     if not tests:
         return []
-    rows = {label: {f"{metric} difference [95% CI]": f"{boot.mean_diff:+.4f} [{boot.ci[0]:+.4f}, {boot.ci[1]:+.4f}]"
+    rows = {label: {f"{metric} difference [95% CI]": difference_cell(boot)
                     for metric, (_, boot) in by_metric.items()} for label, by_metric in tests.items()}
     return [f"## Each ablation against the full {PROPOSED}", "",
             "Paired over users as on the results page: each test user's metric averaged over the seeds both rows "

@@ -227,7 +227,8 @@ def test_the_headline_takes_each_models_tuned_row_where_it_has_one(experiment, t
         (folder / f"{model}.yaml").write_text("")
     (folder / "results-tuned.json").write_text(json.dumps({"LightGCN": row(0.30, 0.32), "CIKGRec": row(0.29, 0.30)}))
     (folder / "results.json").write_text(json.dumps({"LightGCN": row(0.1, 0.1), "BPRMF": row(0.40, 0.42)}))
-    table = collect.headline_table(tmp_path)
+    (run,) = collect.experiment_scripts("run")
+    table = collect.headline_table(collect.rows_by_dataset(run, tmp_path), run, tmp_path)
     assert list(table.index)[-1] == "CIKGRec" and "KGIN" in table.index
     assert table.loc["LightGCN", "dbbook2014 R@20"] == f"**{mean_ci([0.30, 0.32]).cell()}**"  # tuned beats untuned
     assert table.loc["CIKGRec", "dbbook2014 R@20"] == mean_ci([0.29, 0.30]).cell()
