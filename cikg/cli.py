@@ -5,7 +5,8 @@ config, unreachable server), printed as one line naming the file, line, key or s
 the traceback instead.
 
 Handlers import what they run inside the function, on purpose: `cikg --help` and argument errors then load
-no scikit-learn, matplotlib, FAISS, FastAPI, Optuna or MLflow (tests/test_cli_help.py checks it).
+no torch, pandas, scikit-learn, matplotlib, FAISS, FastAPI, Optuna or MLflow (tests/test_cli_help.py checks it;
+the packages export lazily, :mod:`cikg._lazy`).
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ Helpers REKI, LLM-CF and CoCo share are in :mod:`cikg.augment._shared`; the ``ci
 is :mod:`cikg.augment.commands`.
 Submodules are imported on use (this package import stays light).
 """
-from .base import FEATURES_FILE, Augmenter, NodeFeatures, features_path
+from .._lazy import lazy_exports
 
-__all__ = ["FEATURES_FILE", "Augmenter", "NodeFeatures", "features_path"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".base": "FEATURES_FILE Augmenter NodeFeatures features_path",
+})

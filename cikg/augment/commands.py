@@ -5,32 +5,30 @@ The whole CLI of the four methods lives here: one scaffolding (:func:`method_par
 and one ``add_<method>`` / ``<method>_command`` pair per method. The written ``DIR/features.pt`` is what
 ``cikg train CONFIG data.features=DIR model.features.mode=add`` reads.
 
-Handlers import their layer when they run (start-up time: see ``cikg.cli``).
+Handlers import their layer when they run (start-up time: see ``cikg.cli``); the parsers need only light modules
+(REKI's choices are in :mod:`cikg.augment.choices` for that reason).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._lock import holding_lock
-from ..data import load_dataset
-from ..embed import Encoder
 from ..errors import ConfigError
-from ..graph import build_cikg, save_graph
 from ..llm.base import NOT_AN_LLM
 from ..llm.client import CONCURRENCY_HELP
 from ..llm.commands import build_backend
-from ._shared import load_cf_file
-from .base import Augmenter, NodeFeatures
-from .coco import CoCo, CoCoConfig
-from .kar import ANSWERS_FILE, KAR, SUMMARY_FILE, KARConfig
-from .llmcf import LLMCF, CoTProfileBackend, LLMCFConfig
+from .choices import MODES, ClusterOn
 from .prompts import DOMAIN_FACTORS
-from .reki import MODES, REKI, ClusterOn, REKIConfig, call_counts
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .base import Augmenter, NodeFeatures
+    from .kar import KAR
+    from .reki import REKI
 
 # ---------------------------------------------------------------------------------------------- scaffolding
 #: the flags several methods take, each defined once: name -> (option strings, add_argument keywords)
@@ -96,6 +94,8 @@ def graph_lines(args: Any, dataset: Any, augmenter: Augmenter) -> List[str]:
     """With ``--graph``: write ``DIR/graph.pt``, the CIKG with the features attached; returns the line to print."""
     if not args.graph:
         return []
+    from ..graph import build_cikg, save_graph
+
     return [f"graph with features -> {save_graph(augmenter.attach(build_cikg(dataset)), args.out / 'graph.pt')}"]
 
 
@@ -108,6 +108,8 @@ def write_outputs(args: Any, dataset: Any, augmenter: Augmenter, features: NodeF
 
 def cf_of(args: Any, dataset: Any) -> Optional[Tuple[Tensor, Tensor]]:
     """The ``--cf FILE`` embeddings checked against ``dataset``, or ``None`` (the method's SVD default)."""
+    from ._shared import load_cf_file
+
     return load_cf_file(args.cf, dataset) if args.cf is not None else None
 
 
@@ -140,6 +142,10 @@ def extraction_fields(args: Any) -> Dict[str, Any]:
 def extraction_lines(args: Any, make: Callable[[Any, Any, Any], Augmenter]) -> List[str]:
     """Load the dataset, build backend and encoder from ``args``, fit ``make(dataset, backend, encoder)`` and
     describe the outputs."""
+    from ..data import load_dataset
+    from ..embed import Encoder
+    from .kar import ANSWERS_FILE, SUMMARY_FILE
+
     dataset = load_dataset(args.dataset)
     backend = build_backend(args, dataset)
     encoder = Encoder(args.embedding_cache or args.out / "embeddings.sqlite", show_progress=not args.no_progress)
@@ -174,6 +180,8 @@ def add_kar(methods: Any) -> None:
 
 
 def kar_command(args: Any) -> int:
+    from .kar import KAR, KARConfig
+
     def make(dataset: Any, backend: Any, encoder: Any) -> KAR:
         return KAR(KARConfig(**extraction_fields(args)), backend, encoder, args.out)
 
@@ -202,6 +210,9 @@ def add_reki(methods: Any) -> None:
 
 
 def reki_command(args: Any) -> int:
+    from ..data import load_dataset
+    from .reki import REKI, REKIConfig, call_counts
+
     if args.call_counts:
         try:
             counts = [int(g) for g in args.call_counts.split(",")]
@@ -242,6 +253,10 @@ def add_llmcf(methods: Any) -> None:
 
 
 def llmcf_command(args: Any) -> int:
+    from ..data import load_dataset
+    from ..embed import Encoder
+    from .llmcf import LLMCF, CoTProfileBackend, LLMCFConfig
+
     def run() -> List[str]:
         config = LLMCFConfig(n_examples=args.examples, k=args.k, epochs=args.epochs, dim=args.dim,
                              history_len=args.history_len, seed=args.seed)
@@ -286,6 +301,9 @@ def add_coco(methods: Any) -> None:
 
 
 def coco_command(args: Any) -> int:
+    from ..data import load_dataset
+    from .coco import CoCo, CoCoConfig
+
     def run() -> List[str]:
         config = CoCoConfig(model=args.model, n_codes=args.codes, prompt_len=args.prompt_len, epochs=args.epochs,
                             lora_epochs=args.lora_epochs, lora_r=args.lora_r, margin=args.margin,

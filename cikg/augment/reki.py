@@ -45,6 +45,7 @@ from ..llm.kgprofile import history_matrix, top_k_per_row
 from ..llm.prompts import titles_of
 from ._shared import cf_embeddings
 from .base import NodeFeatures
+from .choices import MODES, ClusterOn, KnowledgeMode
 from .kar import (
     KAR,
     Answers,
@@ -64,22 +65,6 @@ from .prompts import KAR_ITEM_FACTUAL, KAR_USER_REASONING, REKI_ITEM_GROUP, REKI
 
 logger = logging.getLogger(__name__)
 
-class KnowledgeMode(checks.Choice):
-    """Which of REKI's knowledge a run extracts."""
-
-    INDIVIDUAL = "individual"  # per user and per item
-    COLLECTIVE = "collective"  # per group of users / items
-    BOTH = "both"
-
-
-class ClusterOn(checks.Choice):
-    """What REKI groups users and items by."""
-
-    HISTORY = "history"  # interaction rows
-    CF = "cf"  # collaborative embeddings (truncated SVD)
-
-
-MODES = tuple(m.value for m in KnowledgeMode)
 GROUPS_FILE = "groups.pt"
 
 

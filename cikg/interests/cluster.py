@@ -31,35 +31,19 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import checks
-from ..checks import Choice
 from ..embed import EmbeddingKind, Encoder, embed_texts
 from ..errors import CikgError, ConfigError
+from .choices import ClusterMethod
 from .phrases import clean_pairs
 
 log = logging.getLogger(__name__)
 
 Matrix = Union[np.ndarray, sp.spmatrix]
 
-#: above this many distinct phrases, ``method="auto"`` uses MiniBatchKMeans.
-AUTO_MINIBATCH_ABOVE = 20_000
 #: Ward agglomerative clustering needs O(n²) memory; refuse beyond this many phrases.
 AGGLOMERATIVE_MAX_PHRASES = 20_000
 #: the largest sparse matrix (GiB once dense) that agglomerative clustering may densify.
 DENSIFY_MAX_GB = 2.0
-
-
-class ClusterMethod(Choice):
-    """The scikit-learn clustering algorithm."""
-
-    KMEANS = "kmeans"  #: ``KMeans`` (Lloyd), ``n_init`` restarts
-    MINIBATCH = "minibatch"  #: ``MiniBatchKMeans``, for large phrase sets
-    AGGLOMERATIVE = "agglomerative"  #: Ward ``AgglomerativeClustering`` (dense vectors, ≤ 20k phrases)
-    AUTO = "auto"  #: KMeans up to 20k phrases, MiniBatchKMeans beyond
-
-    def resolve(self, n_phrases: int) -> "ClusterMethod":
-        if self is ClusterMethod.AUTO:
-            return ClusterMethod.MINIBATCH if n_phrases > AUTO_MINIBATCH_ABOVE else ClusterMethod.KMEANS
-        return self
 
 
 @dataclasses.dataclass

@@ -12,15 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-import numpy as np
-
 from .._lock import holding_lock
-from ..embed import EmbeddingKind, Encoder, _torch_threads
+from ..embed import EmbeddingKind
 from ..errors import CikgError, ConfigError, DatasetError
-from .cluster import ClusterConfig, ClusterMethod, coverage_problem
-from .io import RAW_FILE, read_raw_interests, save_interests
-from .pipeline import structure_interests
-from .report import report_and_write
+from ..llm.base import RAW_FILE
+from .choices import ITEM_TEXTS, ClusterMethod, PerturbMode
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +102,6 @@ def add_threshold_options(p: Any) -> None:
 
 def add_item_text_option(p: Any) -> None:
     """``--item-text title|title+kg``: what the predictive score embeds per item."""
-    from .report import ITEM_TEXTS
-
     p.add_argument("--item-text", choices=ITEM_TEXTS, default="title",
                    help="item text of the predictive score: the title (default) or the title and the names of "
                    "its KG neighbours")
@@ -167,6 +161,12 @@ def _load_reference(reference: str, override: Optional[str]) -> Any:
 @holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)  # a missing DIR is reported below
 def cluster_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests cluster``; prints a summary, returns 0."""
+    from ..embed import Encoder
+    from .cluster import ClusterConfig, coverage_problem
+    from .io import save_interests
+    from .pipeline import structure_interests
+    from .report import report_and_write
+
     directory: Path = args.dir
     if not directory.is_dir():
         raise DatasetError("run directory not found", directory)
@@ -276,6 +276,9 @@ def register_report(interests_subparsers: Any) -> None:
 @holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)
 def report_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests report``; prints the report's lines and the files written."""
+    from ..embed import Encoder, _torch_threads
+    from .report import report_and_write
+
     directory: Path = args.dir
     if not directory.is_dir():
         raise DatasetError("run directory not found", directory)
@@ -343,9 +346,12 @@ def register_sweep(interests_subparsers: Any) -> None:
 @holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)
 def sweep_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests sweep``; prints the table, returns 0."""
+    from ..embed import Encoder
     from ..models import CIKGRecConfig
     from ..train import TrainConfig
     from ..train.sweep import LEDGER, PLOT, TABLE_CSV, TABLE_MD, parse_kappas, sweep_kappa
+    from .cluster import ClusterConfig
+    from .io import read_raw_interests
 
     directory: Path = args.dir
     if not directory.is_dir():
@@ -391,8 +397,6 @@ SRC's SHA-256).
 
 def register_perturb(interests_subparsers: Any) -> None:
     """Add ``perturb`` to the ``cikg interests`` subparsers."""
-    from .perturb import PerturbMode
-
     p = interests_subparsers.add_parser(
         "perturb",
         help="drop, replace or add a share of the user-interest edges (seeded noise)",
@@ -412,6 +416,8 @@ def register_perturb(interests_subparsers: Any) -> None:
 
 def perturb_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests perturb``; prints the counts, returns 0."""
+    import numpy as np
+
     from ..data import load_interests
     from ..data.io import _interest_vocabulary, resolve_dataset_path
     from .io import CLUSTERED_FILE, read_clustered

@@ -31,13 +31,13 @@ import pandas as pd
 from .._io import atomic_path, read_utf8_lines, write_json_atomic, write_text_atomic
 from ..data.io import MAX_ID, read_int_table
 from ..errors import DatasetError
+from ..llm.base import RAW_FILE
 from .cluster import InterestClustering
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-RAW_FILE = "user_interests_raw.jsonl"
 CLUSTERED_FILE = "user_interest_clustered.txt"
 LABEL_FILE = "interest_list.txt"
 PHRASE_TABLE = "interests.parquet"

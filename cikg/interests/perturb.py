@@ -33,22 +33,14 @@ import numpy as np
 import torch
 
 from .._io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
-from ..checks import Choice
 from ..data import Dataset
 from ..errors import ConfigError, DatasetError
+from .choices import PerturbMode
 from .io import CLUSTERED_FILE, LABEL_FILE
 
 log = logging.getLogger(__name__)
 
 PERTURB_FILE = "perturb.json"
-
-
-class PerturbMode(Choice):
-    """How the edges are perturbed (see the module docstring)."""
-
-    DROP = "drop"
-    REPLACE = "replace"
-    ADD = "add"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from ..embed import Encoder
 from ..errors import CikgError, ConfigError, DatasetError
 from ..llm.kgprofile import entity_name
 from ..topk import csr_rows, top_items
+from .choices import ITEM_TEXTS
 from .io import PHRASE_TABLE, RAW_FILE, SUMMARY_FILE, USER_TABLE, read_raw_records
 from .phrases import normalise_phrases
 
@@ -113,7 +114,6 @@ class PredictiveScore:
                 "primary": None if primary is None else dataclasses.asdict(primary)}
 
 
-ITEM_TEXTS = ("title", "title+kg")
 #: KG attributes appended to an item's title with ``item_text="title+kg"``.
 MAX_ATTRIBUTES = 8
 

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, runtime_checka
 from .prompts import Request
 
 NOT_AN_LLM = "not an LLM"
+RAW_FILE = "user_interests_raw.jsonl"
+"""The file an interest-inference run writes (one JSON record per user) and ``cikg interests`` reads."""
 
 
 @dataclass(frozen=True)

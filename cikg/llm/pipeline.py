@@ -22,14 +22,13 @@ import pandas as pd
 from .._io import write_json_atomic, write_jsonl_atomic
 from ..data.io import data_dir
 from ..errors import DatasetError
-from .base import NOT_AN_LLM, Backend, Completion, RunSummary
+from .base import NOT_AN_LLM, RAW_FILE, Backend, Completion, RunSummary
 from .echo import DEFAULT_ECHO, EchoConfig, filter_echoes
 from .parse import parse_answer
 from .prompts import CIKGREC_INTERESTS, PromptTemplate, build_requests
 
 log = logging.getLogger(__name__)
 
-RAW_FILE = "user_interests_raw.jsonl"
 SUMMARY_FILE = "llm_summary.json"
 
 

@@ -224,7 +224,7 @@ def info_nce(anchor: Tensor, candidates: Tensor, positive: Tensor, temperature: 
 
 
 class _DenseInfoNCE(torch.autograd.Function):
-    """``cross_entropy(a @ c.T, positive)`` for unit-norm (or zero) candidate rows ``c``, in fewer passes over the
+    r"""``cross_entropy(a @ c.T, positive)`` for unit-norm (or zero) candidate rows ``c``, in fewer passes over the
     ``[B, M]`` logits than torch's log-softmax (1.8x faster forward + backward on CPU, ``docs/benchmarks.md``).
 
     Since :math:`|a_b \cdot c_m| \le \lVert a_b \rVert`, the logits are shifted by :math:`\lVert a_b \rVert`

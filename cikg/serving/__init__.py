@@ -4,6 +4,8 @@ and :mod:`cikg.eval` (its ranking kernel); nothing below imports it.
 
 ``cikg.serving.app`` (FastAPI) and ``cikg.serving.export`` (FAISS) are imported on use.
 """
-from .model import TrainedModel, UnknownIdError, load_model
+from .._lazy import lazy_exports
 
-__all__ = ["TrainedModel", "UnknownIdError", "load_model"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".model": "TrainedModel UnknownIdError load_model",
+})
