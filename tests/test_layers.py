@@ -1,7 +1,8 @@
 """The layers of docs/architecture.md, checked on the source: a lower layer never imports a higher one.
 
 Every ``import`` of a ``cikg`` module is read with :mod:`ast`, those inside functions included (a lazy
-import is still an edge; so is each submodule a package names in its ``lazy_exports``). ``commands.py`` modules are the CLI of their package and sit on the top layer.
+import is still an edge, and so is a lazy package export: its ``if TYPE_CHECKING:`` import). ``commands.py``
+modules are the CLI of their package and sit on the top layer.
 """
 from __future__ import annotations
 
@@ -65,11 +66,6 @@ def _imports(path: Path) -> Iterator[Tuple[str, int]]:
             for alias in node.names:
                 if alias.name.startswith("cikg"):
                     yield alias.name, node.lineno
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports":
-            for key in node.args[1].keys:  # {".submodule": "Names ..."}: an import made on first use
-                dots = len(key.value) - len(key.value.lstrip("."))
-                base = package.split(".")[: len(package.split(".")) - dots + 1]
-                yield ".".join(base + [key.value.lstrip(".")]), node.lineno
 
 
 def _target_part(target: str) -> str:

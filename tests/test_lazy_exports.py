@@ -1,5 +1,6 @@
 """The packages that export lazily (cikg._lazy): every exported name resolves to the object of the submodule that
-defines it, an unknown name is an AttributeError, and importing the package loads no torch."""
+defines it, an unknown name is an AttributeError, ``__all__`` and the TYPE_CHECKING imports cannot drift apart, and
+importing the packages loads no torch."""
 from __future__ import annotations
 
 import importlib
@@ -7,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from cikg._lazy import lazy_exports, type_checking_imports
 
 LAZY = ("cikg.data", "cikg.llm", "cikg.interests", "cikg.train", "cikg.augment", "cikg.serving")
 
@@ -48,3 +51,15 @@ def test_importing_the_packages_loads_no_torch():
     code = f"import sys; import {', '.join(LAZY)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_the_type_checking_block_says_where_each_name_lives(tmp_path):
+    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .base import A, B as C\n"
+              "    from ..embed import D\nfrom .other import E\n")
+    assert type_checking_imports(source) == {"A": ".base", "C": ".base", "D": "..embed"}  # E is a real import
+    init = tmp_path / "__init__.py"
+    init.write_text(source)
+    with pytest.raises(ImportError, match=r"__init__.py: __all__ and the TYPE_CHECKING imports differ: \['D'\]"):
+        lazy_exports("pkg", str(init), ["A", "C"])
+    with pytest.raises(SyntaxError, match="line 3"):
+        type_checking_imports("if TYPE_CHECKING:\n    from .a import A\n    x = 1\n")

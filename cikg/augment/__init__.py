@@ -14,8 +14,14 @@ Helpers REKI, LLM-CF and CoCo share are in :mod:`cikg.augment._shared`; the ``ci
 is :mod:`cikg.augment.commands`.
 Submodules are imported on use (this package import stays light).
 """
+from typing import TYPE_CHECKING
+
 from .._lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".base": "FEATURES_FILE Augmenter NodeFeatures features_path",
-})
+if TYPE_CHECKING:
+    from .base import FEATURES_FILE, Augmenter, NodeFeatures, features_path
+
+__all__ = [
+    "Augmenter", "FEATURES_FILE", "NodeFeatures", "features_path",
+]
+__getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -5,14 +5,34 @@
 ...                              dataset=load_dataset("dbbook2014"), encoder=Encoder("cache/emb.sqlite"),
 ...                              out_dir="runs/dbbook")                      # doctest: +SKIP
 """
+from typing import TYPE_CHECKING
+
 from .._lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "..embed": "EmbeddingCache EmbeddingKind Encoder embed_texts model_dir tfidf_vectors",
-    ".cluster": "ClusterConfig ClusterMethod InterestClustering VectorClustering centroid_distances cluster_vectors "
-                "coverage_problem fit_interests fit_labels most_central",
-    ".io": "read_clustered read_raw_interests save_interests",
-    ".phrases": "clean_pairs normalise_phrases",
-    ".pipeline": "StructuredInterests structure_interests",
-    ".report": "InterestReport PredictiveScore ScoreRow interest_report write_report",
-})
+if TYPE_CHECKING:
+    from ..embed import EmbeddingCache, EmbeddingKind, Encoder, embed_texts, model_dir, tfidf_vectors
+    from .cluster import (
+        ClusterConfig,
+        ClusterMethod,
+        InterestClustering,
+        VectorClustering,
+        centroid_distances,
+        cluster_vectors,
+        coverage_problem,
+        fit_interests,
+        fit_labels,
+        most_central,
+    )
+    from .io import read_clustered, read_raw_interests, save_interests
+    from .phrases import clean_pairs, normalise_phrases
+    from .pipeline import StructuredInterests, structure_interests
+    from .report import InterestReport, PredictiveScore, ScoreRow, interest_report, write_report
+
+__all__ = [
+    "ClusterConfig", "ClusterMethod", "EmbeddingCache", "EmbeddingKind", "Encoder", "InterestClustering",
+    "InterestReport", "PredictiveScore", "ScoreRow", "StructuredInterests", "VectorClustering", "centroid_distances",
+    "clean_pairs", "cluster_vectors", "coverage_problem", "embed_texts", "fit_interests", "fit_labels",
+    "interest_report", "model_dir", "most_central", "normalise_phrases", "read_clustered", "read_raw_interests",
+    "save_interests", "structure_interests", "tfidf_vectors", "write_report",
+]
+__getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

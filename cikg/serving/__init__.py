@@ -4,8 +4,14 @@ and :mod:`cikg.eval` (its ranking kernel); nothing below imports it.
 
 ``cikg.serving.app`` (FastAPI) and ``cikg.serving.export`` (FAISS) are imported on use.
 """
+from typing import TYPE_CHECKING
+
 from .._lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".model": "TrainedModel UnknownIdError load_model",
-})
+if TYPE_CHECKING:
+    from .model import TrainedModel, UnknownIdError, load_model
+
+__all__ = [
+    "TrainedModel", "UnknownIdError", "load_model",
+]
+__getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)
