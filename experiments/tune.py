@@ -142,6 +142,13 @@ def study_record(args: argparse.Namespace, model: str, result, command: str) -> 
             "command": command}
 
 
+def ran_no_trial(previous: dict, record: dict) -> bool:
+    """Whether ``record`` describes the study ``previous`` already did: the same trials, states and best
+    parameters (a call that only resumed a finished study)."""
+    return previous is not None and all(previous.get(key) == record[key]
+                                        for key in ("trials", "states", "best_params", "best_value"))
+
+
 def copy_study(source: Path, target: Path) -> None:
     """A consistent copy of an Optuna SQLite storage (SQLite's online backup; Optuna may hold the source open)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +260,10 @@ def main(argv: list = None) -> int:
         if args.publish:
             copy_study(study_dir / "study.db", kept)
         record = study_record(args, model, result, command)
+        with base.locked_ledger(ledger_path) as ledger:
+            previous = ledger.get(model)
+        if ran_no_trial(previous, record):
+            continue  # its record keeps the command and machine that ran the trials
         write_text_atomic(folder / "tuned" / f"{model}.yaml",
                           header_of(record, args.dataset, model) + tuned_config(args, model, result.best_params))
         with base.locked_ledger(ledger_path) as ledger:

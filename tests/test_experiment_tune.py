@@ -71,7 +71,11 @@ def test_studies_write_tuned_configs_that_run_py_trains(tree, tmp_path, capsys, 
 
     # other threads are the same budget; other trials are not, and may not join a published ledger
     threads = [a.replace("train.threads=1", "train.threads=2") for a in argv]
+    config = (folder / "tuned" / "bprmf.yaml").read_text()
     assert threads != argv and tune.main(threads) == 0
+    # ... and a call that runs no trial keeps the record of the call that ran them (its command, its machine)
+    assert json.loads((folder / "tuning.json").read_text()) == ledger
+    assert (folder / "tuned" / "bprmf.yaml").read_text() == config
     capsys.readouterr()
     assert tune.main([*argv[:5], "5", *argv[6:]]) == 2
     err = capsys.readouterr().err
