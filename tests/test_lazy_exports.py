@@ -11,7 +11,7 @@ import pytest
 
 from cikg._lazy import lazy_exports, type_checking_imports
 
-LAZY = ("cikg.data", "cikg.llm", "cikg.interests", "cikg.train", "cikg.augment", "cikg.serving")
+LAZY = ("cikg.data", "cikg.embed", "cikg.llm", "cikg.interests", "cikg.train", "cikg.augment", "cikg.serving")
 
 
 @pytest.mark.parametrize("package", LAZY)

@@ -276,7 +276,8 @@ def register_report(interests_subparsers: Any) -> None:
 @holding_lock(lambda args: args.dir if os.path.isdir(args.dir) else None)
 def report_command(args: argparse.Namespace) -> int:
     """Handler of ``cikg interests report``; prints the report's lines and the files written."""
-    from ..embed import Encoder, _torch_threads
+    from ..embed import Encoder
+    from ..embed.encoder import _torch_threads
     from .report import report_and_write
 
     directory: Path = args.dir

@@ -7,9 +7,9 @@ from ..embed import (
     Encoder,
     embed_texts,
     model_dir,
-    parse_enum,
     tfidf_vectors,
 )
+from ..checks import parse_enum
 
 __all__ = ["DEFAULT_MODEL_NAME", "MODEL_PACKAGE", "EmbeddingCache", "EmbeddingKind", "Encoder", "embed_texts",
            "model_dir", "parse_enum", "tfidf_vectors"]

