@@ -3,6 +3,7 @@
     python experiments/tune.py dbbook2014 --trials 2 --trial-set train.epochs=1        # a try: runs/tune/dbbook2014/
     python experiments/tune.py dbbook2014 --trials 20 --set train.threads=1 --publish  # -> experiments/dbbook2014/tuned/
     python experiments/run.py dbbook2014 --tuned --seeds 0 1 2 3 4 --publish            # the tuned configs, converged
+    python experiments/tune.py book-crossing --render-only --publish   # the page again, while studies run elsewhere
 
 For each model with a config and a search space in ``experiments/<dataset>/`` (``<model>.yaml``,
 ``<model>.space.yaml``; ``--models`` picks some), ``cikg tune`` (:func:`cikg.train.tune.tune`: TPE sampler, median
@@ -74,6 +75,9 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/tune")
     parser.add_argument("--publish", action="store_true",
                         help="write experiments/<dataset>/tuned/ and tuning.md (.json): one budget for every model")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run no trial: re-render tuning.md from tuning.json and the kept studies (how far the "
+                             "running ones got)")
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error(f"--trials must be >= 1, got {args.trials}")
@@ -241,6 +245,8 @@ def main(argv: list = None) -> int:
                                       f"{', '.join(unspaced)}; nothing was run")
     folder = HERE / args.dataset if args.publish else Path(args.out) / args.dataset
     ledger_path = folder / "tuning.json"
+    if args.render_only:
+        return show_tuning_page(folder, args)
     with base.locked_ledger(ledger_path) as ledger:
         problems = budget_problems(ledger, budget_of(args)) if args.publish else []
     if problems:
@@ -268,7 +274,12 @@ def main(argv: list = None) -> int:
                           header_of(record, args.dataset, model) + tuned_config(args, model, result.best_params))
         with base.locked_ledger(ledger_path) as ledger:
             ledger[model] = record
-    with base.locked_ledger(ledger_path) as ledger:
+    return show_tuning_page(folder, args)
+
+
+def show_tuning_page(folder: Path, args: argparse.Namespace) -> int:
+    """Render ``folder/tuning.md`` from its ledger and the studies kept beside it, and say where it went."""
+    with base.locked_ledger(folder / "tuning.json") as ledger:
         page = render(args.dataset, ledger)
     base.show_page(folder / "tuning.md", page, args.dataset, not args.publish)
     return 0

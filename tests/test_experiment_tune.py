@@ -146,3 +146,17 @@ def test_the_page_names_the_studies_still_to_run_and_how_far_each_got(tree):
               "budget": {"trials": 2, "trial_set": ["train.epochs=2"], "set": [], "seed": 0, "prune_warmup": 10}}
     assert "Not tuned yet: BPRMF (no trial yet)." in tune.render("dbbook2014", {"lightgcn": record})
     assert "Not tuned yet" not in tune.render("dbbook2014", {"lightgcn": record, "bprmf": {**record, "model": "BPRMF"}})
+
+
+def test_render_only_rewrites_the_page_from_the_ledger_and_runs_no_trial(tree, monkeypatch):
+    tune, _, folder = tree
+    monkeypatch.setattr(tune, "tune", lambda *a, **k: pytest.fail("--render-only ran a study"))
+    record = {"model": "LightGCN", "metric": "recall@20", "best_value": 0.2, "best_params": {"train.lr": 0.001},
+              "trials": 2, "states": {"COMPLETE": 2}, "minutes": 0.1, "command": "python experiments/tune.py x",
+              "budget": {"trials": 2, "trial_set": ["train.epochs=2"], "set": [], "seed": 0, "prune_warmup": 10}}
+    (folder / "tuning.json").write_text(json.dumps({"lightgcn": record}))
+    assert tune.main(["dbbook2014", "--render-only", "--publish"]) == 0
+    page = (folder / "tuning.md").read_text()
+    assert "| LightGCN" in page and "0.2000" in page and "Not tuned yet: BPRMF (no trial yet)." in page
+    assert not (folder / "tuned").exists()  # no study was kept either
+    assert json.loads((folder / "tuning.json").read_text()) == {"lightgcn": record}
