@@ -26,12 +26,20 @@ beside the configs: committed, it lets a later session on another machine resume
 ``tuning.json`` beside (trials finished and pruned, the best valid value and
 parameters, the budget, the space file's SHA-256, the minutes, the hardware and the command) and the page ``tuning.md`` is
 rendered from it.
+
+A best value at the edge of its range (:meth:`cikg.train.tune.SearchParam.edge`: the outer 10% of the range) is
+named on the page: the optimum may lie beyond. The remedy is to widen that range in ``<model>.space.yaml`` and run
+the study again from its first trial under the same budget, ``--restart MODEL``: the kept study is replaced and
+its summary stays in the new record (``superseded``) and on the page. A published study whose space file changed
+is never resumed without ``--restart`` (its trials would mix two spaces).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -45,7 +53,7 @@ from cikg._io import sha256_file, write_text_atomic  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
 from cikg.train.hardware import describe_hardware  # noqa: E402
 from cikg.train.trainer import resolve_device  # noqa: E402
-from cikg.train.tune import overrides_for, tune  # noqa: E402
+from cikg.train.tune import EDGE_MARGIN, SPACE_ATTR, overrides_for, tune  # noqa: E402
 
 HERE = base.HERE
 NO_CAP = 1000
@@ -75,6 +83,9 @@ def parse_args(argv: list) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/tune")
     parser.add_argument("--publish", action="store_true",
                         help="write experiments/<dataset>/tuned/ and tuning.md (.json): one budget for every model")
+    parser.add_argument("--restart", nargs="+", default=[], metavar="MODEL", choices=list(base.MODELS),
+                        help="start these models' studies again from trial 0 (after widening a range of their "
+                             "space); the old study's summary is kept in the new record")
     parser.add_argument("--render-only", action="store_true",
                         help="run no trial: re-render tuning.md from tuning.json and the kept studies (how far the "
                              "running ones got)")
@@ -142,8 +153,36 @@ def study_record(args: argparse.Namespace, model: str, result, command: str) -> 
             "best_params": result.best_params, "trials": len(trials),
             "states": {str(k): int(v) for k, v in states.items()}, "minutes": round(float(seconds) / 60, 1),
             "budget": budget_of(args), "space": f"experiments/{args.dataset}/{model}.space.yaml",
-            "space_sha256": sha256_file(space_of(args.dataset, model)), "hardware": study_hardware(args, model),
-            "command": command}
+            "space_sha256": sha256_file(space_of(args.dataset, model)), "edges": result.edges,
+            "hardware": study_hardware(args, model), "command": command}
+
+
+def changed_spaces(args: argparse.Namespace, ledger: dict, models: list) -> list:
+    """The models whose published study ran over another version of their space file, not being restarted."""
+    return [m for m in models if m in ledger and m not in args.restart
+            and ledger[m]["space_sha256"] != sha256_file(space_of(args.dataset, m))]
+
+
+def superseded_summary(record: dict) -> dict:
+    """What the record of a restarted study keeps of the study it replaces."""
+    keep = ("best_value", "best_params", "edges", "trials", "minutes", "space_sha256", "command")
+    return {**{key: record.get(key) for key in keep}, "superseded": record.get("superseded", [])}
+
+
+def study_space(study_db: Path) -> str:
+    """The SHA-256 of the search space an Optuna storage's study ran over (``cikg.train.tune`` keeps it in the
+    study's user attributes); ``""`` when there is no storage or it predates that."""
+    if not study_db.is_file():
+        return ""
+    with contextlib.closing(sqlite3.connect(f"file:{study_db}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT value_json FROM study_user_attributes WHERE key = ?", (SPACE_ATTR,)).fetchone()
+    return json.loads(row[0]) if row else ""
+
+
+def restart_study(study_dir: Path, kept: Path) -> None:
+    """Remove a study's working directory (its storage and trial runs) and its kept storage."""
+    shutil.rmtree(study_dir, ignore_errors=True)
+    kept.unlink(missing_ok=True)
 
 
 def ran_no_trial(previous: dict, record: dict) -> bool:
@@ -204,6 +243,36 @@ def trial_counts(record: dict) -> str:
     return f"{record['trials']} ({finished}, {pruned}, {record['trials'] - finished - pruned})"
 
 
+def edge_line(dataset: str, ledger: dict) -> str:
+    """The studies whose best value lies at an edge of its range (and whether that range was widened since), or
+    ``""``."""
+    at_edges = []
+    for model, record in ledger.items():
+        if record.get("edges"):
+            space = space_of(dataset, model)
+            widened = space.is_file() and sha256_file(space) != record["space_sha256"]
+            at_edges.append(f"{record['model']} " + ", ".join(f"`{key}` ({side})" for key, side in record["edges"].items())
+                            + (" (widened since: its study is run again)" if widened else ""))
+    if not at_edges:
+        return ""
+    return (f"At an edge of its range (the best value in the outer {EDGE_MARGIN:.0%} of the range, on its scale; the "
+            f"optimum may lie beyond, so such a range is widened and its study run again with `--restart`): "
+            f"{'; '.join(at_edges)}.")
+
+
+def superseded_lines(ledger: dict) -> list:
+    """One line per study replaced by a run over a widened space: what it found, and its space's version."""
+    lines = []
+    for record in ledger.values():
+        for old in record.get("superseded", []):
+            edges = ", ".join(f"`{key}` ({side})" for key, side in (old.get("edges") or {}).items()) or "none"
+            lines.append(f"- {record['model']}: an earlier study of {old['trials']} trials over the space with SHA-256 "
+                         f"`{old['space_sha256'][:12]}` (best valid {old['best_value']:.4f} with "
+                         f"{', '.join(f'`{p}`' for p in format_params(old['best_params']))}; at an edge: {edges}) "
+                         "was replaced by the one above, over a widened space.")
+    return ["Studies run again over a widened space:", "", *lines, ""] if lines else []
+
+
 def render(dataset: str, ledger: dict) -> str:
     """The Markdown page of the studies."""
     if not ledger:
@@ -225,6 +294,7 @@ def render(dataset: str, ledger: dict) -> str:
                  f"{t} trials; `{tb}`; `{s or 'none'}`; seed {seed}; {warmup} warm-up epochs"
                  for t, tb, s, seed, warmup in budgets) + ".", "",
              pd.DataFrame(rows).set_index("model").to_markdown(disable_numparse=True), "",
+             *([edges, ""] if (edges := edge_line(dataset, ledger)) else []), *superseded_lines(ledger),
              *base.hardware_lines({r["model"]: [r.get("hardware")] for r in ledger.values()}, UNRECORDED_HARDWARE),
              f"Each best configuration is `experiments/{dataset}/tuned/<model>.yaml` (no epoch cap: early stopping "
              f"on valid), trained over the seeds by `python experiments/run.py {dataset} --tuned`.", "",
@@ -249,13 +319,24 @@ def main(argv: list = None) -> int:
         return show_tuning_page(folder, args)
     with base.locked_ledger(ledger_path) as ledger:
         problems = budget_problems(ledger, budget_of(args)) if args.publish else []
+        changed = changed_spaces(args, ledger, models)
     if problems:
         return base.refuse("tune.py", f"{ledger_path}: studies under another budget ({'; '.join(problems)}); every "
                                       "model of a published table is tuned under one budget; nothing was run")
+    if changed:
+        return base.refuse("tune.py", f"the search space of {', '.join(changed)} changed since its published study; "
+                                      f"--restart {' '.join(changed)} runs it again from trial 0; nothing was run")
     command = base.command_of("tune.py", argv)
     for model in models:
         study_dir = Path(args.out) / args.dataset / model / "study"
         kept = folder / "tuned" / f"{model}.study.db"
+        with base.locked_ledger(ledger_path) as ledger:
+            previous = ledger.get(model)
+        space_sha = sha256_file(space_of(args.dataset, model))
+        replaced = previous is not None and previous["space_sha256"] != space_sha  # only with --restart (above)
+        if replaced and space_sha not in (study_space(study_dir / "study.db"), study_space(kept)):
+            logging.info("%s: starting its study again over %s", model, space_of(args.dataset, model))
+            restart_study(study_dir, kept)  # once: a cut new study is resumed by the next call
         if args.publish and kept.is_file() and not (study_dir / "study.db").is_file():
             logging.info("%s: resuming the study kept in %s", model, kept)
             copy_study(kept, study_dir / "study.db")
@@ -266,8 +347,8 @@ def main(argv: list = None) -> int:
         if args.publish:
             copy_study(study_dir / "study.db", kept)
         record = study_record(args, model, result, command)
-        with base.locked_ledger(ledger_path) as ledger:
-            previous = ledger.get(model)
+        if replaced or (previous or {}).get("superseded"):
+            record["superseded"] = [superseded_summary(previous)] if replaced else previous["superseded"]
         if ran_no_trial(previous, record):
             continue  # its record keeps the command and machine that ran the trials
         write_text_atomic(folder / "tuned" / f"{model}.yaml",

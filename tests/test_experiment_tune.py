@@ -160,3 +160,48 @@ def test_render_only_rewrites_the_page_from_the_ledger_and_runs_no_trial(tree, m
     assert "| LightGCN" in page and "0.2000" in page and "Not tuned yet: BPRMF (no trial yet)." in page
     assert not (folder / "tuned").exists()  # no study was kept either
     assert json.loads((folder / "tuning.json").read_text()) == {"lightgcn": record}
+
+
+def test_a_widened_space_needs_restart_which_reruns_the_study_once_and_keeps_the_old_summary(tree, tmp_path, capsys):
+    tune, _, folder = tree
+    argv = ["dbbook2014", "--models", "bprmf", "--trials", "2", "--trial-set", "train.epochs=1", "--set", *TINY,
+            "--out", str(tmp_path / "runs"), "--publish"]
+    space = folder / "bprmf.space.yaml"
+    space.write_text("model.dim: {low: 8, high: 9, step: 1}\ntrain.lr: {low: 1.0e-3, high: 2.0e-3}\n")
+    assert tune.main(argv) == 0
+    first = json.loads((folder / "tuning.json").read_text())["bprmf"]
+    side = {8: "low", 9: "high"}[first["best_params"]["model.dim"]]  # either value is at an edge
+    assert first["edges"].get("model.dim") == side and set(first["edges"]) <= {"model.dim", "train.lr"}
+    assert f"At an edge of its range (the best value in the outer 10% of the range, on its scale; the optimum may " \
+           f"lie beyond, so such a range is widened and its study run again with `--restart`): BPRMF `model.dim` " \
+           f"({side})" in (folder / "tuning.md").read_text()
+
+    space.write_text("model.dim: {low: 4, high: 16, step: 1}\ntrain.lr: {low: 1.0e-3, high: 2.0e-2}\n")
+    assert "(widened since: its study is run again)." in tune.render("dbbook2014", {"bprmf": first})
+    capsys.readouterr()
+    assert tune.main(argv) == 2  # the kept study ran over the old space: never resumed silently
+    assert "search space of bprmf changed since its published study; --restart bprmf" in capsys.readouterr().err
+    assert json.loads((folder / "tuning.json").read_text())["bprmf"] == first
+
+    study_dir = tmp_path / "runs" / "dbbook2014" / "bprmf" / "study"
+    old_runs = sorted((study_dir / "trials").iterdir())
+    # a restart cut after its first trial (as the end of a session cuts it): the next call resumes the new study
+    tune.restart_study(study_dir, folder / "tuned" / "bprmf.study.db")
+    tune.tune(folder / "bprmf.yaml", space, 1, study_dir, overrides=[*TINY, "train.epochs=1"], seed=0)
+    cut = (study_dir / "trials" / "trial-000" / "metrics.json").stat().st_mtime_ns
+    assert tune.main([*argv, "--restart", "bprmf"]) == 0
+    assert (study_dir / "trials" / "trial-000" / "metrics.json").stat().st_mtime_ns == cut  # resumed, not redone
+    second = json.loads((folder / "tuning.json").read_text())["bprmf"]
+    assert second["trials"] == 2 and second["space_sha256"] != first["space_sha256"]
+    assert second["superseded"] == [{key: first.get(key) for key in ("best_value", "best_params", "edges", "trials",
+                                                                     "minutes", "space_sha256", "command")}
+                                    | {"superseded": []}]
+    new_runs = sorted((study_dir / "trials").iterdir())
+    assert [p.name for p in new_runs] == [p.name for p in old_runs]  # trial-000, trial-001 again, trained anew
+    assert tune.study_space(folder / "tuned" / "bprmf.study.db") == second["space_sha256"]
+    page = (folder / "tuning.md").read_text()
+    assert "Studies run again over a widened space:" in page and f"`{first['space_sha256'][:12]}`" in page
+
+    # --restart again (a lane's command line keeps it): the new study is the current one, nothing runs again
+    assert tune.main([*argv, "--restart", "bprmf"]) == 0
+    assert json.loads((folder / "tuning.json").read_text())["bprmf"] == second

@@ -200,3 +200,42 @@ def test_tune_with_mlflow_makes_every_trial_an_mlflow_run(tmp_path, space, monke
         run = by_name[f"trial-{int(row['trial']):03d}"]
         assert float(run.data.params["train.lr"]) == pytest.approx(row["train.lr"])
         assert run.data.metrics["final/valid_recall_at_20"] == pytest.approx(row["valid recall@20"])
+
+
+@pytest.mark.parametrize("spec, value, edge", [
+    ({"low": 1e-4, "high": 1e-2, "log": True}, 9.0e-3, "high"),  # 0.98 of the log range
+    ({"low": 1e-4, "high": 1e-2, "log": True}, 5.5e-3, None),  # 0.87: inside
+    ({"low": 1e-4, "high": 1e-2, "log": True}, 1.3e-4, "low"),  # 0.06
+    ({"low": 1e-4, "high": 1e-2}, 9.0e-3, None),  # 0.90 - 1e-4 / 0.0099 on a linear scale: inside
+    ({"low": 1e-4, "high": 1e-2}, 9.5e-3, "high"),
+    ({"low": 1, "high": 3, "step": 1}, 3, "high"),
+    ({"low": 1, "high": 4, "step": 1}, 3, None),
+    ({"low": 1, "high": 4, "step": 1}, 1, "low"),
+    ({"low": 0.0, "high": 0.3}, 0.0, None),  # no dropout: a floor, not an edge
+    ({"low": 0.0, "high": 0.3}, 0.29, "high"),
+    ({"choices": [1, 2]}, 2, None),
+])
+def test_a_best_value_near_a_bound_is_at_the_edge(tmp_path, spec, value, edge):
+    from cikg.train.tune import edges_of
+
+    path = tmp_path / "space.yaml"
+    path.write_text(f"train.lr: {spec}\n".replace("'", ""))
+    (param,) = load_search_space(path)
+    assert param.edge(value) == edge
+    assert edges_of([param], {"train.lr": value, "model.l2": 1.0}) == ({"train.lr": edge} if edge else {})
+
+
+def test_a_study_reports_its_edges_and_refuses_another_space(tmp_path, space, capsys, monkeypatch, caplog):
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text("model.layers: {low: 1, high: 2, step: 1}\n")  # either value is at an edge
+    result = tune(None, narrow, 1, tmp_path / "study", overrides=BASE, seed=0)
+    side = {1: "low", 2: "high"}[result.best_params["model.layers"]]
+    assert result.edges == {"model.layers": side}
+    assert f"lies at the {side} edge of its range [1, 2]" in caplog.text
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "-", *BASE, "--space", str(narrow), "--trials", "1", "--study-dir", "study"]) == 0
+    assert f"at the edge of its range (the optimum may lie beyond; widen it and tune in a new --study-dir): " \
+           f"model.layers ({side})" in capsys.readouterr().out
+    with pytest.raises(CikgError, match=r"study.db: the study ran over another search space than .*space.yaml"):
+        tune(None, space, 2, tmp_path / "study", overrides=BASE, seed=0)
+    assert len(tune(None, narrow, 1, tmp_path / "study", overrides=BASE, seed=0).trials) == 1  # its own space: fine

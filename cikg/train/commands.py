@@ -97,6 +97,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         epoch_log.setLevel(level)
     print(result.trials.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     print(f"best valid {result.metric} = {result.best_value:.4f} with {result.best_params}")
+    if result.edges:
+        print("at the edge of its range (the optimum may lie beyond; widen it and tune in a new --study-dir): "
+              + ", ".join(f"{key} ({side})" for key, side in result.edges.items()))
     print(f"best config: {result.best_config}  (cikg train {result.best_config})")
     print(f"trials: {Path(study_dir) / 'trials.md'}, {Path(study_dir) / 'trials.csv'}")
     return 0

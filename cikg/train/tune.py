@@ -17,6 +17,12 @@ A search space is a YAML mapping of dotted config keys to one of::
     train.lr:          {low: 1.0e-4, high: 1.0e-2, log: true}   # float (log scale)
     model.layers:      {low: 1, high: 4, step: 1}                # int
     model.cl_anchor:   {choices: [collaborative, full]}          # categorical (lists allowed as choices)
+
+A best value in the outer :data:`EDGE_MARGIN` of its range (measured on the range's scale) is reported as *at
+the edge* (:attr:`TuneResult.edges`, a warning in the log and in ``cikg tune``'s summary): the optimum may lie
+beyond it, and the range is worth widening. A bound at 0 on a linear scale (no dropout, no noise) is a floor,
+never an edge. A study remembers the SHA-256 of the search space it ran over and refuses to resume over another
+one, whose trials would mix with the old.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from .._io import ensure_dir, write_text_atomic
+from .._io import ensure_dir, sha256_file, write_text_atomic
 from ..config import load_yaml
 from ..errors import CikgError, ConfigError
 from .config import RunConfig, load_run_config
@@ -39,6 +45,10 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 STUDY_NAME = "cikg-tune"
 _SPEC_KEYS = {"low", "high", "log", "step", "choices"}
+#: a best value this close to a bound (as a share of its range, on the range's scale) is at the edge.
+EDGE_MARGIN = 0.1
+#: the study user attribute that holds the SHA-256 of the search-space file the study runs over.
+SPACE_ATTR = "space_sha256"
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,17 @@ class SearchParam:
         if self.is_int:
             return trial.suggest_int(self.key, self.low, self.high, step=self.step, log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+
+    def edge(self, value: Any, margin: float = EDGE_MARGIN) -> Optional[str]:
+        """``"low"`` or ``"high"`` when ``value`` lies within ``margin`` of that bound (as a share of the range,
+        on a log scale for a log range), else ``None``; a choice, and a linear bound at 0, have no edge."""
+        if self.choices is not None:
+            return None
+        scale = math.log if self.log else float
+        share = (scale(value) - scale(self.low)) / (scale(self.high) - scale(self.low))
+        if share <= margin and not (self.low == 0 and not self.log):
+            return "low"
+        return "high" if share >= 1 - margin else None
 
     def corners(self) -> List[Any]:
         """The values a preflight builds configs with: the range ends, or every choice."""
@@ -107,6 +128,12 @@ def load_search_space(path: PathLike) -> List[SearchParam]:
         raise CikgError(f"{path}: empty search space (expected dotted keys, e.g. train.lr: {{low: 1e-4, high: 1e-2, "
                         "log: true}})")
     return [_param(str(key), spec, str(path)) for key, spec in data.items()]
+
+
+def edges_of(space: Sequence[SearchParam], params: Dict[str, Any], margin: float = EDGE_MARGIN) -> Dict[str, str]:
+    """``{key: "low" | "high"}`` of the ``params`` that lie at an edge of their range in ``space``."""
+    edges = {p.key: p.edge(params[p.key], margin) for p in space if p.key in params}
+    return {key: side for key, side in edges.items() if side}
 
 
 def overrides_for(params: Dict[str, Any]) -> List[str]:
@@ -164,6 +191,8 @@ class TuneResult:
     best_config: Path
     trials: pd.DataFrame
     study_dir: Path
+    edges: Dict[str, str]
+    """The best parameters at an edge of their range: ``{key: "low" | "high"}`` (see :meth:`SearchParam.edge`)."""
 
 
 def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, study_dir: PathLike,
@@ -195,6 +224,7 @@ def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, s
         study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed + seed_offset),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup))
+    _check_same_space(study, space_path, study_dir)
     _requeue_interrupted(study)
     remaining = n_trials - _finished(study)
     if remaining > 0:
@@ -205,7 +235,24 @@ def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, s
             return _run_trial(trial, space, config_path, overrides, trackers, study_dir)
 
         study.optimize(objective, n_trials=remaining, catch=(ConfigError,), callbacks=[_log_trial, *callbacks])
-    return _write_outputs(study, config_path, overrides, metric, study_dir)
+    result = _write_outputs(study, config_path, overrides, metric, study_dir, space)
+    for key, side in result.edges.items():
+        param = next(p for p in space if p.key == key)
+        logger.warning("best %s = %s lies at the %s edge of its range [%s, %s] in %s: the optimum may lie beyond; "
+                       "widen the range and tune again", key, result.best_params[key], side, param.low, param.high,
+                       space_path)
+    return result
+
+
+def _check_same_space(study, space_path: PathLike, study_dir: Path) -> None:
+    """Remember the space a study runs over; refuse to resume it over another (its trials would mix)."""
+    fingerprint, kept = sha256_file(space_path), study.user_attrs.get(SPACE_ATTR)
+    if kept is None:
+        study.set_user_attr(SPACE_ATTR, fingerprint)
+    elif kept != fingerprint:
+        raise CikgError(f"{study_dir / 'study.db'}: the study ran over another search space than {space_path} "
+                        f"(SHA-256 {kept[:12]}..., now {fingerprint[:12]}...); give a new --study-dir, or delete "
+                        "this one to start the study again")
 
 
 def _metric_names(config: RunConfig) -> List[str]:
@@ -288,7 +335,8 @@ def trials_table(study, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_outputs(study, config_path, overrides, metric: str, study_dir: Path) -> TuneResult:
+def _write_outputs(study, config_path, overrides, metric: str, study_dir: Path,
+                   space: Sequence[SearchParam]) -> TuneResult:
     from optuna.trial import TrialState
 
     table = trials_table(study, metric)
@@ -303,7 +351,8 @@ def _write_outputs(study, config_path, overrides, metric: str, study_dir: Path) 
     header = (f"# best of {len(table)} trials of {study_dir}: valid {metric} = {best.value:.6g} (trial {best.number}, "
               f"run dir {best.user_attrs.get('run_dir')})\n# selected on the validation split; cikg train this file\n")
     write_text_atomic(study_dir / "best.yaml", header + config.to_yaml())
-    return TuneResult(metric, best.value, decoded, study_dir / "best.yaml", table, study_dir)
+    return TuneResult(metric, best.value, decoded, study_dir / "best.yaml", table, study_dir,
+                      edges_of(space, decoded))
 
 
 def _decode(value: Any) -> Any:
@@ -316,5 +365,5 @@ def _decode(value: Any) -> Any:
     return value
 
 
-__all__ = ["OptunaPruning", "SearchParam", "TuneResult", "check_space", "load_search_space", "overrides_for",
-           "trials_table", "tune"]
+__all__ = ["EDGE_MARGIN", "OptunaPruning", "SearchParam", "TuneResult", "check_space", "edges_of", "load_search_space",
+           "overrides_for", "trials_table", "tune"]
