@@ -53,7 +53,7 @@ from cikg._io import sha256_file, write_text_atomic  # noqa: E402
 from cikg.train import load_run_config  # noqa: E402
 from cikg.train.hardware import describe_hardware  # noqa: E402
 from cikg.train.trainer import resolve_device  # noqa: E402
-from cikg.train.tune import EDGE_MARGIN, SPACE_ATTR, overrides_for, tune  # noqa: E402
+from cikg.train.tune import EDGE_MARGIN, SPACE_ATTR, edges_of, load_search_space, overrides_for, tune  # noqa: E402
 
 HERE = base.HERE
 NO_CAP = 1000
@@ -165,8 +165,31 @@ def changed_spaces(args: argparse.Namespace, ledger: dict, models: list) -> list
 
 def superseded_summary(record: dict) -> dict:
     """What the record of a restarted study keeps of the study it replaces."""
-    keep = ("best_value", "best_params", "edges", "trials", "minutes", "space_sha256", "command")
-    return {**{key: record.get(key) for key in keep}, "superseded": record.get("superseded", [])}
+    keep = ("best_value", "best_params", "study_best", "edges", "trials", "minutes", "space_sha256", "command")
+    return {**{key: record[key] for key in keep if key in record}, "superseded": record.get("superseded", [])}
+
+
+def studies_of(record: dict) -> list:
+    """A model's studies, oldest first: those its record replaced (``superseded``, nested), then its own."""
+    earlier = record.get("superseded", [])
+    return [*(studies_of(earlier[0]) if earlier else []), record]
+
+
+def own_best(study: dict) -> tuple:
+    """``(value, params)`` of the best trial of one study itself (not of the studies before it)."""
+    best = study.get("study_best", study)
+    return best["best_value"], best["best_params"]
+
+
+def select_across_studies(record: dict, space: list) -> None:
+    """A widened study's record selects the best trial on valid among all the model's studies (an earlier best
+    lies inside the widened space): when an earlier study's is higher, it becomes the record's best and this
+    study's own best moves to ``study_best``."""
+    earlier = record["superseded"][0]  # its best is already the best of the studies before it
+    if earlier["best_value"] > record["best_value"]:
+        record["study_best"] = {"best_value": record["best_value"], "best_params": record["best_params"]}
+        record["best_value"], record["best_params"] = earlier["best_value"], earlier["best_params"]
+        record["edges"] = edges_of(space, record["best_params"])
 
 
 def study_space(study_db: Path) -> str:
@@ -209,7 +232,10 @@ def format_params(params: dict) -> list:
 def header_of(record: dict, dataset: str, model: str) -> str:
     """The comment above a tuned config: where it comes from and how it trains."""
     params = ", ".join(format_params(record["best_params"]))
-    return (f"# {record['model']} on {dataset}, tuned: the best of {record['trials']} trials (valid {record['metric']} "
+    studies = studies_of(record)
+    trials = f"{sum(s['trials'] for s in studies)} trials of {len(studies)} studies" if len(studies) > 1 \
+        else f"{record['trials']} trials"
+    return (f"# {record['model']} on {dataset}, tuned: the best of {trials} (valid {record['metric']} "
             f"{record['best_value']:.4f}; {params})\n"
             f"# search space {record['space']}; trial budget {' '.join(record['budget']['trial_set'])}; "
             f"study seed {record['budget']['seed']}\n# command: {record['command']}\n"
@@ -261,16 +287,26 @@ def edge_line(dataset: str, ledger: dict) -> str:
 
 
 def superseded_lines(ledger: dict) -> list:
-    """One line per study replaced by a run over a widened space: what it found, and its space's version."""
+    """Per model whose range was widened: each of its studies (space, trials, its own best, edges) and which one
+    the tuned config comes from."""
     lines = []
     for record in ledger.values():
-        for old in record.get("superseded", []):
-            edges = ", ".join(f"`{key}` ({side})" for key, side in (old.get("edges") or {}).items()) or "none"
-            lines.append(f"- {record['model']}: an earlier study of {old['trials']} trials over the space with SHA-256 "
-                         f"`{old['space_sha256'][:12]}` (best valid {old['best_value']:.4f} with "
-                         f"{', '.join(f'`{p}`' for p in format_params(old['best_params']))}; at an edge: {edges}) "
-                         "was replaced by the one above, over a widened space.")
-    return ["Studies run again over a widened space:", "", *lines, ""] if lines else []
+        studies = studies_of(record)
+        if len(studies) < 2:
+            continue
+        parts = []
+        for k, study in enumerate(studies, 1):
+            value, params = own_best(study)
+            edges = ", ".join(f"`{key}` ({side})" for key, side in (study.get("edges") or {}).items()) or "none"
+            parts.append(f"study {k} over the space `{study['space_sha256'][:12]}`: {study['trials']} trials, best valid "
+                         f"{value:.4f} with {', '.join(f'`{p}`' for p in format_params(params))}"
+                         + (f", at an edge: {edges}" if study is not record else ""))
+        chosen = next(k for k, study in enumerate(studies, 1) if own_best(study)[0] == record["best_value"])
+        lines.append(f"- {record['model']}: {'; '.join(parts)}. The tuned config is the best on valid of all "
+                     f"{sum(s['trials'] for s in studies)} trials: study {chosen}'s.")
+    return (["Studies run again over a widened space (the SHA-256 prefix names the version of `<model>.space.yaml`; "
+             "the earlier studies' best configurations lie inside the widened space, so all trials count):", "",
+             *lines, ""] if lines else [])
 
 
 def render(dataset: str, ledger: dict) -> str:
@@ -349,10 +385,11 @@ def main(argv: list = None) -> int:
         record = study_record(args, model, result, command)
         if replaced or (previous or {}).get("superseded"):
             record["superseded"] = [superseded_summary(previous)] if replaced else previous["superseded"]
+            select_across_studies(record, load_search_space(space_of(args.dataset, model)))
         if ran_no_trial(previous, record):
             continue  # its record keeps the command and machine that ran the trials
         write_text_atomic(folder / "tuned" / f"{model}.yaml",
-                          header_of(record, args.dataset, model) + tuned_config(args, model, result.best_params))
+                          header_of(record, args.dataset, model) + tuned_config(args, model, record["best_params"]))
         with base.locked_ledger(ledger_path) as ledger:
             ledger[model] = record
     return show_tuning_page(folder, args)

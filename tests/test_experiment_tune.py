@@ -193,15 +193,48 @@ def test_a_widened_space_needs_restart_which_reruns_the_study_once_and_keeps_the
     assert (study_dir / "trials" / "trial-000" / "metrics.json").stat().st_mtime_ns == cut  # resumed, not redone
     second = json.loads((folder / "tuning.json").read_text())["bprmf"]
     assert second["trials"] == 2 and second["space_sha256"] != first["space_sha256"]
-    assert second["superseded"] == [{key: first.get(key) for key in ("best_value", "best_params", "edges", "trials",
-                                                                     "minutes", "space_sha256", "command")}
+    assert second["superseded"] == [{key: first[key] for key in ("best_value", "best_params", "edges", "trials",
+                                                                 "minutes", "space_sha256", "command")}
                                     | {"superseded": []}]
     new_runs = sorted((study_dir / "trials").iterdir())
     assert [p.name for p in new_runs] == [p.name for p in old_runs]  # trial-000, trial-001 again, trained anew
     assert tune.study_space(folder / "tuned" / "bprmf.study.db") == second["space_sha256"]
+    # the tuned config is the best on valid of both studies (the first's best lies inside the widened space)
+    own = second.get("study_best", second)
+    assert second["best_value"] == max(first["best_value"], own["best_value"])
+    assert ("study_best" in second) == (first["best_value"] > own["best_value"])
+    tuned = yaml.safe_load((folder / "tuned" / "bprmf.yaml").read_text())
+    assert tuned["model"]["dim"] == second["best_params"]["model.dim"]
+    assert (folder / "tuned" / "bprmf.yaml").read_text().startswith("# BPRMF on dbbook2014, tuned: the best of 4 "
+                                                                     "trials of 2 studies")
+    chosen = 1 if "study_best" in second else 2
     page = (folder / "tuning.md").read_text()
-    assert "Studies run again over a widened space:" in page and f"`{first['space_sha256'][:12]}`" in page
+    assert (f"- BPRMF: study 1 over the space `{first['space_sha256'][:12]}`: 2 trials, best valid "
+            f"{first['best_value']:.4f}") in page
+    assert f"The tuned config is the best on valid of all 4 trials: study {chosen}'s." in page
 
     # --restart again (a lane's command line keeps it): the new study is the current one, nothing runs again
     assert tune.main([*argv, "--restart", "bprmf"]) == 0
     assert json.loads((folder / "tuning.json").read_text())["bprmf"] == second
+
+
+def test_a_widened_study_keeps_an_earlier_better_best_and_names_its_own(tree, tmp_path):
+    tune, _, _ = tree
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 1.0e-4, high: 5.0e-2, log: true}\n")
+    first = {"model": "BPRMF", "best_value": 0.25, "best_params": {"train.lr": 0.009}, "edges": {"train.lr": "high"},
+             "trials": 20, "space_sha256": "a" * 64, "minutes": 1.0, "command": "c1"}
+    second = {"model": "BPRMF", "best_value": 0.23, "best_params": {"train.lr": 0.002}, "edges": {}, "trials": 20,
+              "space_sha256": "b" * 64, "minutes": 1.0, "command": "c2", "superseded": [tune.superseded_summary(first)]}
+    tune.select_across_studies(second, tune.load_search_space(space))
+    assert second["best_value"] == 0.25 and second["best_params"] == {"train.lr": 0.009}
+    assert second["study_best"] == {"best_value": 0.23, "best_params": {"train.lr": 0.002}}
+    assert second["edges"] == {}  # 0.009 lies inside the widened range
+    third = {"model": "BPRMF", "best_value": 0.24, "best_params": {"train.lr": 0.003}, "edges": {}, "trials": 20,
+             "space_sha256": "c" * 64, "minutes": 1.0, "command": "c3", "superseded": [tune.superseded_summary(second)]}
+    tune.select_across_studies(third, tune.load_search_space(space))
+    assert third["best_value"] == 0.25 and [tune.own_best(s)[0] for s in tune.studies_of(third)] == [0.25, 0.23, 0.24]
+    (line,) = [x for x in tune.superseded_lines({"bprmf": third}) if x.startswith("- BPRMF")]
+    assert "study 1 over the space `aaaaaaaaaaaa`: 20 trials, best valid 0.2500 with `train.lr=0.009`, at an edge: " \
+           "`train.lr` (high); study 2 over the space `bbbbbbbbbbbb`: 20 trials, best valid 0.2300" in line
+    assert line.endswith("The tuned config is the best on valid of all 60 trials: study 1's.")
