@@ -514,8 +514,9 @@ def render(dataset: str, ledger: dict, ablations: bool, ledger_dir: Path = None,
         "mean ± the half-width of the 95% Student-t interval over the seeds in the last column (one seed: the mean "
         "alone, no interval; † marks rows recorded before their per-seed figures were, shown with the population "
         "std). Validation split: " + "; ".join(splits)
-        + (f". Configs: `experiments/{dataset}/tuned/*.yaml`, each the best of its model's Optuna study under one "
-           f"budget (`tuning.md`), trained with no epoch cap until validation stops improving" if tuned else
+        + (f". Configs: `experiments/{dataset}/tuned/*.yaml`, each the best on valid of its model's Optuna study "
+           f"under one budget (and of the studies run again over a range widened at its edge: `tuning.md`), trained "
+           f"with no epoch cap until validation stops improving" if tuned else
            f". Configs: `experiments/{dataset}/*.yaml`") + " with the overrides in each command below. CIKGRec's view-1 "
         "anchor is the full CIKG (as in the released code) unless the row says otherwise.", "",
         "Commands (each wrote the rows named after it, with `--publish`; `experiments/run.py` keeps the rows in "
