@@ -15,7 +15,7 @@ CHEAP="bprmf lightgcn lightgcn-cikg simgcl"  # the models whose 20-trial study t
 # the studies whose best value lay at an edge of their range, run again over the widened ranges (tune.py --restart
 # starts each once; later calls resume the new study); their rows then replace the rows of the first studies
 WIDENED_DBBOOK="bprmf lightgcn lightgcn-cikg simgcl"
-WIDENED_BX="lightgcn lightgcn-cikg"
+WIDENED_BX="lightgcn lightgcn-cikg kgin"
 mkdir -p runs/pending
 
 lane1() {  # dbbook2014: the widened studies and their tuned rows, the ablations, KGIN's widened study and row,
