@@ -192,12 +192,17 @@ def select_across_studies(record: dict, space: list) -> None:
         record["edges"] = edges_of(space, record["best_params"])
 
 
+def read_only(study_db: Path) -> contextlib.closing:
+    """A read-only connection to a kept Optuna SQLite storage, closed on leaving the ``with`` block."""
+    return contextlib.closing(sqlite3.connect(f"file:{study_db}?mode=ro", uri=True))
+
+
 def study_space(study_db: Path) -> str:
     """The SHA-256 of the search space an Optuna storage's study ran over (``cikg.train.tune`` keeps it in the
     study's user attributes); ``""`` when there is no storage or it predates that."""
     if not study_db.is_file():
         return ""
-    with contextlib.closing(sqlite3.connect(f"file:{study_db}?mode=ro", uri=True)) as db:
+    with read_only(study_db) as db:
         row = db.execute("SELECT value_json FROM study_user_attributes WHERE key = ?", (SPACE_ATTR,)).fetchone()
     return json.loads(row[0]) if row else ""
 
@@ -247,7 +252,7 @@ def kept_trials(study_db: Path) -> int:
     """The finished (complete or pruned) trials of a kept Optuna storage; 0 when there is none."""
     if not study_db.is_file():
         return 0
-    with contextlib.closing(sqlite3.connect(f"file:{study_db}?mode=ro", uri=True)) as db:
+    with read_only(study_db) as db:
         return db.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
 
 
@@ -269,6 +274,11 @@ def trial_counts(record: dict) -> str:
     return f"{record['trials']} ({finished}, {pruned}, {record['trials'] - finished - pruned})"
 
 
+def format_edges(edges: dict) -> str:
+    """``"`train.lr` (high), `model.l2` (low)"``: the parameters at an edge of their range and which side."""
+    return ", ".join(f"`{key}` ({side})" for key, side in edges.items())
+
+
 def edge_line(dataset: str, ledger: dict) -> str:
     """The studies whose best value lies at an edge of its range (and whether that range was widened since), or
     ``""``."""
@@ -277,7 +287,7 @@ def edge_line(dataset: str, ledger: dict) -> str:
         if record.get("edges"):
             space = space_of(dataset, model)
             widened = space.is_file() and sha256_file(space) != record["space_sha256"]
-            at_edges.append(f"{record['model']} " + ", ".join(f"`{key}` ({side})" for key, side in record["edges"].items())
+            at_edges.append(f"{record['model']} {format_edges(record['edges'])}"
                             + (" (widened since: its study is run again)" if widened else ""))
     if not at_edges:
         return ""
@@ -297,7 +307,7 @@ def superseded_lines(ledger: dict) -> list:
         parts = []
         for k, study in enumerate(studies, 1):
             value, params = own_best(study)
-            edges = ", ".join(f"`{key}` ({side})" for key, side in (study.get("edges") or {}).items()) or "none"
+            edges = format_edges(study.get("edges") or {}) or "none"
             parts.append(f"study {k} over the space `{study['space_sha256'][:12]}`: {study['trials']} trials, best valid "
                          f"{value:.4f} with {', '.join(f'`{p}`' for p in format_params(params))}"
                          + (f", at an edge: {edges}" if study is not record else ""))
