@@ -1,4 +1,5 @@
 """The sentence encoder, re-exported: it lives in :mod:`cikg.embed` (below interests and augment)."""
+from ..checks import parse_enum
 from ..embed import (
     DEFAULT_MODEL_NAME,
     MODEL_PACKAGE,
@@ -9,7 +10,6 @@ from ..embed import (
     model_dir,
     tfidf_vectors,
 )
-from ..checks import parse_enum
 
 __all__ = ["DEFAULT_MODEL_NAME", "MODEL_PACKAGE", "EmbeddingCache", "EmbeddingKind", "Encoder", "embed_texts",
            "model_dir", "parse_enum", "tfidf_vectors"]

@@ -126,6 +126,33 @@ class Recommender(nn.Module):
             mask_excluded_(scores, *csr_rows(exclude[0], exclude[1], users))
         return top_items(scores, k)[0]
 
+    def id_embeddings(self) -> Optional[Tuple[Tensor, Tensor]]:
+        """The layer-0 ID embedding rows of users ``[n_users, d]`` and items ``[n_items, d]`` as views of the
+        model's parameters, or ``None`` for a model without such a table (it cannot be warm-started)."""
+        return None
+
+    @torch.no_grad()
+    def init_embeddings(self, users: Tensor, items: Tensor) -> None:
+        """Start from another model's user and item embeddings (``train.init_from``; KGAT's published protocol
+        starts from a trained BPR-MF's): copy ``users`` ``[n_users, d]`` and ``items`` ``[n_items, d]`` into the
+        layer-0 ID rows of :meth:`id_embeddings`. Every other parameter keeps its initialisation.
+
+        Raises:
+            ConfigError: the model has no ID embeddings, or the shapes differ from its own.
+        """
+        from ..errors import ConfigError
+
+        own = self.id_embeddings()
+        if own is None:
+            raise ConfigError(f"{type(self).__name__} has no user and item ID embeddings to start from",
+                              "train.init_from")
+        for name, target, source in (("user", own[0], users), ("item", own[1], items)):
+            if tuple(source.shape) != tuple(target.shape):
+                raise ConfigError(f"the {name} embeddings to start from are {tuple(source.shape)}; "
+                                  f"{type(self).__name__} expects {tuple(target.shape)} ([n_{name}s, dim])",
+                                  "train.init_from")
+            target.copy_(source)
+
     def on_epoch_start(self, epoch: int, generator: Optional[torch.Generator] = None) -> Dict[str, float]:
         """Called by the trainer before each epoch; returns values to log (e.g. ``{"mask_rate": 0.1}``)."""
         return {}

@@ -61,6 +61,9 @@ class BPRMF(Recommender):
         if self.fusion is not None:
             self.fusion.reset_parameters()
 
+    def id_embeddings(self) -> Tuple[Tensor, Tensor]:
+        return self.user_emb.weight, self.item_emb.weight
+
     def embed(self) -> Tuple[Tensor, Tensor]:
         if self.fusion is None:
             return self.user_emb.weight, self.item_emb.weight

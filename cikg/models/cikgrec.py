@@ -418,6 +418,9 @@ class CIKGRec(Recommender):
     def fusion(self) -> Optional[nn.Module]:
         return self.encoder.fusion
 
+    def id_embeddings(self) -> Tuple[Tensor, Tensor]:
+        return self.encoder.id_embeddings()
+
     def ego(self) -> Tensor:
         """Layer-0 embeddings ``[n_nodes, dim]``: the ID table, fused with node features when configured."""
         return self.encoder.ego()

@@ -278,6 +278,11 @@ class KGAT(Recommender):
             nn.init.zeros_(layer.bias)
         self.attention.copy_(self.relational_random_walk())
 
+    def id_embeddings(self) -> Tuple[Tensor, Tensor]:
+        """User rows ``0..n_users-1`` and item rows ``n_users..n_users+n_items-1`` of the node table (the
+        original's ``--pretrain -1`` fills exactly these from a trained BPR-MF; entities keep Xavier)."""
+        return self.node_embedding[:self.n_users], self.node_embedding[self.n_users:self.n_users + self.n_items]
+
     # ------------------------------------------------------------------ attention
     def relational_random_walk(self) -> Tensor:
         """The original's initial weights ``[T]``: :math:`1 / |\\{t : (h, r, t)\\}|` per triple (each

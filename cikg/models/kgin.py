@@ -292,6 +292,10 @@ class KGIN(Recommender):
     def n_triples(self) -> int:
         return int(self.kg_heads.numel())
 
+    def id_embeddings(self) -> Tuple[Tensor, Tensor]:
+        """User rows ``0..n_users-1`` and item rows (the first entities) of the ``[users | entities]`` table."""
+        return self.embedding[:self.n_users], self.embedding[self.n_users:self.n_users + self.n_items]
+
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.embedding)
         nn.init.xavier_uniform_(self.relation_embedding)

@@ -114,6 +114,10 @@ class LightGCN(Recommender):
             self.fusion.reset_parameters()
         self._train_adj = None
 
+    def id_embeddings(self) -> Tuple[Tensor, Tensor]:
+        weight = self.embedding.weight  # the global index of the views
+        return weight[:self.n_users], weight[self.item_offset:self.item_offset + self.n_items]
+
     def ego(self) -> Tensor:
         """Layer-0 embeddings ``[n_nodes, dim]``: the ID table, fused with node features when configured."""
         weight = self.embedding.weight

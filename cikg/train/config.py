@@ -84,6 +84,9 @@ class TrainConfig:
         threads: torch intra-op threads (default: torch's choice).
         max_batches: cap the batches per epoch (quick runs and smoke tests; default all).
         progress: per-batch progress bars on a terminal.
+        init_from: a trained run directory on the same data whose user and item embeddings (its ``embed()``)
+            start this model's ID embeddings (:meth:`~cikg.models.base.Recommender.init_embeddings`), as KGAT's
+            published protocol starts from a trained BPR-MF; ``None`` starts from the model's own initialisation.
     """
 
     epochs: int = 300
@@ -101,6 +104,7 @@ class TrainConfig:
     threads: Optional[int] = None
     max_batches: Optional[int] = None
     progress: bool = True
+    init_from: Optional[str] = None
 
     CONSTRAINTS: ClassVar[checks.Constraints] = (
         checks.positive_int("epochs", "batch_size", "eval_every", "eval_block_size"),

@@ -48,6 +48,7 @@ from .hardware import describe_hardware
 from .progress import epoch_bar, epoch_postfix
 from .sampling import BPRSampler
 from .tracking import Tracker, Trackers, default_trackers
+from .warmstart import absolute_init_from, warm_start
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
@@ -367,6 +368,9 @@ class Trainer:
                 ``overwrite`` are false; ``run_dir`` is left untouched (``config.yaml`` included).
             DirectoryInUseError: another process trains in ``run_dir`` (rank 0 holds its lock meanwhile).
         """
+        if self.config.train.init_from:  # recorded absolute, so the run resumes from any working directory
+            self.config.train = dataclasses.replace(self.config.train,
+                                                    init_from=absolute_init_from(self.config.train.init_from))
         train = self.config.train
         ensure_dir(self.run_dir)
         if overwrite and self.is_main:
@@ -376,12 +380,13 @@ class Trainer:
             if removed:
                 logger.info("overwrite: removed %s from %s", ", ".join(removed), self.run_dir)
         run_data = self._prepare_run_data() if self.is_main else None
-        if resume:
-            self.load_checkpoint()
-        elif self.checkpoint_path.exists():
+        resumed = self.load_checkpoint() if resume else False
+        if not resume and self.checkpoint_path.exists():
             raise CheckpointError(f"{self.run_dir} already holds a checkpoint: fit(resume=True) continues it (a "
                                   "finished run returns its result), fit(overwrite=True) starts afresh (cikg train "
                                   "--overwrite), or choose another run dir")
+        if train.init_from and not resumed:
+            warm_start(self.model, self.dataset, train.init_from)
         if run_data is not None:  # only now: a refused resume leaves the run directory as it was
             write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
             run_data.write(self.run_dir)
