@@ -414,7 +414,7 @@ def main(argv: list = None) -> int:
         for seed in args.seeds:
             key = f"{source}|seed{seed}"
             with base.locked_ledger(ledger_path) as ledger:
-                if ledger.get("runs", {}).get(key, {}).get("settings") == settings[source]:
+                if base.same_settings(ledger.get("runs", {}).get(key, {}).get("settings"), settings[source]):
                     logging.info("%s seed %d: in the ledger, skipped", source, seed)
                     continue
             metrics = base.run_one(args.dataset, "cikgrec", seed, [*args.set, *source_overrides(source, folders[source])],

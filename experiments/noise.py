@@ -349,7 +349,8 @@ def main(argv: list = None) -> int:
     for seed, rate in [] if args.render_only else sweep_cells(args):
         with base.locked_ledger(ledger_path) as ledger:
             todo = [v for v in args.variants
-                    if ledger.get(run_key(v, args.mode, rate, seed), {}).get("settings") != settings[v]]
+                    if not base.same_settings(ledger.get(run_key(v, args.mode, rate, seed), {}).get("settings"),
+                                              settings[v])]
         if not todo:
             logging.info("rate %g seed %d: in the ledger, skipped", rate, seed)
             continue

@@ -34,13 +34,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pandas as pd
 
@@ -93,9 +94,26 @@ def locked_ledger(path: Path, sort: bool = True) -> Iterator[dict]:
         tmp.replace(path)
 
 
+@functools.lru_cache(maxsize=None)
+def default_settings(model_name: str) -> dict:
+    """The flattened defaults of a run config of ``model_name``."""
+    return flatten(load_run_config(None, [f"model.name={model_name}"]).to_dict())
+
+
 def changed_keys(old: dict, new: dict) -> list:
-    """The keys whose values differ between two resolved settings, sorted."""
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    """The keys whose values differ between two resolved settings, sorted. A key only one side has (a setting
+    added to cikg after the other was recorded) differs only when its value is not the default, as a
+    checkpoint's config is compared (:func:`cikg.train.trainer.config_differences`)."""
+    absent = object()
+    keys = set(old) | set(new)
+    model = new.get("model.name") or old.get("model.name")
+    defaults = default_settings(model) if model and set(old) != set(new) else {}
+    return sorted(k for k in keys if old.get(k, defaults.get(k, absent)) != new.get(k, defaults.get(k, absent)))
+
+
+def same_settings(old: Optional[dict], new: dict) -> bool:
+    """Two resolved settings describe the same runs (see :func:`changed_keys`)."""
+    return old is not None and not changed_keys(old, new)
 
 
 def settings_diff(old: dict, new: dict, most: int = 4) -> str:
@@ -211,7 +229,7 @@ def replacement_conflicts(dataset: str, ledger: dict, rows: dict, seeds: list) -
         if label not in ledger:
             continue
         old = recorded_settings(dataset, ledger[label])
-        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        differ = changed_keys(old, settings)
         if differ:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in differ[:6])
             problems.append(f"row {label!r} was produced with other settings ({shown}"
@@ -224,7 +242,7 @@ def replacement_conflicts(dataset: str, ledger: dict, rows: dict, seeds: list) -
 def already_in(ledger: dict, label: str, settings: dict, dataset: str, seeds: list) -> bool:
     """The ledger holds ``label``'s row with ``settings`` and at least ``seeds`` (``--missing`` skips it)."""
     return (label in ledger and set(seeds) <= set(ledger[label].get("seeds", []))
-            and recorded_settings(dataset, ledger[label]) == settings)
+            and same_settings(recorded_settings(dataset, ledger[label]), settings))
 
 
 def superseded(run_dir: Path, config) -> bool:

@@ -93,6 +93,22 @@ def test_missing_trains_only_the_rows_the_ledger_lacks(scripts, tmp_path, monkey
     assert run.main([*argv[:5], "0", "1", *argv[6:], "--missing"]) == 0
     assert trained == [("bprmf", 0), ("bprmf", 1), ("lightgcn", 0), ("lightgcn", 1)]
 
+
+def test_a_setting_added_to_cikg_since_a_row_was_recorded_counts_only_off_its_default(scripts):
+    """A published row recorded before ``train.init_from`` existed is still "already in" (``--missing`` skips
+    it); the same row with the new setting set is another row."""
+    run, _ = scripts
+    ledger = json.loads((EXPERIMENTS / "dbbook2014" / "results-tuned.json").read_text())
+    recorded = {k: v for k, v in ledger["BPRMF"]["settings"].items() if k != "train.init_from"}
+    now = run.row_settings("dbbook2014", "tuned/bprmf", [])
+    assert "train.init_from" in now and "train.init_from" not in recorded
+    assert run.changed_keys(recorded, now) == [] and run.same_settings(recorded, now)
+    assert run.already_in({"BPRMF": {**ledger["BPRMF"], "settings": recorded}}, "BPRMF", now, "dbbook2014", [0, 4])
+    warm = {**now, "train.init_from": "/runs/bprmf-64"}
+    assert run.changed_keys(recorded, warm) == ["train.init_from"] and not run.same_settings(recorded, warm)
+    assert run.changed_keys({**recorded, "model.l2": 1.0}, now) == ["model.l2"]
+    assert not run.same_settings(None, now)
+
 def test_published_rows_without_recorded_settings_are_resolved_from_their_command(scripts):
     run, _ = scripts
     ledger = json.loads((EXPERIMENTS / "dbbook2014" / "results.json").read_text())
