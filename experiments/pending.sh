@@ -3,7 +3,9 @@
 # Every step resumes: a study from its committed tuned/<model>.study.db, a sweep with --missing skips the rows
 # its ledger already holds (a row lands when all its seeds end; a seed's run dir resumes on the same machine).
 # Re-run it in each session from the repository root; commit the ledgers, pages and study DBs as they land
-# (experiments/NOTES.md, "Tuned protocol"); stop it with Ctrl-C or SIGTERM (both lanes end with it).
+# (experiments/NOTES.md, "Tuned protocol"); stop it with Ctrl-C or SIGTERM to this script's own pid (both lanes end
+# with it). Not to a lane's python: started in the background by a script, it ignores SIGINT (as every background
+# job of a non-interactive shell does), and a lane killed on its own leaves its python running.
 #   bash experiments/pending.sh            # both lanes, logs in runs/pending/
 #   LANES=2 bash experiments/pending.sh    # one lane only
 set -u
@@ -19,12 +21,15 @@ WIDENED_BX="lightgcn lightgcn-cikg kgin"
 mkdir -p runs/pending
 
 lane1() {  # dbbook2014: the widened studies and their tuned rows, the ablations, KGIN's widened study and row,
-  # then the augmentation tables again with a ledger (their CTR columns; the same commands as the published pages)
+  # KGAT (BPR-MF init)'s study and row (tune.py first trains the BPR-MF it starts from), then the augmentation
+  # tables again with a ledger (their CTR columns; the same commands as the published pages)
   $PY experiments/tune.py dbbook2014 --models $WIDENED_DBBOOK --restart $WIDENED_DBBOOK --trials 20 $RUN &&
   $PY experiments/run.py dbbook2014 --tuned --models $WIDENED_DBBOOK cikgrec --seeds $SEEDS --missing --replace $RUN &&
   $PY experiments/run.py dbbook2014 --tuned --ablations --seeds $SEEDS --missing $RUN &&
   $PY experiments/tune.py dbbook2014 --models kgin --restart kgin --trials 20 $RUN &&
   $PY experiments/run.py dbbook2014 --tuned --models kgin --seeds $SEEDS --missing --replace $RUN &&
+  $PY experiments/tune.py dbbook2014 --models kgat-mf --trials 20 $RUN &&
+  $PY experiments/run.py dbbook2014 --tuned --models kgat-mf --seeds $SEEDS --missing $RUN &&
   $PY experiments/augment.py dbbook2014 --methods none kar kar+gate reki-col:10 reki-col:50 reki-col:50+gate \
     reki-col:200 reki-both:50 reki-col-llm:10 reki-col-llm:50 llmcf coco --models lightgcn cikgrec --seeds 0 1 2 \
     --threads 1 --publish &&
@@ -33,7 +38,7 @@ lane1() {  # dbbook2014: the widened studies and their tuned rows, the ablations
 }
 
 lane2() {  # book-crossing: the cheap studies (the widened ones again) and their tuned rows first (rows land within
-  # a session), then the KG models' and CIKGRec's studies, all tuned rows, the ablations
+  # a session), then the KG models' (KGAT (BPR-MF init) included) and CIKGRec's studies, all tuned rows, the ablations
   $PY experiments/tune.py book-crossing --models $CHEAP --restart $WIDENED_BX --trials 20 $RUN &&
   $PY experiments/run.py book-crossing --tuned --models $CHEAP --seeds $SEEDS --missing --replace $RUN &&
   $PY experiments/tune.py book-crossing --restart $WIDENED_BX --trials 20 $RUN &&

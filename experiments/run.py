@@ -53,9 +53,12 @@ from cikg.train.trainer import config_differences
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"bprmf": "BPRMF", "lightgcn": "LightGCN", "lightgcn-cikg": "LightGCN-CIKG", "kgat": "KGAT",
-          "kgin": "KGIN", "cikgrec": "CIKGRec", "simgcl": "SimGCL"}
+          "kgat-mf": "KGAT (BPR-MF init)", "kgin": "KGIN", "cikgrec": "CIKGRec", "simgcl": "SimGCL"}
 """Every model a sweep may run; a dataset runs those with a config in ``experiments/<dataset>/`` (KGIN needs an item
-KG, so ml1m has no ``kgin.yaml``)."""
+KG, so ml1m has no ``kgin.yaml``). ``kgat-mf`` is KGAT with its published start from a trained BPR-MF
+(``train.init_from``; ``kgat-mf-init.yaml`` trains that BPR-MF, :func:`ensure_init_run`)."""
+INIT_SUFFIX = "-init"
+"""``<model>-init.yaml`` beside a config whose ``train.init_from`` names a run: the config of that run."""
 ABLATIONS = {"CIKGRec w/o UIR": ["model.use_uir=false"], "CIKGRec w/o CL": ["model.use_cl=false"],
              "CIKGRec w/o interests": ["model.use_interests=false"], "CIKGRec w/o KG": ["model.use_kg=false"],
              "CIKGRec (view-1 = collaborative)": ["model.cl_anchor=collaborative"],
@@ -250,11 +253,25 @@ def superseded(run_dir: Path, config) -> bool:
     return (run_dir / "config.yaml").is_file() and bool(config_differences(load_yaml(run_dir / "config.yaml"), config))
 
 
+def ensure_init_run(dataset: str, config_name: str, config, overrides: list = ()) -> None:
+    """Train the run ``config`` starts from (``train.init_from``) when it has no selected weights yet, from
+    ``<model>-init.yaml`` beside the model's config; of ``overrides`` only where and how it runs applies (threads,
+    device, progress), never a row's seed or budget."""
+    init_from = config.train.init_from
+    recipe = HERE / dataset / f"{Path(config_name).name}{INIT_SUFFIX}.yaml"
+    if not init_from or (Path(init_from) / "best_model.pt").is_file() or not recipe.is_file():
+        return  # nothing to start from, already trained, or no recipe: the trainer says what is missing
+    placement = [o for o in overrides if o.split("=", 1)[0] in ("train.threads", "train.device", "train.progress")]
+    logging.info("training the run %s starts from: %s -> %s", config_name, recipe, init_from)
+    Trainer(load_run_config(recipe, placement), init_from).fit()
+
+
 def run_one(dataset: str, config_name: str, seed: int, overrides: list, out: Path, label: str,
             replace: bool = False) -> dict:
     """Train (or resume, or re-read) one seed of a row; ``replace`` restarts a run dir of other settings."""
     config = load_run_config(HERE / dataset / f"{config_name}.yaml", [*overrides, f"train.seed={seed}"])
     run_dir = out / dataset / f"{row_slug(label)}-seed{seed}"
+    ensure_init_run(dataset, config_name, config, overrides)
     result = Trainer(config, run_dir).fit(overwrite=replace and superseded(run_dir, config))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # the epochs' own seconds, so a run resumed (or re-read when finished) reports what its training cost

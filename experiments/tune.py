@@ -386,6 +386,8 @@ def main(argv: list = None) -> int:
         if args.publish and kept.is_file() and not (study_dir / "study.db").is_file():
             logging.info("%s: resuming the study kept in %s", model, kept)
             copy_study(kept, study_dir / "study.db")
+        base.ensure_init_run(args.dataset, model, load_run_config(HERE / args.dataset / f"{model}.yaml", args.set),
+                             args.set)
         keep = [lambda study, trial, db=study_dir / "study.db", to=kept: copy_study(db, to)] if args.publish else []
         result = tune(HERE / args.dataset / f"{model}.yaml", space_of(args.dataset, model), args.trials, study_dir,
                       overrides=[*args.set, *args.trial_set], seed=args.seed, prune_startup=PRUNE_STARTUP,

@@ -9,7 +9,7 @@
 # and one log per model. Here: tar xzf /work/.device/.../ml1m-tuned.tar.gz, check, commit.
 set -u
 BUDGET=${BUDGET:-420}
-MODELS=${MODELS:-"bprmf lightgcn lightgcn-cikg simgcl kgat cikgrec"}
+MODELS=${MODELS:-"bprmf lightgcn lightgcn-cikg simgcl kgat kgat-mf cikgrec"}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
