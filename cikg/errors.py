@@ -97,5 +97,10 @@ def describe_path_error(err: OSError) -> str:
     return ": ".join(paths + [describe_os_error(err)])
 
 
+class DivergedError(CikgError):
+    """Training produced non-finite values (a NaN or infinite loss, NaN scores): the settings diverge. A study
+    (:mod:`cikg.train.tune`) records such a trial as failed and goes on."""
+
+
 class CheckpointError(CikgError):
     """A checkpoint or run directory is missing, incomplete or does not match the configuration."""

@@ -15,7 +15,7 @@ from typing import Tuple
 
 import torch
 
-from .errors import CikgError
+from .errors import DivergedError
 
 
 def csr_rows(indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -70,14 +70,15 @@ def top_items(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]
         same shape that is ``False`` where the ranked item is a non-candidate (score ``-inf``).
 
     Raises:
-        CikgError: when a score is NaN.
+        DivergedError: when a score is NaN.
     """
     n_items = scores.size(1)
     k_eff = min(k, n_items)
     probe = min(k_eff + 1, n_items)
     values, items = torch.topk(scores, probe, dim=1, largest=True, sorted=True)
     if values.numel() and bool(torch.isnan(values[:, 0]).any()):  # topk ranks NaN above everything
-        raise CikgError("evaluation scores contain NaN; the model produced invalid scores")
+        raise DivergedError("evaluation scores contain NaN; the model produced invalid scores (did training "
+                            "diverge? a lower learning rate or stronger regularisation may help)")
     if probe > k_eff:
         cut = values[:, k_eff - 1]
         tied = (values[:, k_eff] == cut) & (cut != float("-inf"))

@@ -135,15 +135,16 @@ def test_bad_spaces_name_the_file_and_key(tmp_path, text, message):
     assert str(path) in str(err.value)
 
 
-EXPERIMENT_MODELS = ["bprmf", "lightgcn", "lightgcn-cikg", "kgat", "cikgrec", "simgcl", "kgin"]
+EXPERIMENT_MODELS = ["bprmf", "lightgcn", "lightgcn-cikg", "kgat", "kgat-mf", "cikgrec", "simgcl", "kgin"]
 KG_ONLY = {"kgin": ["ml1m"]}
 """Models that need an item KG, and the experiment datasets without one (no config there)."""
 
 
 def test_every_model_config_of_the_experiments_is_in_the_list():
-    """A model config added to experiments/ without a search space fails here (augment-* reuse their backbone's)."""
-    stems = {p.stem for p in (ROOT / "experiments").glob("*/*.yaml")
-             if not p.name.endswith(".space.yaml") and not p.name.startswith("augment-")}
+    """A model config added to experiments/ without a search space fails here (augment-* reuse their backbone's;
+    <model>-init.yaml is the run a model starts from, trained once, not tuned)."""
+    stems = {p.stem for p in (ROOT / "experiments").glob("*/*.yaml") if not p.name.endswith(".space.yaml")
+             and not p.name.startswith("augment-") and not p.name.endswith("-init.yaml")}
     assert stems == set(EXPERIMENT_MODELS)
 
 
@@ -239,3 +240,25 @@ def test_a_study_reports_its_edges_and_refuses_another_space(tmp_path, space, ca
     with pytest.raises(CikgError, match=r"study.db: the study ran over another search space than .*space.yaml"):
         tune(None, space, 2, tmp_path / "study", overrides=BASE, seed=0)
     assert len(tune(None, narrow, 1, tmp_path / "study", overrides=BASE, seed=0).trials) == 1  # its own space: fine
+
+
+def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path):
+    """A learning rate of 1e30 makes the embeddings overflow in epoch 1 (a NaN loss): that trial is recorded as
+    failed, counts towards the budget, and the study selects among the others (book-crossing's KGIN study ended
+    at such a trial before)."""
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {choices: [1.0e+30, 1.0e-2]}\n")
+    result = tune(None, space, 4, tmp_path / "study", overrides=BASE, seed=0)
+    states = dict(zip(result.trials["train.lr"], result.trials["state"]))
+    assert set(result.trials["state"]) == {"FAIL", "COMPLETE"} and len(result.trials) == 4
+    assert states[1.0e30] == "FAIL" and states[1.0e-2] == "COMPLETE"
+    assert result.best_params == {"train.lr": 1.0e-2}
+
+
+def test_a_diverging_run_names_the_model_epoch_and_loss(tmp_path):
+    from cikg.errors import DivergedError
+    from cikg.train import Trainer
+
+    config = load_run_config(None, [*BASE, "model.name=lightgcn", "train.lr=1e30"])
+    with pytest.raises(DivergedError, match=r"lightgcn on synthetic.*epoch 1: the loss is nan; training diverged"):
+        Trainer(config, tmp_path / "run", trackers=[]).fit()

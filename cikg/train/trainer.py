@@ -22,6 +22,7 @@ import dataclasses
 import gzip
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from ..augment.base import NodeFeatures
 from ..config import flatten as _flatten
 from ..config import load_yaml
 from ..data import Dataset, load_dataset, load_interests, synthetic
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DivergedError
 from ..eval import EvalResult, Evaluator, activity_groups
 from ..graph import GraphViews, build_cikg, build_views
 from ..models.base import Recommender
@@ -255,6 +256,10 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
         bar.close()
+        if not math.isfinite(sums["loss"]):
+            raise DivergedError(f"{self.config.model_name} on {self.dataset.name}, epoch {epoch}: the loss is "
+                                f"{sums['loss']}; training diverged (a lower train.lr or stronger regularisation "
+                                "may help)")
         logged.update({name: value / max(n_batches, 1) for name, value in sums.items()})
         for task, optimizer in zip(self.aux_tasks, self.aux_optimizers):
             task_sums: Dict[str, float] = defaultdict(float)

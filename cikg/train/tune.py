@@ -37,7 +37,7 @@ import pandas as pd
 
 from .._io import ensure_dir, sha256_file, write_text_atomic
 from ..config import load_yaml
-from ..errors import CikgError, ConfigError
+from ..errors import CikgError, ConfigError, DivergedError
 from .config import RunConfig, load_run_config
 from .tracking import Tracker, default_trackers
 
@@ -234,7 +234,8 @@ def tune(config_path: Optional[PathLike], space_path: PathLike, n_trials: int, s
             trackers = [*default_trackers(mlflow_uri, experiment=mlflow_experiment), OptunaPruning(trial, metric)]
             return _run_trial(trial, space, config_path, overrides, trackers, study_dir)
 
-        study.optimize(objective, n_trials=remaining, catch=(ConfigError,), callbacks=[_log_trial, *callbacks])
+        study.optimize(objective, n_trials=remaining, catch=(ConfigError, DivergedError),
+                       callbacks=[_log_trial, *callbacks])
     result = _write_outputs(study, config_path, overrides, metric, study_dir, space)
     for key, side in result.edges.items():
         param = next(p for p in space if p.key == key)
