@@ -20,6 +20,7 @@ from cikg.models.kgin import (
     independence_loss,
     intent_aggregation,
     kgin_graph,
+    normalize_rows,
     relational_aggregation,
 )
 from cikg.models.propagation import SparseMatrix
@@ -382,3 +383,24 @@ def test_the_dbbook2014_experiment_config_builds_kgin_on_the_real_kg(dbbook):
     total, terms = model.loss(batch_of(dbbook, 256))
     total.backward()
     assert torch.isfinite(total) and float(terms["bpr"]) == pytest.approx(math.log(2), abs=0.05)
+
+
+def test_normalize_rows_is_f_normalize_but_passes_no_gradient_into_a_zero_row():
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1e-30, 0.0]], requires_grad=True)
+    y = normalize_rows(x)
+    assert torch.allclose(y, torch.nn.functional.normalize(x, dim=1))
+    y.backward(torch.ones_like(y))
+    reference = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.normalize(reference, dim=1).backward(torch.ones_like(y))
+    assert torch.allclose(x.grad[[0, 2]], reference.grad[[0, 2]])
+    assert torch.equal(x.grad[1], torch.zeros(2)) and reference.grad[1].abs().min() == 1e12  # F.normalize: 1/eps
+
+
+def test_four_layers_on_book_crossing_keep_finite_gradients(bookcrossing):
+    """book-crossing's KG leaves thousands of entities as all-zero rows at each layer; chained over four layers
+    ``F.normalize`` turned their gradients into inf and the relation embeddings' into NaN (a study's trial)."""
+    torch.manual_seed(0)
+    model = build(views_of(bookcrossing), KGINConfig(dim=16, layers=4, n_intents=4))
+    loss, _ = model.loss(batch_of(bookcrossing, size=1024))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -223,6 +223,14 @@ def distance_correlation(x: Tensor, eps: float = DCOR_EPS) -> Tensor:
     return dcov / torch.sqrt(diag.unsqueeze(1) * diag.unsqueeze(0) + eps)
 
 
+def normalize_rows(x: Tensor) -> Tensor:
+    """``F.normalize(x, dim=1)`` whose gradient is 0 at an all-zero row (an entity with no KG edge, or whose
+    neighbours all were such rows) instead of ``grad / eps``: chained over layers, ``F.normalize`` multiplies such
+    a row's gradient by ``1/eps = 1e12`` per layer, which overflows float32 at four layers (a NaN)."""
+    nonzero = (x != 0).any(dim=1, keepdim=True)
+    return torch.where(nonzero, F.normalize(x, dim=1), torch.zeros_like(x))
+
+
 def independence_loss(x: Tensor, kind: Independence = Independence.DISTANCE) -> Tensor:
     """:math:`\\sum_{p < p'} \\mathrm{dCor}(x_p, x_{p'})` (``distance``) or :math:`\\sum_{p < p'}
     \\cos^2(x_p, x_{p'})` (``cosine``) over the rows of ``x`` ``[P, n]``; a scalar (0 for one row)."""
@@ -351,8 +359,8 @@ class KGIN(Recommender):
                                                          self.group_heads, self.group_relations)
             next_user = intent_aggregation(user, entity[: self.n_items], intents, interaction_mean,
                                            self.config.user_residual)
-            entity = F.normalize(F.dropout(next_entity, message_dropout, training=message_dropout > 0), dim=1)
-            user = F.normalize(F.dropout(next_user, message_dropout, training=message_dropout > 0), dim=1)
+            entity = normalize_rows(F.dropout(next_entity, message_dropout, training=message_dropout > 0))
+            user = normalize_rows(F.dropout(next_user, message_dropout, training=message_dropout > 0))
             user_sum, entity_sum = user_sum + user, entity_sum + entity
         return user_sum, entity_sum
 
