@@ -20,16 +20,16 @@ WIDENED_DBBOOK="bprmf lightgcn lightgcn-cikg simgcl"
 WIDENED_BX="lightgcn lightgcn-cikg kgin"
 mkdir -p runs/pending
 
-lane1() {  # dbbook2014: the widened studies and their tuned rows, the ablations, KGIN's widened study and row,
-  # KGAT (BPR-MF init)'s study and row (tune.py first trains the BPR-MF it starts from), then the augmentation
-  # tables again with a ledger (their CTR columns; the same commands as the published pages)
+lane1() {  # dbbook2014: the widened studies and their tuned rows, KGAT (BPR-MF init)'s study and row (tune.py first
+  # trains the BPR-MF it starts from), the ablations, KGIN's widened study and row, then the augmentation tables
+  # again with a ledger (their CTR columns; the same commands as the published pages)
   $PY experiments/tune.py dbbook2014 --models $WIDENED_DBBOOK --restart $WIDENED_DBBOOK --trials 20 $RUN &&
   $PY experiments/run.py dbbook2014 --tuned --models $WIDENED_DBBOOK cikgrec --seeds $SEEDS --missing --replace $RUN &&
+  $PY experiments/tune.py dbbook2014 --models kgat-mf --trials 20 $RUN &&
+  $PY experiments/run.py dbbook2014 --tuned --models kgat-mf --seeds $SEEDS --missing $RUN &&
   $PY experiments/run.py dbbook2014 --tuned --ablations --seeds $SEEDS --missing $RUN &&
   $PY experiments/tune.py dbbook2014 --models kgin --restart kgin --trials 20 $RUN &&
   $PY experiments/run.py dbbook2014 --tuned --models kgin --seeds $SEEDS --missing --replace $RUN &&
-  $PY experiments/tune.py dbbook2014 --models kgat-mf --trials 20 $RUN &&
-  $PY experiments/run.py dbbook2014 --tuned --models kgat-mf --seeds $SEEDS --missing $RUN &&
   $PY experiments/augment.py dbbook2014 --methods none kar kar+gate reki-col:10 reki-col:50 reki-col:50+gate \
     reki-col:200 reki-both:50 reki-col-llm:10 reki-col-llm:50 llmcf coco --models lightgcn cikgrec --seeds 0 1 2 \
     --threads 1 --publish &&
