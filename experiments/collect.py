@@ -141,8 +141,10 @@ def headline(root: Path = HERE) -> str:
              "converged (`results-tuned.md`: one Optuna study per model under one budget, no epoch cap); "
              f"{UNTUNED} marks the untuned published budget (`results.md`, lr 5e-3 and an epoch cap) where the "
              "model has no tuned row yet. Bold: the best of a column among its tuned rows (among all where none "
-             "is tuned). n/a: the model does not apply (KGIN needs an item KG; ml1m has none). Each dataset's "
-             "section below has the full table, its commands and CIKGRec's paired test.", "",
+             "is tuned). n/a: the model does not apply (KGIN needs an item KG; ml1m has none). KGAT (BPR-MF "
+             "init): KGAT whose users and items start from a trained BPR-MF, as its released commands run it "
+             "(`kgat-mf.yaml`); KGAT starts from Xavier. Each dataset's section below has the full table, its "
+             "commands and CIKGRec's paired test.", "",
              headline_table(rows_of, run, root).to_markdown(), ""]
     lines += [seeds_line(dataset, rows) for dataset, rows in rows_of.items()]
     return "\n".join(lines) + "\n"
