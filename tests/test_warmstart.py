@@ -2,6 +2,8 @@
 published protocol starts from a trained BPR-MF."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import yaml
@@ -60,6 +62,21 @@ def test_id_rows_are_the_source_runs_embeddings_and_the_rest_keeps_its_init(bprm
                        LightGCNConfig: {"embedding.weight"}, SimGCLConfig: {"embedding.weight"},
                        CIKGRecConfig: {"encoder.embedding.weight"},
                        BPRMFConfig: {"user_emb.weight", "item_emb.weight"}}[type(model)]  # only the ID tables
+
+
+def test_reopening_the_source_run_keeps_this_processs_torch_threads(tmp_path):
+    source = tmp_path / "one-thread"
+    config = _config(BPRMFConfig(dim=DIM))
+    config.train = dataclasses.replace(config.train, threads=1)
+    Trainer(config, source, dataset=_dataset(), trackers=[]).fit()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        target = Trainer(_config(BPRMFConfig(dim=DIM)), tmp_path / "target", dataset=_dataset(), trackers=[])
+        warm_start(target.model, target.dataset, source)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_warm_started_bprmf_scores_as_its_source_before_training(bprmf_run):

@@ -38,8 +38,11 @@ def warm_start(model: Recommender, dataset: Dataset, init_from: Union[str, Path]
     if not (run_dir / "best_model.pt").is_file():
         raise ConfigError(f"{run_dir} is not a trained run directory (no best_model.pt): train the run to start "
                           "from first", "train.init_from")
-    device = next(model.parameters()).device
-    source = load_run(run_dir, device=str(device))
+    device, threads = next(model.parameters()).device, torch.get_num_threads()
+    try:
+        source = load_run(run_dir, device=str(device))
+    finally:  # reopening applies the source run's train.threads to this process: keep this run's own
+        torch.set_num_threads(threads)
     if dataset_fingerprint(source.dataset) != dataset_fingerprint(dataset):
         raise ConfigError(f"{run_dir} was trained on other data than {dataset.name!r} "
                           f"({fingerprint_difference(source.dataset, dataset)})", "train.init_from")
