@@ -53,7 +53,7 @@ from cikg.train.trainer import config_differences
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"bprmf": "BPRMF", "lightgcn": "LightGCN", "lightgcn-cikg": "LightGCN-CIKG", "kgat": "KGAT",
-          "kgat-mf": "KGAT (BPR-MF init)", "kgin": "KGIN", "cikgrec": "CIKGRec", "simgcl": "SimGCL"}
+          "kgat-mf": "KGAT (BPR-MF init)", "kgin": "KGIN", "simgcl": "SimGCL", "cikgrec": "CIKGRec"}
 """Every model a sweep may run; a dataset runs those with a config in ``experiments/<dataset>/`` (KGIN needs an item
 KG, so ml1m has no ``kgin.yaml``). ``kgat-mf`` is KGAT with its published start from a trained BPR-MF
 (``train.init_from``; ``kgat-mf-init.yaml`` trains that BPR-MF, :func:`ensure_init_run`)."""
